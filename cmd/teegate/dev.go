@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/teegate/teegate/cmd/internal/cliutil"
+	"github.com/teegate/teegate/gateway"
+	"github.com/teegate/teegate/internal/stack"
+	"github.com/teegate/teegate/worker"
+	"github.com/teegate/teegate/worker/engine"
+)
+
+var signalContext = cliutil.SignalContext
+
+// devConfig is everything `teegate dev` needs, from flags.
+type devConfig struct {
+	Addr       string
+	DataDir    string
+	APIKey     string
+	NATSListen string
+	LogLevel   string
+	RateLimit  float64
+	BodyLimit  int
+	Timeout    time.Duration
+	Engine     cliutil.EngineFlags
+}
+
+func (c *devConfig) Validate() error {
+	if c.Addr == "" {
+		return errors.New("-addr is required")
+	}
+	if c.DataDir == "" {
+		return errors.New("-data-dir is required")
+	}
+	if c.BodyLimit <= 0 {
+		return errors.New("-body-limit must be positive")
+	}
+	return nil
+}
+
+// configBucket keeps dev-mode settings, such as the generated API key, so a
+// restart prints the same key.
+const configBucket = "teegate_dev"
+
+func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg devConfig
+	fs := newFlagSet("dev", stderr)
+	fs.StringVar(&cfg.Addr, "addr", "127.0.0.1:8080", "gateway listen address")
+	fs.StringVar(&cfg.DataDir, "data-dir", cliutil.DefaultDataDir(), "data directory (JetStream state, simulated TEE keys)")
+	fs.StringVar(&cfg.APIKey, "api-key", "", "API key to accept (default: generated once, stored, and printed)")
+	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:0", "address where the embedded NATS server accepts other processes (port 0: random)")
+	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second per API key (0: unlimited)")
+	fs.IntVar(&cfg.BodyLimit, "body-limit", 4<<20, "largest request body in bytes")
+	fs.DurationVar(&cfg.Timeout, "request-timeout", 10*time.Minute, "deadline of one request")
+	cfg.Engine.Register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(stderr, err)
+		return errUsage
+	}
+	log, err := cliutil.NewLogger(stderr, cfg.LogLevel)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("creating data dir: %w", err)
+	}
+	eng, err := cfg.Engine.Build()
+	if err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	st, err := stack.Start(startCtx, stack.Config{
+		DataDir:    cfg.DataDir,
+		Addr:       cfg.Addr,
+		NATSListen: cfg.NATSListen,
+		Engines:    []engine.Engine{eng},
+		Gateway:    gateway.Config{RateLimit: cfg.RateLimit, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout},
+		Worker:     worker.Config{Logger: log.With("component", "worker")},
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		st.Close(sctx)
+	}()
+	key, err := devKey(startCtx, st, cfg.APIKey)
+	if err != nil {
+		return err
+	}
+	models, err := eng.Models(startCtx)
+	if err != nil || len(models) == 0 {
+		return fmt.Errorf("listing models: %w", err)
+	}
+	printBanner(stdout, st, key, models[0].ID)
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "teegate dev: shutting down")
+	return nil
+}
+
+// devKey returns the key to print: the flag's, else the stored dev key,
+// else a new one that is stored for next time.
+func devKey(ctx context.Context, st *stack.Stack, flagKey string) (string, error) {
+	key := flagKey
+	if key == "" {
+		kv, err := st.JS.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: configBucket, Description: "teegate dev settings"})
+		if err != nil {
+			return "", fmt.Errorf("opening dev settings: %w", err)
+		}
+		if e, err := kv.Get(ctx, "api_key"); err == nil {
+			key = string(e.Value())
+		} else if errors.Is(err, jetstream.ErrKeyNotFound) {
+			if key, err = gateway.NewSecret(); err != nil {
+				return "", err
+			}
+			if _, err := kv.Put(ctx, "api_key", []byte(key)); err != nil {
+				return "", fmt.Errorf("storing dev api key: %w", err)
+			}
+		} else {
+			return "", fmt.Errorf("reading dev api key: %w", err)
+		}
+	}
+	if err := st.AddKey(ctx, key, gateway.APIKey{Name: "dev", Tenant: "dev", Admin: true}); err != nil {
+		return "", err
+	}
+	return key, nil
+}
+
+func printBanner(w io.Writer, st *stack.Stack, key, model string) {
+	fmt.Fprintf(w, `teegate dev is running (simulated TEE: for development only)
+  OpenAI base URL: %[1]s/v1
+  API key:         %[2]s
+  NATS:            %[3]s
+  Model:           %[4]s
+
+Try it:
+  curl -s %[1]s/v1/chat/completions -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' -d '{"model":"%[4]s","messages":[{"role":"user","content":"Tell me about lighthouses."}]}'
+
+Press Ctrl-C to stop.
+`, st.URL, key, orNone(st.NATSURL), model)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(in-process only)"
+	}
+	return s
+}

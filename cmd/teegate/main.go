@@ -1,0 +1,103 @@
+// Command teegate is the operator CLI: `teegate dev` runs the whole product
+// in one process; other subcommands run a gateway or worker against an
+// external NATS, manage API keys, and verify attestation offline.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+// command is one subcommand: it parses its own flags and runs.
+type command struct {
+	name    string
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	return []command{
+		{"dev", "run everything in one process: embedded NATS, gateway, a simulated-TEE worker with the builtin engine", runDev},
+		{"gateway", "run the OpenAI-compatible gateway against a NATS server", runGateway},
+		{"worker", "run a worker (engine beside it) against a NATS server", runWorker},
+		{"keys", "manage API keys: add, list, revoke", runKeys},
+		{"version", "print the version", func(_ context.Context, _ []string, out, _ io.Writer) error {
+			_, err := fmt.Fprintln(out, "teegate", version)
+			return err
+		}},
+	}
+}
+
+var version = "dev"
+
+// errUsage marks errors already explained to the user (exit 2).
+var errUsage = errors.New("usage")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		usage(stderr)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		ctx, cancel := signalContext()
+		defer cancel()
+		err := c.run(ctx, args[1:], stdout, stderr)
+		switch {
+		case err == nil:
+			return 0
+		case errors.Is(err, flag.ErrHelp):
+			return 0
+		case errors.Is(err, errUsage):
+			return 2
+		default:
+			fmt.Fprintf(stderr, "teegate %s: %v\n", c.name, err)
+			return 1
+		}
+	}
+	fmt.Fprintf(stderr, "teegate: unknown command %q\n\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: teegate <command> [flags]\n\ncommands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-9s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "\nRun 'teegate <command> -h' for a command's flags.")
+}
+
+// newFlagSet returns a flag set that reports errors as errUsage.
+func newFlagSet(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("teegate "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "unexpected arguments: %v\n", fs.Args())
+		return errUsage
+	}
+	return nil
+}

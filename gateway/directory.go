@@ -1,0 +1,157 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/teegate/teegate/worker/wire"
+)
+
+// Directory knows which models live workers serve.
+type Directory interface {
+	// Model returns the model's info if a live worker serves it.
+	Model(id string) (wire.ModelInfo, bool)
+	// Models lists every model a live worker serves, sorted by id.
+	Models() []wire.ModelInfo
+}
+
+// KVDirectory is a Directory fed by a watch on the worker registry bucket.
+// A record counts as live until wire.RecordTTL after its last heartbeat.
+type KVDirectory struct {
+	now func() time.Time
+
+	mu      sync.RWMutex
+	workers map[string]wire.WorkerRecord
+	seen    map[string]time.Time
+	ready   chan struct{}
+	stop    context.CancelFunc
+	done    chan struct{}
+}
+
+// OpenDirectory watches the registry and returns once it is loaded.
+func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*KVDirectory, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: wire.RegistryBucket, Description: "teegate worker registry", History: 1, TTL: wire.RecordTTL * 4,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening worker registry: %w", err)
+	}
+	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	w, err := kv.WatchAll(wctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("watching worker registry: %w", err)
+	}
+	d := &KVDirectory{now: time.Now, workers: map[string]wire.WorkerRecord{}, seen: map[string]time.Time{},
+		ready: make(chan struct{}), stop: cancel, done: make(chan struct{})}
+	go d.run(w)
+	select {
+	case <-d.ready:
+		return d, nil
+	case <-ctx.Done():
+		d.Close()
+		return nil, fmt.Errorf("loading worker registry: %w", ctx.Err())
+	}
+}
+
+func (d *KVDirectory) run(w jetstream.KeyWatcher) {
+	defer close(d.done)
+	defer w.Stop()
+	readied := false
+	for e := range w.Updates() {
+		if e == nil {
+			if !readied {
+				readied = true
+				close(d.ready)
+			}
+			continue
+		}
+		d.mu.Lock()
+		if e.Operation() == jetstream.KeyValuePut {
+			var rec wire.WorkerRecord
+			if json.Unmarshal(e.Value(), &rec) == nil {
+				d.workers[e.Key()] = rec
+				// Liveness is judged by when we saw the record, not by the
+				// worker's clock.
+				d.seen[e.Key()] = e.Created()
+			}
+		} else {
+			delete(d.workers, e.Key())
+			delete(d.seen, e.Key())
+		}
+		d.mu.Unlock()
+	}
+}
+
+func (d *KVDirectory) live(id string, now time.Time) bool {
+	return now.Sub(d.seen[id]) <= wire.RecordTTL
+}
+
+// Model implements Directory.
+func (d *KVDirectory) Model(id string) (wire.ModelInfo, bool) {
+	now := d.now()
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for wid, rec := range d.workers {
+		if !d.live(wid, now) {
+			continue
+		}
+		for _, m := range rec.Models {
+			if m.ID == id {
+				return m, true
+			}
+		}
+	}
+	return wire.ModelInfo{}, false
+}
+
+// Models implements Directory.
+func (d *KVDirectory) Models() []wire.ModelInfo {
+	now := d.now()
+	d.mu.RLock()
+	byID := map[string]wire.ModelInfo{}
+	for wid, rec := range d.workers {
+		if !d.live(wid, now) {
+			continue
+		}
+		for _, m := range rec.Models {
+			if _, ok := byID[m.ID]; !ok {
+				byID[m.ID] = m
+			}
+		}
+	}
+	d.mu.RUnlock()
+	out := make([]wire.ModelInfo, 0, len(byID))
+	for _, m := range byID {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Workers returns the live worker records, sorted by id.
+func (d *KVDirectory) Workers() []wire.WorkerRecord {
+	now := d.now()
+	d.mu.RLock()
+	out := make([]wire.WorkerRecord, 0, len(d.workers))
+	for wid, rec := range d.workers {
+		if d.live(wid, now) {
+			out = append(out, rec)
+		}
+	}
+	d.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Close stops the watch.
+func (d *KVDirectory) Close() {
+	d.stop()
+	<-d.done
+}

@@ -1,0 +1,335 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+
+	"github.com/teegate/teegate/worker/wire"
+)
+
+// Client-facing headers that carry attestation material.
+const (
+	HeaderReceipt    = "Teegate-Receipt"
+	HeaderEvidence   = "Teegate-Evidence"
+	HeaderEvidenceID = "Teegate-Evidence-Id"
+	HeaderNonce      = "Teegate-Nonce"
+	HeaderInline     = "Teegate-Inline-Evidence"
+	HeaderWorker     = "Teegate-Worker"
+)
+
+// keepAlive is how often an idle stream gets an SSE comment, which also
+// detects clients that went away.
+const keepAlive = 15 * time.Second
+
+func (g *Gateway) infer(op string) fiber.Handler {
+	return func(c *fiber.Ctx) error {
+		p, apiErr := validate(op, c.Body())
+		if apiErr != nil {
+			return send(c, apiErr)
+		}
+		if _, ok := g.cfg.Directory.Model(p.Model); !ok {
+			return send(c, errModelNotFound(p.Model))
+		}
+		reqID, _ := c.Locals(localReqID).(string)
+		key, _ := c.Locals(localKey).(APIKey)
+		start, _ := c.Locals(localStart).(time.Time)
+		deadline := start.Add(g.cfg.RequestTimeout)
+
+		msg := nats.NewMsg(wire.InferSubject(p.Model))
+		// fasthttp reuses the body buffer after the handler returns, and a
+		// stream outlives the handler: forward a copy.
+		msg.Data = bytes.Clone(c.Body())
+		h := msg.Header
+		h.Set(wire.HdrVersion, wire.Version)
+		h.Set(wire.HdrRequestID, reqID)
+		h.Set(wire.HdrOp, op)
+		h.Set(wire.HdrModel, p.Model)
+		h.Set(wire.HdrTenant, key.Tenant)
+		wire.SetDeadline(h, deadline)
+		if n := c.Get(HeaderNonce); n != "" {
+			if len(n) > 256 {
+				return send(c, errInvalid("Teegate-Nonce", "The Teegate-Nonce header is longer than 256 bytes."))
+			}
+			h.Set(wire.HdrNonce, n)
+		}
+		if c.Get(HeaderInline) != "" {
+			h.Set(wire.HdrInline, "1")
+		}
+		if tp := c.Get("traceparent"); tp != "" {
+			h.Set(wire.HdrTrace, tp)
+		}
+		var err error
+		if p.Stream {
+			h.Set(wire.HdrStream, "1")
+			h.Set(wire.HdrWindow, strconv.Itoa(g.cfg.StreamWindow))
+			err = g.stream(c, msg, deadline, reqID)
+		} else {
+			err = g.unary(c, msg, deadline, reqID)
+		}
+		return err
+	}
+}
+
+// unary forwards a non-stream request and relays the reply bytes.
+func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID string) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		reply, err := g.cfg.Conn.RequestMsgWithContext(ctx, msg)
+		switch {
+		case errors.Is(err, nats.ErrNoResponders):
+			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
+		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
+			return g.finish(c, reqID, send(c, errDeadline()), http.StatusGatewayTimeout)
+		case err != nil:
+			g.log.Error("forwarding request failed", "request_id", reqID, "err", err)
+			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
+		}
+		if reply.Header.Get(wire.HdrError) == wire.CodeBusy {
+			if attempt < g.cfg.Attempts {
+				continue
+			}
+			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
+		}
+		status, err := strconv.Atoi(reply.Header.Get(wire.HdrStatus))
+		if err != nil || status < 200 || status > 599 {
+			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+		}
+		copyAttestation(c, reply.Header)
+		if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
+			c.Set(fiber.HeaderRetryAfter, "1")
+		}
+		ct := reply.Header.Get(wire.HdrContentType)
+		if ct == "" {
+			ct = fiber.MIMEApplicationJSON
+		}
+		c.Set(fiber.HeaderContentType, ct)
+		return g.finish(c, reqID, c.Status(status).Send(reply.Data), status)
+	}
+}
+
+func copyAttestation(c *fiber.Ctx, h nats.Header) {
+	if v := h.Get(wire.HdrReceipt); v != "" {
+		c.Set(HeaderReceipt, v)
+	}
+	if v := h.Get(wire.HdrEvidenceID); v != "" {
+		c.Set(HeaderEvidenceID, v)
+	}
+	if v := h.Get(wire.HdrEvidence); v != "" {
+		c.Set(HeaderEvidence, v)
+	}
+	if v := h.Get(wire.HdrWorker); v != "" {
+		c.Set(HeaderWorker, v)
+	}
+}
+
+func (g *Gateway) finish(c *fiber.Ctx, reqID string, err error, status int) error {
+	g.log.Info("request", "request_id", reqID, "path", c.Path(), "status", status)
+	return err
+}
+
+// stream forwards a stream request: it waits for the first message to pick
+// between an error reply and an SSE response, then relays the chunks from a
+// stream writer that flushes each one.
+func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID string) error {
+	nc := g.cfg.Conn
+	window := g.cfg.StreamWindow
+	for attempt := 1; ; attempt++ {
+		inbox := nc.NewInbox()
+		// Capacity beyond the window: the worker never has more than window
+		// data chunks unacknowledged, plus one end or error message.
+		ch := make(chan *nats.Msg, window+8)
+		sub, err := nc.ChanSubscribe(inbox, ch)
+		if err != nil {
+			g.log.Error("subscribing for a stream failed", "request_id", reqID, "err", err)
+			return g.finish(c, reqID, send(c, errInternal()), http.StatusInternalServerError)
+		}
+		msg.Reply = inbox
+		if err := nc.PublishMsg(msg); err != nil {
+			_ = sub.Unsubscribe()
+			g.log.Error("publishing a stream request failed", "request_id", reqID, "err", err)
+			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
+		}
+		timer := time.NewTimer(time.Until(deadline))
+		var first *nats.Msg
+		select {
+		case first = <-ch:
+			timer.Stop()
+		case <-timer.C:
+			_ = sub.Unsubscribe()
+			return g.finish(c, reqID, send(c, errDeadline()), http.StatusGatewayTimeout)
+		}
+		if wire.IsNoResponders(first) {
+			_ = sub.Unsubscribe()
+			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
+		}
+		switch first.Header.Get(wire.HdrKind) {
+		case wire.KindError:
+			_ = sub.Unsubscribe()
+			if first.Header.Get(wire.HdrError) == wire.CodeBusy && attempt < g.cfg.Attempts {
+				continue
+			}
+			status, err := strconv.Atoi(first.Header.Get(wire.HdrStatus))
+			if err != nil || status < 400 || status > 599 {
+				return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+			}
+			if status == http.StatusServiceUnavailable {
+				c.Set(fiber.HeaderRetryAfter, "1")
+			}
+			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+			return g.finish(c, reqID, c.Status(status).Send(first.Data), status)
+		case wire.KindData, wire.KindEnd:
+		default:
+			_ = sub.Unsubscribe()
+			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+		}
+		start, _ := c.Locals(localStart).(time.Time)
+		c.Set("openai-processing-ms", strconv.FormatInt(time.Since(start).Milliseconds(), 10))
+		c.Set(fiber.HeaderContentType, "text/event-stream; charset=utf-8")
+		c.Set(fiber.HeaderCacheControl, "no-cache")
+		c.Set("X-Accel-Buffering", "no")
+		copyAttestation(c, first.Header)
+		c.Status(http.StatusOK)
+		r := &relay{nc: nc, sub: sub, ch: ch, window: window, deadline: deadline, g: g, reqID: reqID}
+		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) { r.run(w, first) })
+		g.log.Info("stream started", "request_id", reqID, "status", 200)
+		return nil
+	}
+}
+
+// relay copies one stream's chunks to the client.
+type relay struct {
+	g        *Gateway
+	nc       *nats.Conn
+	sub      *nats.Subscription
+	ch       chan *nats.Msg
+	window   int
+	deadline time.Time
+	reqID    string
+
+	next    int    // next expected seq
+	acked   int    // last seq acknowledged to the worker
+	control string // the worker's ack subject
+}
+
+func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
+	defer func() { _ = r.sub.Unsubscribe() }()
+	r.next = 1
+	dl := time.NewTimer(time.Until(r.deadline))
+	defer dl.Stop()
+	ka := time.NewTicker(keepAlive)
+	defer ka.Stop()
+	m := first
+	for {
+		if m != nil {
+			done, ok := r.handle(w, m)
+			if !ok {
+				r.cancel()
+				return
+			}
+			if done {
+				return
+			}
+		}
+		select {
+		case m = <-r.ch:
+		case <-ka.C:
+			m = nil
+			if _, err := w.WriteString(": keep-alive\n\n"); err != nil || w.Flush() != nil {
+				r.cancel()
+				return
+			}
+		case <-dl.C:
+			writeEvent(w, errDeadline().Body())
+			_ = w.Flush()
+			r.cancel()
+			return
+		}
+	}
+}
+
+// handle writes one message; done means the stream ended, !ok that the
+// client is gone or the stream broke (the worker must stop).
+func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
+	if wire.IsNoResponders(m) {
+		writeEvent(w, errNoCapacity().Body())
+		_ = w.Flush()
+		return true, true
+	}
+	seq, err := strconv.Atoi(m.Header.Get(wire.HdrSeq))
+	if err != nil || seq != r.next {
+		r.g.log.Warn("stream out of order", "request_id", r.reqID, "want", r.next, "got", seq)
+		writeEvent(w, errUpstream().Body())
+		_ = w.Flush()
+		return true, false
+	}
+	r.next++
+	switch m.Header.Get(wire.HdrKind) {
+	case wire.KindData:
+		if m.Reply != "" {
+			r.control = m.Reply
+		}
+		writeEvent(w, m.Data)
+		if err := w.Flush(); err != nil {
+			return false, false
+		}
+		if seq-r.acked >= max(1, r.window/2) && r.control != "" {
+			ack := nats.NewMsg(r.control)
+			ack.Header.Set(wire.HdrAck, strconv.Itoa(seq))
+			_ = r.nc.PublishMsg(ack)
+			r.acked = seq
+		}
+		return false, true
+	case wire.KindEnd:
+		if len(m.Data) > 0 {
+			writeEvent(w, m.Data)
+		}
+		_, _ = w.WriteString("data: [DONE]\n\n")
+		_ = w.Flush()
+		r.g.log.Info("stream finished", "request_id", r.reqID, "chunks", seq-1)
+		return true, true
+	case wire.KindError:
+		writeEvent(w, m.Data)
+		_ = w.Flush()
+		r.g.log.Info("stream failed in worker", "request_id", r.reqID, "status", m.Header.Get(wire.HdrStatus))
+		return true, true
+	}
+	writeEvent(w, errUpstream().Body())
+	_ = w.Flush()
+	return true, false
+}
+
+// cancel tells the worker to stop generating.
+func (r *relay) cancel() {
+	if r.control == "" {
+		return // unsubscribing the inbox stops the worker at its next chunk
+	}
+	m := nats.NewMsg(r.control)
+	m.Header.Set(wire.HdrCancel, "1")
+	_ = r.nc.PublishMsg(m)
+}
+
+// writeEvent writes one SSE event whose data is payload; a payload with
+// line breaks becomes several data lines, which clients rejoin with "\n".
+func writeEvent(w *bufio.Writer, payload []byte) {
+	for {
+		i := bytes.IndexByte(payload, '\n')
+		_, _ = w.WriteString("data: ")
+		if i < 0 {
+			_, _ = w.Write(payload)
+			_, _ = w.WriteString("\n\n")
+			return
+		}
+		_, _ = w.Write(bytes.TrimSuffix(payload[:i], []byte("\r")))
+		_, _ = w.WriteString("\n")
+		payload = payload[i+1:]
+	}
+}

@@ -1,0 +1,130 @@
+package gateway
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+
+	"github.com/gofiber/fiber/v2"
+)
+
+// APIError is an error the client sees, in OpenAI's shape.
+type APIError struct {
+	Status  int
+	Message string
+	Type    string
+	Param   string
+	Code    string
+	// RetryAfter, in seconds, is sent as Retry-After when positive.
+	RetryAfter int
+}
+
+func (e *APIError) Error() string { return e.Message }
+
+// Body is the JSON error body {"error":{"message","type","param","code"}}.
+func (e *APIError) Body() []byte {
+	type inner struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	}
+	in := inner{Message: e.Message, Type: e.Type}
+	if e.Param != "" {
+		in.Param = &e.Param
+	}
+	if e.Code != "" {
+		in.Code = &e.Code
+	}
+	b, _ := json.Marshal(struct {
+		Error inner `json:"error"`
+	}{in})
+	return b
+}
+
+// The table of client-visible errors. Every failure the gateway produces
+// itself comes from here; worker and engine errors arrive already shaped.
+func errInvalidJSON(detail string) *APIError {
+	return &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error",
+		Message: "We could not parse the JSON body of your request. (" + detail + ")"}
+}
+
+func errInvalid(param, msg string) *APIError {
+	return &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: param, Message: msg}
+}
+
+func errMissingKey() *APIError {
+	return &APIError{Status: http.StatusUnauthorized, Type: "invalid_request_error",
+		Message: "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'."}
+}
+
+func errBadKey() *APIError {
+	return &APIError{Status: http.StatusUnauthorized, Type: "invalid_request_error", Code: "invalid_api_key",
+		Message: "Incorrect API key provided."}
+}
+
+func errForbidden() *APIError {
+	return &APIError{Status: http.StatusForbidden, Type: "invalid_request_error", Code: "forbidden",
+		Message: "This API key may not use this endpoint."}
+}
+
+func errModelNotFound(model string) *APIError {
+	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Param: "model", Code: "model_not_found",
+		Message: "The model `" + truncate(model, 256) + "` does not exist or you do not have access to it."}
+}
+
+func errNotFound() *APIError {
+	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "not_found",
+		Message: "Unknown request URL. Please check the URL and method."}
+}
+
+func errMethod() *APIError {
+	return &APIError{Status: http.StatusMethodNotAllowed, Type: "invalid_request_error", Code: "method_not_allowed",
+		Message: "This method is not allowed for this URL."}
+}
+
+func errTooLarge(limit int) *APIError {
+	return &APIError{Status: http.StatusRequestEntityTooLarge, Type: "invalid_request_error", Code: "request_too_large",
+		Message: "The request body is larger than the limit of " + strconv.Itoa(limit) + " bytes."}
+}
+
+func errRateLimited(retryAfter int) *APIError {
+	return &APIError{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded",
+		Message: "Rate limit reached for this API key. Retry after the time in the Retry-After header.", RetryAfter: retryAfter}
+}
+
+func errNoCapacity() *APIError {
+	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "no_capacity",
+		Message: "No attested worker is available for this model right now. Please retry.", RetryAfter: 1}
+}
+
+func errDeadline() *APIError {
+	return &APIError{Status: http.StatusGatewayTimeout, Type: "timeout", Code: "deadline_exceeded",
+		Message: "The request did not complete before its deadline."}
+}
+
+func errInternal() *APIError {
+	return &APIError{Status: http.StatusInternalServerError, Type: "server_error",
+		Message: "The server had an error while processing your request."}
+}
+
+func errUpstream() *APIError {
+	return &APIError{Status: http.StatusBadGateway, Type: "server_error", Code: "bad_worker_reply",
+		Message: "The worker sent a malformed reply."}
+}
+
+// send writes e as the response.
+func send(c *fiber.Ctx, e *APIError) error {
+	if e.RetryAfter > 0 {
+		c.Set(fiber.HeaderRetryAfter, strconv.Itoa(e.RetryAfter))
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Status(e.Status).Send(e.Body())
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

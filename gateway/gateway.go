@@ -1,0 +1,274 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+	"golang.org/x/time/rate"
+
+	"github.com/teegate/teegate/worker/wire"
+)
+
+// Config configures a Gateway. Conn, Keys and Directory are required.
+type Config struct {
+	Conn      *nats.Conn
+	Keys      KeyStore
+	Directory Directory
+	// BodyLimit is the largest request body accepted (413 beyond). Default 4 MiB.
+	BodyLimit int
+	// RequestTimeout bounds a whole request (504 beyond). Default 10 min.
+	RequestTimeout time.Duration
+	// RateLimit is requests per second per API key; 0 disables. RateBurst
+	// defaults to max(1, RateLimit).
+	RateLimit float64
+	RateBurst int
+	// StreamWindow is the flow-control window (chunks in flight) per stream.
+	StreamWindow int
+	// Attempts is how many workers a request may try when they are busy.
+	Attempts int
+	Logger   *slog.Logger
+	// Now is the clock (tests inject one). Default time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) validate() error {
+	if c.Conn == nil || c.Keys == nil || c.Directory == nil {
+		return errors.New("gateway config: Conn, Keys and Directory are required")
+	}
+	if c.BodyLimit <= 0 {
+		c.BodyLimit = 4 << 20
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 10 * time.Minute
+	}
+	if c.RateLimit < 0 || math.IsNaN(c.RateLimit) {
+		return errors.New("gateway config: RateLimit must be >= 0")
+	}
+	if c.RateBurst <= 0 {
+		c.RateBurst = max(1, int(math.Ceil(c.RateLimit)))
+	}
+	if c.StreamWindow <= 0 {
+		c.StreamWindow = wire.DefaultWindow
+	}
+	if c.Attempts <= 0 {
+		c.Attempts = 3
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Gateway is the HTTP edge.
+type Gateway struct {
+	cfg Config
+	app *fiber.App
+	log *slog.Logger
+
+	limMu    sync.Mutex
+	limiters map[string]*rate.Limiter
+}
+
+// New builds a Gateway; Serve starts it.
+func New(cfg Config) (*Gateway, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, limiters: map[string]*rate.Limiter{}}
+	g.app = fiber.New(fiber.Config{
+		AppName:               "teegate",
+		BodyLimit:             cfg.BodyLimit,
+		DisableStartupMessage: true,
+		ErrorHandler:          g.errorHandler,
+		ReadTimeout:           time.Minute,
+		IdleTimeout:           2 * time.Minute,
+		StreamRequestBody:     false,
+	})
+	g.routes()
+	return g, nil
+}
+
+func (g *Gateway) routes() {
+	a := g.app
+	a.Use(g.common)
+	a.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
+	a.Get("/readyz", g.readyz)
+	v1 := a.Group("/v1", g.auth)
+	v1.Post("/chat/completions", g.infer(wire.OpChat))
+	v1.Post("/completions", g.infer(wire.OpCompletions))
+	v1.Post("/embeddings", g.infer(wire.OpEmbeddings))
+	v1.Get("/models", g.listModels)
+	v1.Get("/models/*", g.getModel)
+	a.Use(func(c *fiber.Ctx) error { return send(c, errNotFound()) })
+}
+
+// App exposes the fiber app (tests use App().Test).
+func (g *Gateway) App() *fiber.App { return g.app }
+
+// Serve serves HTTP on ln until Shutdown.
+func (g *Gateway) Serve(ln net.Listener) error {
+	if err := g.app.Listener(ln); err != nil {
+		return fmt.Errorf("serving http: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for requests (streams
+// included) to finish until ctx ends.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	if err := g.app.ShutdownWithContext(ctx); err != nil {
+		return fmt.Errorf("shutting down http: %w", err)
+	}
+	return nil
+}
+
+// Local keys on the fiber context.
+const (
+	localStart = "tg.start"
+	localKey   = "tg.key"
+	localReqID = "tg.reqid"
+)
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "req_" + hex.EncodeToString(b[:])
+}
+
+// common stamps every response with x-request-id and openai-processing-ms.
+func (g *Gateway) common(c *fiber.Ctx) error {
+	start := time.Now()
+	id := newRequestID()
+	c.Locals(localStart, start)
+	c.Locals(localReqID, id)
+	c.Set("x-request-id", id)
+	err := c.Next()
+	if err != nil {
+		if herr := g.errorHandler(c, err); herr != nil {
+			return herr
+		}
+	}
+	// Streams set their own value when headers go out.
+	if len(c.Response().Header.Peek("openai-processing-ms")) == 0 {
+		c.Set("openai-processing-ms", strconv.FormatInt(time.Since(start).Milliseconds(), 10))
+	}
+	return nil
+}
+
+// errorHandler maps fiber's own errors (404, 405, 413 from the server)
+// into OpenAI-shaped bodies.
+func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
+	// Errors raised before the middleware ran (a body over the limit) still
+	// get the headers every response carries.
+	if len(c.Response().Header.Peek("x-request-id")) == 0 {
+		c.Set("x-request-id", newRequestID())
+		c.Set("openai-processing-ms", "0")
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return send(c, ae)
+	}
+	var fe *fiber.Error
+	if errors.As(err, &fe) {
+		switch fe.Code {
+		case fiber.StatusRequestEntityTooLarge:
+			return send(c, errTooLarge(g.cfg.BodyLimit))
+		case fiber.StatusNotFound:
+			return send(c, errNotFound())
+		case fiber.StatusMethodNotAllowed:
+			return send(c, errMethod())
+		case fiber.StatusBadRequest:
+			return send(c, errInvalid("", "Bad request."))
+		}
+	}
+	g.log.Error("request failed", "err", err)
+	return send(c, errInternal())
+}
+
+func (g *Gateway) readyz(c *fiber.Ctx) error {
+	if !g.cfg.Conn.IsConnected() {
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "nats disconnected"})
+	}
+	return c.JSON(fiber.Map{"status": "ready", "models": len(g.cfg.Directory.Models())})
+}
+
+func (g *Gateway) auth(c *fiber.Ctx) error {
+	h := c.Get(fiber.HeaderAuthorization)
+	if h == "" {
+		return send(c, errMissingKey())
+	}
+	secret, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok {
+		return send(c, errMissingKey())
+	}
+	rec, ok := g.cfg.Keys.Lookup(strings.TrimSpace(secret))
+	if !ok {
+		return send(c, errBadKey())
+	}
+	c.Locals(localKey, rec)
+	if g.cfg.RateLimit > 0 {
+		if e := g.rateLimit(rec.Name + "\x00" + rec.Tenant); e != nil {
+			return send(c, e)
+		}
+	}
+	return c.Next()
+}
+
+func (g *Gateway) rateLimit(id string) *APIError {
+	g.limMu.Lock()
+	l, ok := g.limiters[id]
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(g.cfg.RateLimit), g.cfg.RateBurst)
+		g.limiters[id] = l
+	}
+	g.limMu.Unlock()
+	now := g.cfg.Now()
+	r := l.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return errRateLimited(int(math.Ceil(d.Seconds())))
+	}
+	return nil
+}
+
+func (g *Gateway) listModels(c *fiber.Ctx) error {
+	models := g.cfg.Directory.Models()
+	data := make([]fiber.Map, 0, len(models))
+	for _, m := range models {
+		data = append(data, modelObject(m))
+	}
+	return c.JSON(fiber.Map{"object": "list", "data": data})
+}
+
+func (g *Gateway) getModel(c *fiber.Ctx) error {
+	id := c.Params("*")
+	m, ok := g.cfg.Directory.Model(id)
+	if !ok {
+		return send(c, errModelNotFound(id))
+	}
+	return c.JSON(modelObject(m))
+}
+
+func modelObject(m wire.ModelInfo) fiber.Map {
+	owned := m.OwnedBy
+	if owned == "" {
+		owned = "teegate"
+	}
+	return fiber.Map{"id": m.ID, "object": "model", "created": m.Created, "owned_by": owned}
+}

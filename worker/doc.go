@@ -1,0 +1,8 @@
+// Package worker is the process that runs inside the TEE: a NATS service
+// that takes requests for the models its engine serves (one queue group per
+// model subject, see package wire), calls the engine with the exact request
+// bytes, and relays the engine's exact response bytes back — a single reply
+// for non-stream calls, ordered and flow-controlled chunks for streams. It
+// keeps its registry record fresh in JetStream so the gateway can route to
+// it. It never logs request or response content.
+package worker

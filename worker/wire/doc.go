@@ -1,0 +1,22 @@
+// Package wire is the gateway↔worker protocol over NATS: subject names,
+// header names, message kinds, error codes and the protocol version. Both
+// sides import it and nothing else about each other.
+//
+// A request is one NATS message on InferSubject(model) carrying the exact
+// client request body and metadata headers. Workers serve a model in the
+// queue group QueueGroup, so each request reaches one worker.
+//
+// Non-stream: the worker answers with one reply message (KindResponse or
+// KindError) whose data are the exact response bytes and whose headers carry
+// the HTTP status, content type and receipt.
+//
+// Stream: the worker sends ordered messages to the request's reply inbox:
+// zero or more KindData messages (one SSE data payload each, Seq 1, 2, …)
+// then exactly one KindEnd or KindError. Each KindData message has a reply
+// subject owned by the worker: the gateway publishes acks there (HdrAck =
+// highest seq written to the client) so the worker never has more than the
+// request's window of unacknowledged chunks in flight, and publishes
+// HdrCancel there when the client goes away. A worker also stops when the
+// inbox disappears (NATS answers its next chunk with a no-responders
+// status on the ack subject).
+package wire
