@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -407,18 +408,41 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, req micr
 	if w.cfg.Notary != nil {
 		notary = w.cfg.Notary.Stream(ctx, meta, req.Data())
 	}
-	acked, seq := 0, 0
-	// handleAck applies one control message; false means stop.
-	handleAck := func(m *nats.Msg) bool {
-		if wire.IsNoResponders(m) || m.Header.Get(wire.HdrCancel) != "" {
-			cancel()
+	// The control loop applies acks and cancels while the main loop may be
+	// blocked in the engine: a cancel must interrupt generation itself.
+	var acked atomic.Int64
+	credit := make(chan struct{}, 1)
+	gone := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case m := <-acks:
+				if wire.IsNoResponders(m) || m.Header.Get(wire.HdrCancel) != "" {
+					close(gone)
+					cancel()
+					return
+				}
+				if a := int64(wire.IntHeader(m.Header, wire.HdrAck, -1)); a > acked.Load() {
+					acked.Store(a)
+					select {
+					case credit <- struct{}{}:
+					default:
+					}
+				}
+			}
+		}
+	}()
+	wentAway := func() bool {
+		select {
+		case <-gone:
+			return true
+		default:
 			return false
 		}
-		if a := wire.IntHeader(m.Header, wire.HdrAck, -1); a > acked {
-			acked = a
-		}
-		return true
 	}
+	seq := 0
 	send := func(kind string, data []byte, status int) error {
 		msg := nats.NewMsg(inbox)
 		msg.Header.Set(wire.HdrKind, kind)
@@ -438,29 +462,17 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, req micr
 		return nil
 	}
 	for {
-		// Drain control messages without blocking.
-		for drained := false; !drained; {
-			select {
-			case m := <-acks:
-				if !handleAck(m) {
-					return seq, errors.New("client went away")
-				}
-			default:
-				drained = true
-			}
-		}
 		// Wait for credit when the window is full.
-		if seq-acked >= window {
+		for int64(seq)-acked.Load() >= int64(window) {
 			timer := time.NewTimer(w.cfg.AckTimeout)
 			select {
-			case m := <-acks:
+			case <-credit:
 				timer.Stop()
-				if !handleAck(m) {
-					return seq, errors.New("client went away")
-				}
-				continue
 			case <-ctx.Done():
 				timer.Stop()
+				if wentAway() {
+					return seq, errors.New("client went away")
+				}
 				return seq, fmt.Errorf("waiting for credit: %w", ctx.Err())
 			case <-timer.C:
 				cancel()
@@ -483,6 +495,9 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, req micr
 		if err != nil {
 			e, ok := engine.AsError(err)
 			if !ok {
+				if wentAway() {
+					return seq, errors.New("client went away")
+				}
 				if ctx.Err() != nil {
 					return seq, fmt.Errorf("generating: %w", ctx.Err())
 				}

@@ -1,0 +1,57 @@
+# teegate — run `make` (or `make help`) to see the targets.
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin
+PKGS  := ./...
+# Packages whose tests also run under the race detector in `make test`.
+RACE_PKGS := ./gateway/... ./worker/... ./internal/...
+FUZZTIME ?= 20s
+BENCHTIME ?= 1s
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## show this help
+	@awk 'BEGIN {FS = ":.*##"; printf "usage: make <target>\n\n"} /^[a-zA-Z_-]+:.*##/ { printf "  %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build bin/teegate and bin/teegate-worker
+	$(GO) build -o $(BIN)/teegate ./cmd/teegate
+	$(GO) build -o $(BIN)/teegate-worker ./cmd/teegate-worker
+
+.PHONY: run
+run: build ## run the whole product on this machine (teegate dev): NATS, gateway, simulated-TEE worker, builtin engine
+	$(BIN)/teegate dev $(ARGS)
+
+.PHONY: test
+test: node-deps ## run every test (Go, Rego, Node SDK smoke), installing what is missing
+	$(GO) vet $(PKGS)
+	TEEGATE_REQUIRE_NODE=1 $(GO) test -count=1 -timeout 15m $(PKGS)
+	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
+
+.PHONY: node-deps
+node-deps: ## install the official OpenAI Node SDK used by the smoke tests
+	@command -v node >/dev/null || { echo "node is required (apt-get install nodejs npm)"; exit 1; }
+	@if [ ! -d tests/node/node_modules/openai ]; then cd tests/node && npm ci --no-audit --no-fund --loglevel=error; fi
+
+.PHONY: bench
+bench: ## run the benchmarks (numbers go to docs/PERFORMANCE.md)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 20s)
+	@set -e; for pkg in $$($(GO) list $(PKGS)); do \
+	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
+	  for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' $$dir/*_test.go 2>/dev/null | sed 's/func //'); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+.PHONY: lint
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+.PHONY: clean
+clean: ## remove build outputs
+	rm -rf $(BIN)
