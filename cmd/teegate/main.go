@@ -25,6 +25,7 @@ func commands() []command {
 		{"gateway", "run the OpenAI-compatible gateway against a NATS server", runGateway},
 		{"worker", "run a worker (engine beside it) against a NATS server", runWorker},
 		{"keys", "manage API keys: add, list, revoke", runKeys},
+		{"verify", "verify evidence, quotes, GPU reports and responses offline", runVerify},
 		{"version", "print the version", func(_ context.Context, _ []string, out, _ io.Writer) error {
 			_, err := fmt.Fprintln(out, "teegate", version)
 			return err
