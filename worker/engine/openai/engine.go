@@ -1,0 +1,443 @@
+package openai
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/teegate/teegate/worker/engine"
+)
+
+const (
+	// maxErrorBody bounds how much of a non-2xx body is read to find the
+	// error message; the rest is dropped unread.
+	maxErrorBody = 64 << 10
+	// maxModelsBody bounds GET /v1/models answers.
+	maxModelsBody = 8 << 20
+	// maxRequestIDLen bounds the X-Request-Id header we forward.
+	maxRequestIDLen = 256
+)
+
+// Causes set on a request's context so that a failed read can be told apart
+// from the caller's own cancellation.
+var (
+	errDeadline = errors.New("engine request deadline")
+	errIdle     = errors.New("engine stream idle")
+	errReleased = errors.New("engine request released")
+)
+
+// Engine is an engine.Engine backed by an OpenAI-compatible HTTP server. It
+// is safe for concurrent use.
+type Engine struct {
+	cfg    Config
+	auth   string
+	client *http.Client
+
+	// sem serializes model-list refreshes; a channel rather than a mutex so
+	// waiters can give up when their context ends.
+	sem      chan struct{}
+	cached   []engine.Model
+	cachedAt time.Time
+	cacheOK  bool
+}
+
+var _ engine.Engine = (*Engine)(nil)
+
+// New validates cfg and returns an Engine. It does not contact the server.
+func New(cfg Config) (*Engine, error) {
+	c, err := cfg.normalized()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: c, sem: make(chan struct{}, 1)}
+	if c.APIKey != "" {
+		e.auth = "Bearer " + c.APIKey
+	}
+	var client http.Client
+	if c.HTTPClient != nil {
+		client = *c.HTTPClient
+	} else {
+		client.Transport = newTransport()
+	}
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	e.client = &client
+	return e, nil
+}
+
+// newTransport is tuned for one engine on loopback: many concurrent
+// requests to a single host, no compression (it only costs CPU there), and
+// no proxy (prompts must not leave for a proxy named in the environment).
+func newTransport() *http.Transport {
+	return &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second,
+		DisableCompression:  true,
+	}
+}
+
+// BaseURL returns the normalized base URL requests are sent under.
+func (e *Engine) BaseURL() string { return e.cfg.BaseURL }
+
+// Close releases idle connections. In-flight calls and open streams are not
+// affected. The Engine remains usable.
+func (e *Engine) Close() error {
+	e.client.CloseIdleConnections()
+	return nil
+}
+
+// Do sends call.Body unchanged to the operation's endpoint. A non-stream
+// success returns the upstream body bytes unchanged; a stream success
+// returns a Stream of the upstream SSE data payloads, tied to ctx (ending ctx
+// aborts the upstream request, as does Stream.Close). A non-2xx answer is
+// returned as a normalized *engine.Error (see NormalizeError); transport
+// failures as an error chain holding an *engine.Error: 503
+// engine_unavailable with ErrUnavailable, or 504 engine_timeout with
+// ErrTimeout. When ctx itself ends, the error wraps ctx.Err() instead.
+func (e *Engine) Do(ctx context.Context, call engine.Call) (*engine.Result, error) {
+	path := call.Op.Path()
+	if path == "" {
+		return nil, fmt.Errorf("calling engine: %w: %q", ErrUnknownOp, string(call.Op))
+	}
+	accept := "application/json"
+	if call.Stream {
+		accept = "text/event-stream"
+	}
+	return e.send(ctx, request{
+		what:      "calling engine",
+		method:    http.MethodPost,
+		path:      path,
+		accept:    accept,
+		body:      call.Body,
+		requestID: call.RequestID,
+		stream:    call.Stream,
+		maxBody:   e.cfg.MaxResponseBytes,
+	})
+}
+
+type request struct {
+	what      string // error prefix
+	method    string
+	path      string
+	accept    string
+	body      []byte
+	requestID string
+	stream    bool
+	maxBody   int64
+}
+
+func (e *Engine) send(ctx context.Context, r request) (*engine.Result, error) {
+	reqCtx, cancel := context.WithCancelCause(ctx)
+	deadline := time.AfterFunc(e.cfg.Timeout, func() { cancel(errDeadline) })
+	release := func() {
+		deadline.Stop()
+		cancel(errReleased)
+	}
+	var body io.Reader
+	if r.method == http.MethodPost {
+		body = bytes.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(reqCtx, r.method, e.cfg.BaseURL+r.path, body)
+	if err != nil {
+		release()
+		return nil, fmt.Errorf("%s: building request: %w", r.what, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", r.accept)
+	if e.auth != "" {
+		req.Header.Set("Authorization", e.auth)
+	}
+	// vLLM and SGLang adopt X-Request-Id as their own request id, which
+	// lines their logs up with ours.
+	if r.requestID != "" && len(r.requestID) <= maxRequestIDLen && validHeaderValue(r.requestID) {
+		req.Header.Set("X-Request-Id", r.requestID)
+	}
+
+	resp, err := e.client.Do(req)
+	if err != nil {
+		err = transportError(r.what, ctx, reqCtx, err)
+		release()
+		return nil, err
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		defer release()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		resp.Body.Close()
+		return nil, NormalizeError(resp.StatusCode, msg)
+	}
+	if !r.stream {
+		b, err := readBody(resp, r.maxBody)
+		resp.Body.Close()
+		if err != nil {
+			err = bodyError(r.what, ctx, reqCtx, err)
+		}
+		release()
+		if err != nil {
+			return nil, err
+		}
+		return &engine.Result{Body: b}, nil
+	}
+
+	if !deadline.Stop() {
+		// The deadline fired as the headers arrived; the stream is dead.
+		resp.Body.Close()
+		err := transportError(r.what, ctx, reqCtx, context.DeadlineExceeded)
+		release()
+		return nil, err
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		if mt, _, perr := mime.ParseMediaType(ct); perr != nil || mt != "text/event-stream" {
+			resp.Body.Close()
+			release()
+			return nil, clientError(r.what, badResponse("inference engine did not answer the stream request with an event stream"), ErrBadResponse, nil)
+		}
+	}
+	return &engine.Result{Stream: newStream(ctx, reqCtx, cancel, resp.Body, e.cfg)}, nil
+}
+
+// readBody reads a success body whole, allocating once when the length is
+// known.
+func readBody(resp *http.Response, limit int64) ([]byte, error) {
+	if resp.ContentLength > limit {
+		return nil, errTooLarge
+	}
+	if resp.ContentLength >= 0 {
+		b := make([]byte, resp.ContentLength)
+		if _, err := io.ReadFull(resp.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
+var errTooLarge = errors.New("response body exceeds limit")
+
+func unavailable() *engine.Error {
+	return engine.Errorf(http.StatusServiceUnavailable, typeServer, "", CodeEngineUnavailable, "inference engine is unavailable")
+}
+
+func timedOut() *engine.Error {
+	return engine.Errorf(http.StatusGatewayTimeout, typeServer, "", CodeEngineTimeout, "inference engine timed out")
+}
+
+func badResponse(msg string) *engine.Error {
+	return engine.Errorf(http.StatusBadGateway, typeServer, "", CodeBadResponse, "%s", msg)
+}
+
+// transportError classifies a failure to get a response. The caller's own
+// cancellation is reported as such (not as an engine failure); otherwise the
+// engine was slow (504) or unreachable (503).
+func transportError(what string, ctx, reqCtx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", what, ctx.Err())
+	}
+	if context.Cause(reqCtx) == errDeadline {
+		return clientError(what, timedOut(), ErrTimeout, err)
+	}
+	return clientError(what, unavailable(), ErrUnavailable, err)
+}
+
+// bodyError classifies a failure while reading a success body.
+func bodyError(what string, ctx, reqCtx context.Context, err error) error {
+	if errors.Is(err, errTooLarge) {
+		return clientError(what, badResponse("inference engine response is too large"), ErrBadResponse, err)
+	}
+	return transportError(what, ctx, reqCtx, err)
+}
+
+// Models lists the models from GET /v1/models, cached for
+// Config.ModelRefresh, plus the configured aliases of listed models. Object
+// and owned_by are filled in when the server leaves them out. The returned
+// slice is the caller's.
+func (e *Engine) Models(ctx context.Context) ([]engine.Model, error) {
+	select {
+	case e.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("listing models: %w", ctx.Err())
+	}
+	defer func() { <-e.sem }()
+	now := e.cfg.Now()
+	if age := now.Sub(e.cachedAt); e.cacheOK && age >= 0 && age < e.cfg.ModelRefresh {
+		return slices.Clone(e.cached), nil
+	}
+	res, err := e.send(ctx, request{
+		what:    "listing models",
+		method:  http.MethodGet,
+		path:    "/v1/models",
+		accept:  "application/json",
+		maxBody: maxModelsBody,
+	})
+	if err != nil {
+		return nil, err
+	}
+	models, err := parseModelList(res.Body)
+	if err != nil {
+		return nil, clientError("listing models", badResponse("inference engine sent an unreadable model list"), ErrBadResponse, err)
+	}
+	models = e.withAliases(models)
+	e.cached, e.cachedAt, e.cacheOK = models, now, true
+	return slices.Clone(models), nil
+}
+
+// Model returns one model: from the list when it is there, otherwise from
+// GET /v1/models/{id}, which some servers answer for names they accept but
+// do not list (Ollama: "tiny" for "tiny:latest"). An unknown model is a 404
+// *engine.Error with code model_not_found.
+func (e *Engine) Model(ctx context.Context, id string) (engine.Model, error) {
+	models, err := e.Models(ctx)
+	if err != nil {
+		return engine.Model{}, err
+	}
+	for _, m := range models {
+		if m.ID == id {
+			return m, nil
+		}
+	}
+	notFound := engine.Errorf(http.StatusNotFound, typeInvalidRequest, "model", CodeModelNotFound, "model %q is not served by this engine", id)
+	if id == "" {
+		return engine.Model{}, notFound
+	}
+	res, err := e.send(ctx, request{
+		what:    "looking up model",
+		method:  http.MethodGet,
+		path:    "/v1/models/" + url.PathEscape(id),
+		accept:  "application/json",
+		maxBody: maxModelsBody,
+	})
+	if err != nil {
+		if ee, ok := engine.AsError(err); ok && ee.Status == http.StatusNotFound {
+			return engine.Model{}, notFound
+		}
+		return engine.Model{}, err
+	}
+	var m modelJSON
+	if err := unmarshalModel(res.Body, &m); err != nil || m.ID == "" {
+		return engine.Model{}, clientError("looking up model", badResponse("inference engine sent an unreadable model"), ErrBadResponse, err)
+	}
+	return m.model(), nil
+}
+
+func (e *Engine) withAliases(models []engine.Model) []engine.Model {
+	if len(e.cfg.ModelAliases) == 0 {
+		return models
+	}
+	byID := make(map[string]engine.Model, len(models))
+	for _, m := range models {
+		byID[m.ID] = m
+	}
+	aliases := make([]string, 0, len(e.cfg.ModelAliases))
+	for alias := range e.cfg.ModelAliases {
+		aliases = append(aliases, alias)
+	}
+	slices.Sort(aliases)
+	for _, alias := range aliases {
+		target, ok := byID[e.cfg.ModelAliases[alias]]
+		if _, taken := byID[alias]; !ok || taken {
+			continue
+		}
+		target.ID = alias
+		byID[alias] = target
+		models = append(models, target)
+	}
+	return models
+}
+
+type modelJSON struct {
+	ID      string          `json:"id"`
+	Object  string          `json:"object"`
+	Created json.RawMessage `json:"created"`
+	OwnedBy string          `json:"owned_by"`
+}
+
+func (m modelJSON) model() engine.Model {
+	out := engine.Model{ID: m.ID, Object: m.Object, OwnedBy: m.OwnedBy, Created: parseCreated(m.Created)}
+	// Every OpenAI model object says "model"; some servers omit or vary it.
+	out.Object = "model"
+	if out.OwnedBy == "" {
+		out.OwnedBy = DefaultOwnedBy
+	}
+	return out
+}
+
+// parseCreated accepts an integer, a float (truncated) or a decimal string;
+// anything else is 0 rather than a failure, since created is informative.
+func parseCreated(raw json.RawMessage) int64 {
+	s := string(bytes.Trim(bytes.TrimSpace(raw), `"`))
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return n
+	}
+	if f, err := strconv.ParseFloat(s, 64); err == nil && f >= -1<<62 && f <= 1<<62 {
+		return int64(f)
+	}
+	return 0
+}
+
+func unmarshalModel(body []byte, m *modelJSON) error {
+	if firstByte(body) != '{' {
+		return errors.New("model is not a JSON object")
+	}
+	return json.Unmarshal(body, m)
+}
+
+// parseModelList reads {"object":"list","data":[...]} (OpenAI, vLLM,
+// Ollama, llama.cpp), a bare array, or a single model object. Models without
+// an id are skipped; repeated ids are listed once.
+func parseModelList(body []byte) ([]engine.Model, error) {
+	var items []modelJSON
+	switch firstByte(body) {
+	case '[':
+		if err := json.Unmarshal(body, &items); err != nil {
+			return nil, fmt.Errorf("parsing model list: %w", err)
+		}
+	case '{':
+		var top struct {
+			Data *[]modelJSON `json:"data"`
+			modelJSON
+		}
+		if err := json.Unmarshal(body, &top); err != nil {
+			return nil, fmt.Errorf("parsing model list: %w", err)
+		}
+		switch {
+		case top.Data != nil:
+			items = *top.Data
+		case top.ID != "":
+			items = []modelJSON{top.modelJSON}
+		default:
+			return nil, errors.New("parsing model list: no data")
+		}
+	default:
+		return nil, errors.New("parsing model list: not JSON")
+	}
+	out := make([]engine.Model, 0, len(items))
+	seen := make(map[string]bool, len(items))
+	for _, it := range items {
+		if it.ID == "" || seen[it.ID] {
+			continue
+		}
+		seen[it.ID] = true
+		out = append(out, it.model())
+	}
+	return out, nil
+}
