@@ -1,0 +1,95 @@
+package attest
+
+import (
+	"crypto/sha256"
+	"crypto/sha512"
+	"encoding/binary"
+)
+
+// Domain separation strings (DESIGN §3.1–§3.3). Each is hashed as its ASCII
+// bytes with no terminator where every following field has a fixed length,
+// and with a 0x00 terminator where a variable-length field follows.
+const (
+	DomainGPUNonce = "teegate/gpu/v1"
+	DomainEvidence = "teegate/evidence/v1"
+	DomainReceipt  = "teegate/receipt/v1"
+	DomainBatch    = "teegate/batch/v1"
+	DomainBundle   = "teegate/bundle/v1"
+)
+
+// Fixed key and nonce sizes.
+const (
+	SigningKeySize = 32 // Ed25519 public key
+	HPKEKeySize    = 32 // X25519 public key (DHKEM(X25519, HKDF-SHA256))
+	NonceSize      = 32 // epoch nonce
+)
+
+// GPUNonce is the nonce every GPU report of a bundle must carry:
+// SHA-256("teegate/gpu/v1" || signing_pub || epoch_nonce). It ties each GPU
+// report to the key and epoch before the CPU evidence exists.
+func GPUNonce(signingPub []byte, epochNonce [32]byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(DomainGPUNonce))
+	h.Write(signingPub)
+	h.Write(epochNonce[:])
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// GPUEvidenceDigest is SHA-256 over all GPU evidence of a bundle, in bundle
+// order:
+//
+//	u32be(count) || for each GPU:
+//	  u32be(len(arch)) || arch || u32be(len(report)) || report ||
+//	  u32be(len(cert_chain)) || cert_chain
+//
+// Length prefixes make the concatenation unambiguous, so no two different
+// GPU lists share a digest input.
+func GPUEvidenceDigest(gpus []GPUEvidence) [32]byte {
+	h := sha256.New()
+	var n [4]byte
+	put := func(b []byte) {
+		binary.BigEndian.PutUint32(n[:], uint32(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	binary.BigEndian.PutUint32(n[:], uint32(len(gpus)))
+	h.Write(n[:])
+	for _, g := range gpus {
+		put([]byte(g.Arch))
+		put(g.Report)
+		put(g.CertChain)
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// ReportData is the 64-byte value the CPU evidence must carry:
+// SHA-512("teegate/evidence/v1" || signing_pub || hpke_pub ||
+// gpu_evidence_digest || epoch_nonce). Every input has a fixed size (32
+// bytes each), so no separators are needed.
+func ReportData(signingPub, hpkePub []byte, gpuEvidenceDigest, epochNonce [32]byte) [64]byte {
+	h := sha512.New()
+	h.Write([]byte(DomainEvidence))
+	h.Write(signingPub)
+	h.Write(hpkePub)
+	h.Write(gpuEvidenceDigest[:])
+	h.Write(epochNonce[:])
+	var out [64]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// BatchNonce is the epoch nonce of a fresh-mode bundle that commits to a
+// batch of receipts: SHA-256("teegate/batch/v1" || merkle_root). Through
+// ReportData, the CPU evidence of that bundle then commits to the root.
+func BatchNonce(root [32]byte) [32]byte {
+	h := sha256.New()
+	h.Write([]byte(DomainBatch))
+	h.Write(root[:])
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}

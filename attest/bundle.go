@@ -1,0 +1,338 @@
+package attest
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+)
+
+// BundleVersion is the only evidence bundle version this package produces
+// and accepts.
+const BundleVersion = 1
+
+// Bundle limits, generous for real evidence (a TDX quote with its PCK chain
+// is ~5 KiB, a GPU report plus chain ~8 KiB) yet small enough that a hostile
+// bundle cannot exhaust a verifier.
+const (
+	MaxBundleSize     = 1 << 20
+	maxGPUs           = 64
+	maxSimRoots       = 4
+	maxIdentityString = 256
+	maxModels         = 256
+)
+
+// TEE kinds a bundle's CPU evidence can be in. A simulated bundle uses one
+// of these formats too (the simulated TEE produces real-format TDX quotes)
+// and is recognised by its simulated roots.
+var bundleTEEs = map[string]bool{"tdx": true, "sgx": true, "sev-snp": true}
+
+// TimeLayout is the only accepted timestamp form: RFC 3339, UTC, second
+// precision, with a literal Z.
+const TimeLayout = "2006-01-02T15:04:05Z"
+
+// GPUEvidence is one GPU's attestation: its architecture (lowercase, e.g.
+// "hopper"), the raw SPDM measurement report and the certificate chain as
+// the driver returned it (concatenated PEM for NVIDIA).
+type GPUEvidence struct {
+	Arch      string
+	Report    []byte
+	CertChain []byte
+}
+
+// WorkerIdentity names the worker that produced a bundle. Models is
+// optional; it is informational (routing), not a security claim.
+type WorkerIdentity struct {
+	ID     string
+	Models []string
+}
+
+// Bundle is an evidence bundle (DESIGN §3.1). Treat a decoded Bundle as
+// immutable: its ID is the hash of its canonical encoding.
+type Bundle struct {
+	Version int
+	// TEE is the format of CPUEvidence: "tdx", "sgx" or "sev-snp".
+	TEE         string
+	CPUEvidence []byte
+	GPUs        []GPUEvidence
+	// SigningPub is the Ed25519 receipt-signing key born in the TEE.
+	SigningPub []byte
+	// HPKEPub is the X25519 HPKE public key born in the TEE.
+	HPKEPub    []byte
+	EpochNonce [32]byte
+	// Created is the creation time, UTC, truncated to the second.
+	Created time.Time
+	Worker  WorkerIdentity
+	// Signature is the Ed25519 signature by SigningPub over SigningInput:
+	// the TEE key vouches for the members the hardware evidence does not
+	// cover (created, worker identity, simulated roots).
+	Signature []byte
+	// SimulatedRoots are DER certificates of the simulated root(s) the
+	// evidence chains to. Non-empty only for simulated bundles; their mere
+	// presence makes every verification result say "simulated".
+	SimulatedRoots [][]byte
+}
+
+// Simulated reports whether the bundle claims a simulated root.
+func (b *Bundle) Simulated() bool { return len(b.SimulatedRoots) > 0 }
+
+// Validate checks the schema constraints the decoder enforces.
+func (b *Bundle) Validate() error {
+	switch {
+	case b.Version != BundleVersion:
+		return fmt.Errorf("bundle version %d: %w", b.Version, ErrUnsupportedVersion)
+	case !bundleTEEs[b.TEE]:
+		return fmt.Errorf("tee %q: %w", b.TEE, ErrMalformed)
+	case len(b.CPUEvidence) == 0:
+		return fmt.Errorf("empty cpu_evidence: %w", ErrMalformed)
+	case len(b.SigningPub) != SigningKeySize:
+		return fmt.Errorf("signing_pub of %d bytes: %w", len(b.SigningPub), ErrMalformed)
+	case len(b.Signature) != ed25519.SignatureSize:
+		return fmt.Errorf("signature of %d bytes: %w", len(b.Signature), ErrMalformed)
+	case len(b.HPKEPub) != HPKEKeySize:
+		return fmt.Errorf("hpke_pub of %d bytes: %w", len(b.HPKEPub), ErrMalformed)
+	case b.Created.IsZero() || b.Created.Year() < 2000 || b.Created.Year() > 9999:
+		return fmt.Errorf("created out of range: %w", ErrMalformed)
+	case len(b.GPUs) > maxGPUs:
+		return fmt.Errorf("%d GPUs: %w", len(b.GPUs), ErrMalformed)
+	case len(b.SimulatedRoots) > maxSimRoots:
+		return fmt.Errorf("%d simulated roots: %w", len(b.SimulatedRoots), ErrMalformed)
+	case b.Worker.ID == "" || len(b.Worker.ID) > maxIdentityString:
+		return fmt.Errorf("worker id length %d: %w", len(b.Worker.ID), ErrMalformed)
+	case len(b.Worker.Models) > maxModels:
+		return fmt.Errorf("%d models: %w", len(b.Worker.Models), ErrMalformed)
+	}
+	for i, g := range b.GPUs {
+		if g.Arch == "" || len(g.Arch) > 32 || len(g.Report) == 0 {
+			return fmt.Errorf("gpu %d: empty arch or report: %w", i, ErrMalformed)
+		}
+	}
+	for i, m := range b.Worker.Models {
+		if m == "" || len(m) > maxIdentityString {
+			return fmt.Errorf("model %d length %d: %w", i, len(m), ErrMalformed)
+		}
+	}
+	for i, r := range b.SimulatedRoots {
+		if len(r) == 0 {
+			return fmt.Errorf("simulated root %d empty: %w", i, ErrMalformed)
+		}
+	}
+	return nil
+}
+
+// Encode returns the canonical encoding of a valid bundle.
+func (b *Bundle) Encode() ([]byte, error) {
+	if err := b.Validate(); err != nil {
+		return nil, fmt.Errorf("encoding bundle: %w", err)
+	}
+	return b.appendCanonical(make([]byte, 0, b.sizeHint()), true), nil
+}
+
+// SigningInput is what Signature covers: "teegate/bundle/v1" || 0x00 ||
+// the canonical encoding of the bundle without its signature member.
+func (b *Bundle) SigningInput() []byte {
+	dst := append(make([]byte, 0, b.sizeHint()), DomainBundle...)
+	return b.appendCanonical(append(dst, 0), false)
+}
+
+// ID is the bundle's content id: lowercase hex of SHA-256 over its canonical
+// encoding.
+func (b *Bundle) ID() string {
+	sum := sha256.Sum256(b.appendCanonical(make([]byte, 0, b.sizeHint()), true))
+	return hex.EncodeToString(sum[:])
+}
+
+// BundleID is the id of canonical bundle bytes (what ID returns for the
+// decoded bundle).
+func BundleID(canonical []byte) string {
+	sum := sha256.Sum256(canonical)
+	return hex.EncodeToString(sum[:])
+}
+
+func (b *Bundle) sizeHint() int {
+	n := 640 + len(b.CPUEvidence)*4/3
+	for _, g := range b.GPUs {
+		n += 64 + (len(g.Report)+len(g.CertChain))*4/3
+	}
+	for _, r := range b.SimulatedRoots {
+		n += 4 + len(r)*4/3
+	}
+	return n
+}
+
+// appendCanonical writes the RFC 8785 form with members in sorted order:
+// cpu_evidence, created, epoch_nonce, gpus[arch, cert_chain, report],
+// hpke_pub, signature (omitted when withSig is false), signing_pub,
+// simulated_roots (omitted when empty), tee, version, worker[id, models
+// (omitted when empty)].
+func (b *Bundle) appendCanonical(dst []byte, withSig bool) []byte {
+	dst = append(dst, '{')
+	dst = appendKey(dst, "cpu_evidence", true)
+	dst = appendB64(dst, b.CPUEvidence)
+	dst = appendKey(dst, "created", false)
+	dst = appendJSONString(dst, b.Created.UTC().Format(TimeLayout))
+	dst = appendKey(dst, "epoch_nonce", false)
+	dst = appendB64(dst, b.EpochNonce[:])
+	dst = appendKey(dst, "gpus", false)
+	dst = append(dst, '[')
+	for i, g := range b.GPUs {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, '{')
+		dst = appendKey(dst, "arch", true)
+		dst = appendJSONString(dst, g.Arch)
+		dst = appendKey(dst, "cert_chain", false)
+		dst = appendB64(dst, g.CertChain)
+		dst = appendKey(dst, "report", false)
+		dst = appendB64(dst, g.Report)
+		dst = append(dst, '}')
+	}
+	dst = append(dst, ']')
+	dst = appendKey(dst, "hpke_pub", false)
+	dst = appendB64(dst, b.HPKEPub)
+	if withSig {
+		dst = appendKey(dst, "signature", false)
+		dst = appendB64(dst, b.Signature)
+	}
+	dst = appendKey(dst, "signing_pub", false)
+	dst = appendB64(dst, b.SigningPub)
+	if len(b.SimulatedRoots) > 0 {
+		dst = appendKey(dst, "simulated_roots", false)
+		dst = append(dst, '[')
+		for i, r := range b.SimulatedRoots {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendB64(dst, r)
+		}
+		dst = append(dst, ']')
+	}
+	dst = appendKey(dst, "tee", false)
+	dst = appendJSONString(dst, b.TEE)
+	dst = appendKey(dst, "version", false)
+	dst = appendJSONUint(dst, uint64(b.Version))
+	dst = appendKey(dst, "worker", false)
+	dst = append(dst, '{')
+	dst = appendKey(dst, "id", true)
+	dst = appendJSONString(dst, b.Worker.ID)
+	if len(b.Worker.Models) > 0 {
+		dst = appendKey(dst, "models", false)
+		dst = append(dst, '[')
+		for i, m := range b.Worker.Models {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendJSONString(dst, m)
+		}
+		dst = append(dst, ']')
+	}
+	dst = append(dst, '}', '}')
+	return dst
+}
+
+// b64 is a JSON string of base64url without padding, decoded strictly.
+type b64 []byte
+
+func (b *b64) UnmarshalJSON(data []byte) error {
+	var s string
+	if err := json.Unmarshal(data, &s); err != nil {
+		return err
+	}
+	v, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
+
+type bundleJSON struct {
+	CPUEvidence    b64       `json:"cpu_evidence"`
+	Created        string    `json:"created"`
+	EpochNonce     b64       `json:"epoch_nonce"`
+	GPUs           []gpuJSON `json:"gpus"`
+	HPKEPub        b64       `json:"hpke_pub"`
+	Signature      b64       `json:"signature"`
+	SigningPub     b64       `json:"signing_pub"`
+	SimulatedRoots []b64     `json:"simulated_roots"`
+	TEE            string    `json:"tee"`
+	Version        int       `json:"version"`
+	Worker         struct {
+		ID     string   `json:"id"`
+		Models []string `json:"models"`
+	} `json:"worker"`
+}
+
+type gpuJSON struct {
+	Arch      string `json:"arch"`
+	CertChain b64    `json:"cert_chain"`
+	Report    b64    `json:"report"`
+}
+
+// DecodeBundle decodes canonical bundle bytes. It rejects anything that is
+// not exactly the canonical encoding of the bundle it describes (unknown or
+// duplicate members, other member order, whitespace, padding, escapes), so
+// raw bytes and bundle id correspond one to one.
+func DecodeBundle(raw []byte) (*Bundle, error) {
+	if len(raw) > MaxBundleSize {
+		return nil, fmt.Errorf("decoding bundle of %d bytes: %w", len(raw), ErrMalformed)
+	}
+	var w bundleJSON
+	if err := strictUnmarshal(raw, &w); err != nil {
+		return nil, fmt.Errorf("decoding bundle: %w", err)
+	}
+	created, err := time.Parse(TimeLayout, w.Created)
+	if err != nil {
+		return nil, fmt.Errorf("decoding bundle created: %w", ErrMalformed)
+	}
+	if len(w.EpochNonce) != NonceSize {
+		return nil, fmt.Errorf("decoding bundle epoch_nonce of %d bytes: %w", len(w.EpochNonce), ErrMalformed)
+	}
+	b := &Bundle{
+		Version:     w.Version,
+		TEE:         w.TEE,
+		CPUEvidence: w.CPUEvidence,
+		SigningPub:  w.SigningPub,
+		HPKEPub:     w.HPKEPub,
+		Signature:   w.Signature,
+		Created:     created,
+		Worker:      WorkerIdentity{ID: w.Worker.ID, Models: w.Worker.Models},
+	}
+	copy(b.EpochNonce[:], w.EpochNonce)
+	if len(w.GPUs) > 0 {
+		b.GPUs = make([]GPUEvidence, len(w.GPUs))
+		for i, g := range w.GPUs {
+			b.GPUs[i] = GPUEvidence{Arch: g.Arch, Report: g.Report, CertChain: g.CertChain}
+		}
+	}
+	for _, r := range w.SimulatedRoots {
+		b.SimulatedRoots = append(b.SimulatedRoots, r)
+	}
+	if err := b.Validate(); err != nil {
+		return nil, fmt.Errorf("decoding bundle: %w", err)
+	}
+	if !bytes.Equal(b.appendCanonical(make([]byte, 0, len(raw)), true), raw) {
+		return nil, fmt.Errorf("decoding bundle: %w", ErrNonCanonical)
+	}
+	return b, nil
+}
+
+// strictUnmarshal decodes exactly one JSON value with no unknown members and
+// nothing after it.
+func strictUnmarshal(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data: %w", ErrMalformed)
+	}
+	return nil
+}

@@ -1,0 +1,120 @@
+package verifiers
+
+import (
+	"context"
+	"crypto/x509"
+	_ "embed"
+	"fmt"
+	"time"
+
+	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/attest/claims"
+	"github.com/teegate/teegate/attest/nvidia"
+	"github.com/teegate/teegate/attest/pcs"
+	"github.com/teegate/teegate/attest/sgx"
+	"github.com/teegate/teegate/attest/snp"
+	"github.com/teegate/teegate/attest/tdx"
+)
+
+// Config chooses trust anchors and reference material. The zero value uses
+// the vendors' embedded roots and no collateral.
+type Config struct {
+	// AllowSimulated admits simulated bundles (claims then say simulated).
+	AllowSimulated bool
+	// PinnedSimulatedRoots restricts simulated bundles to these DER roots.
+	PinnedSimulatedRoots [][]byte
+	// Collateral or Getter supply Intel collateral for TCB evaluation.
+	Collateral *pcs.Collateral
+	Getter     pcs.Getter
+	// NVIDIARoots is the device identity root pool; nil means the embedded
+	// NVIDIA Device Identity CA.
+	NVIDIARoots *x509.CertPool
+	// RIMRoots (nil: the embedded NVIDIA RIM root) and RIMs are NVIDIA
+	// reference measurements.
+	RIMRoots *x509.CertPool
+	RIMs     []*nvidia.RIM
+	// MaxAge rejects older bundles (0: no limit).
+	MaxAge time.Duration
+	Now    func() time.Time
+}
+
+// Options returns VerifyOptions with every TEE kind wired.
+func Options(cfg Config) attest.VerifyOptions {
+	chains := nvidia.NewChainCache(256)
+	if cfg.NVIDIARoots == nil {
+		cfg.NVIDIARoots = NVIDIADeviceRoots()
+	}
+	if cfg.RIMRoots == nil {
+		cfg.RIMRoots = NVIDIARIMRoots()
+	}
+	pool := func(roots []*x509.Certificate) *x509.CertPool {
+		p := x509.NewCertPool()
+		for _, r := range roots {
+			p.AddCert(r)
+		}
+		return p
+	}
+	tdxOpts := func(o attest.CPUOptions) tdx.Options {
+		to := tdx.Options{Collateral: cfg.Collateral, Getter: cfg.Getter, Now: func() time.Time { return o.Now }}
+		if o.SimulatedRoots != nil {
+			// Simulated quotes carry no Intel collateral.
+			to = tdx.Options{TrustedRoots: pool(o.SimulatedRoots), Now: to.Now}
+		}
+		return to
+	}
+	return attest.VerifyOptions{
+		CPU: map[string]attest.CPUVerifier{
+			claims.TEETDX: attest.CPUVerifierFunc(func(ctx context.Context, ev []byte, o attest.CPUOptions) (*claims.Claims, error) {
+				return tdx.Verify(ctx, ev, tdxOpts(o))
+			}),
+			claims.TEESGX: attest.CPUVerifierFunc(func(ctx context.Context, ev []byte, o attest.CPUOptions) (*claims.Claims, error) {
+				so := sgx.Options(tdxOpts(o))
+				return sgx.Verify(ctx, ev, so)
+			}),
+			claims.TEESEVSNP: attest.CPUVerifierFunc(func(ctx context.Context, ev []byte, o attest.CPUOptions) (*claims.Claims, error) {
+				if o.SimulatedRoots != nil {
+					return nil, fmt.Errorf("verifying SEV-SNP report: %w", attest.ErrUnknownTEE)
+				}
+				return snp.Verify(ctx, ev, snp.Options{Now: o.Now})
+			}),
+		},
+		GPU: attest.GPUVerifierFunc(func(ctx context.Context, ev attest.GPUEvidence, o attest.GPUOptions) (*claims.GPU, error) {
+			roots := cfg.NVIDIARoots
+			if o.SimulatedRoots != nil {
+				roots = pool(o.SimulatedRoots)
+			}
+			nonce := o.ExpectedNonce
+			g, err := nvidia.Verify(ctx, nvidia.Evidence{Report: ev.Report, Chain: ev.CertChain, ExpectedNonce: nonce[:]},
+				nvidia.Options{Roots: roots, RIMRoots: cfg.RIMRoots, RIMs: cfg.RIMs, Now: o.Now, ChainCache: chains})
+			if err != nil {
+				return nil, err
+			}
+			g.Index = o.Index
+			return g, nil
+		}),
+		AllowSimulated:       cfg.AllowSimulated,
+		PinnedSimulatedRoots: cfg.PinnedSimulatedRoots,
+		MaxAge:               cfg.MaxAge,
+		Now:                  cfg.Now,
+	}
+}
+
+//go:embed roots/nvidia_device_identity_ca.pem
+var nvidiaDeviceRootPEM []byte
+
+//go:embed roots/nvidia_corim_signing_root_ca.pem
+var nvidiaRIMRootPEM []byte
+
+// NVIDIADeviceRoots is a pool holding the NVIDIA Device Identity CA.
+func NVIDIADeviceRoots() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(nvidiaDeviceRootPEM)
+	return p
+}
+
+// NVIDIARIMRoots is a pool holding the NVIDIA CoRIM signing root.
+func NVIDIARIMRoots() *x509.CertPool {
+	p := x509.NewCertPool()
+	p.AppendCertsFromPEM(nvidiaRIMRootPEM)
+	return p
+}
