@@ -104,6 +104,7 @@ func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID s
 			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 		}
 		copyAttestation(c, reply.Header)
+		g.storeHeaderReceipt(reqID, reply.Header)
 		if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 			c.Set(fiber.HeaderRetryAfter, "1")
 		}
@@ -291,6 +292,7 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 	case wire.KindEnd:
 		if len(m.Data) > 0 {
 			writeEvent(w, m.Data)
+			r.g.storeChunkReceipt(r.reqID, m.Data)
 		}
 		_, _ = w.WriteString("data: [DONE]\n\n")
 		_ = w.Flush()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/time/rate"
 
 	"github.com/teegate/teegate/worker/wire"
@@ -39,6 +40,11 @@ type Config struct {
 	// Attempts is how many workers a request may try when they are busy.
 	Attempts int
 	Logger   *slog.Logger
+	// Evidence is the evidence bucket (wire.EvidenceBucket) served at
+	// /v1/attestation/evidence/{id}; Receipts the receipts bucket. Either may
+	// be nil: those endpoints then answer 501.
+	Evidence jetstream.KeyValue
+	Receipts jetstream.KeyValue
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
 }
@@ -82,6 +88,7 @@ type Gateway struct {
 
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter
+	receipts *receiptStore
 }
 
 // New builds a Gateway; Serve starts it.
@@ -90,6 +97,9 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger, limiters: map[string]*rate.Limiter{}}
+	if cfg.Receipts != nil {
+		g.receipts = newReceiptStore(cfg.Receipts, cfg.Logger)
+	}
 	g.app = fiber.New(fiber.Config{
 		AppName:               "teegate",
 		BodyLimit:             cfg.BodyLimit,
@@ -114,6 +124,9 @@ func (g *Gateway) routes() {
 	v1.Post("/embeddings", g.infer(wire.OpEmbeddings))
 	v1.Get("/models", g.listModels)
 	v1.Get("/models/*", g.getModel)
+	v1.Get("/attestation", g.freshEvidence)
+	v1.Get("/attestation/evidence/:id", g.getEvidence)
+	v1.Get("/attestation/receipts/:id", g.getReceipt)
 	a.Use(func(c *fiber.Ctx) error { return send(c, errNotFound()) })
 }
 
@@ -131,7 +144,11 @@ func (g *Gateway) Serve(ln net.Listener) error {
 // Shutdown stops accepting connections and waits for requests (streams
 // included) to finish until ctx ends.
 func (g *Gateway) Shutdown(ctx context.Context) error {
-	if err := g.app.ShutdownWithContext(ctx); err != nil {
+	err := g.app.ShutdownWithContext(ctx)
+	if g.receipts != nil {
+		g.receipts.close()
+	}
+	if err != nil {
 		return fmt.Errorf("shutting down http: %w", err)
 	}
 	return nil

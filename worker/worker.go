@@ -29,9 +29,13 @@ type Config struct {
 	Engine engine.Engine
 	// ID names the worker; default a random id.
 	ID string
-	// MaxConcurrency bounds requests served at once; past it the worker
-	// answers "busy" so the gateway tries another. Default 64.
+	// MaxConcurrency bounds requests served at once. Default 64.
 	MaxConcurrency int
+	// MaxQueue bounds requests waiting for a slot (default 4×MaxConcurrency)
+	// and QueueWait how long each may wait (default 5s); past either the
+	// worker answers "busy" so the gateway tries another.
+	MaxQueue  int
+	QueueWait time.Duration
 	// Heartbeat is how often the registry record is refreshed. Default 5s.
 	Heartbeat time.Duration
 	// AckTimeout bounds the wait for flow-control credit in a stream; a
@@ -49,6 +53,9 @@ type Config struct {
 type Notary interface {
 	// EvidenceID is the current evidence bundle id.
 	EvidenceID() string
+	// Attest returns canonical evidence bundle bytes produced now and
+	// bound to the client's challenge nonce.
+	Attest(ctx context.Context, nonce string) ([]byte, error)
 	// Seal returns headers to attach to a non-stream reply.
 	Seal(ctx context.Context, meta Meta, request, response []byte) (nats.Header, error)
 	// Stream starts a receipt for a stream; Add is called with every
@@ -89,6 +96,12 @@ func (c *Config) validate() error {
 	if c.MaxConcurrency <= 0 {
 		c.MaxConcurrency = 64
 	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 4 * c.MaxConcurrency
+	}
+	if c.QueueWait <= 0 {
+		c.QueueWait = 5 * time.Second
+	}
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 5 * time.Second
 	}
@@ -105,6 +118,7 @@ func (c *Config) validate() error {
 type Worker struct {
 	cfg      Config
 	sem      chan struct{}
+	waiting  atomic.Int64
 	log      *slog.Logger
 	inflight sync.WaitGroup
 
@@ -168,6 +182,14 @@ func (w *Worker) Start(ctx context.Context) error {
 		if err != nil {
 			_ = svc.Stop()
 			return fmt.Errorf("starting worker: adding endpoint for a model: %w", err)
+		}
+		err = svc.AddEndpoint(fmt.Sprintf("attest-%d", i), micro.HandlerFunc(w.dispatchAttest),
+			micro.WithEndpointSubject(wire.AttestSubject(m.ID)),
+			micro.WithEndpointQueueGroup(wire.QueueGroup),
+			micro.WithEndpointMetadata(map[string]string{"model": m.ID}))
+		if err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("starting worker: adding attestation endpoint: %w", err)
 		}
 		rec.Models = append(rec.Models, wire.ModelInfo{ID: m.ID, Created: m.Created, OwnedBy: m.OwnedBy})
 	}
@@ -269,22 +291,80 @@ func (w *Worker) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// dispatch runs in the subscription's goroutine: it must not block.
-func (w *Worker) dispatch(req micro.Request) {
-	select {
-	case w.sem <- struct{}{}:
-	default:
-		w.replyError(req, http.StatusServiceUnavailable, wire.CodeBusy,
-			engine.Errorf(http.StatusServiceUnavailable, "server_error", "", "worker_busy", "The worker is at capacity. Retry shortly."))
+// dispatchAttest answers a request for fresh evidence.
+func (w *Worker) dispatchAttest(req micro.Request) {
+	if w.cfg.Notary == nil {
+		w.replyError(req, http.StatusNotImplemented, wire.CodeInternal,
+			engine.Errorf(http.StatusNotImplemented, "server_error", "", "no_attestation", "This worker has no attestation."))
 		return
 	}
+	nonce := nats.Header(req.Headers()).Get(wire.HdrNonce)
 	w.inflight.Add(1)
 	go func() {
+		defer w.inflight.Done()
+		ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
+		defer cancel()
+		raw, err := w.cfg.Notary.Attest(ctx, nonce)
+		if err != nil {
+			w.log.Error("attesting for a challenge failed", "err", err)
+			w.replyError(req, http.StatusInternalServerError, wire.CodeInternal,
+				engine.Errorf(http.StatusInternalServerError, "server_error", "", "attestation_failed", "The worker could not produce evidence."))
+			return
+		}
+		hdr := nats.Header{}
+		hdr.Set(wire.HdrKind, wire.KindResponse)
+		hdr.Set(wire.HdrStatus, "200")
+		hdr.Set(wire.HdrContentType, "application/json")
+		hdr.Set(wire.HdrWorker, w.cfg.ID)
+		if err := req.Respond(raw, micro.WithHeaders(micro.Headers(hdr))); err != nil {
+			w.log.Warn("replying with evidence failed", "err", err)
+		}
+	}()
+}
+
+// dispatch runs in the subscription's goroutine: it must not block.
+func (w *Worker) dispatch(req micro.Request) {
+	busy := func() {
+		w.replyError(req, http.StatusServiceUnavailable, wire.CodeBusy,
+			engine.Errorf(http.StatusServiceUnavailable, "server_error", "", "worker_busy", "The worker is at capacity. Retry shortly."))
+	}
+	run := func() {
 		defer func() {
 			<-w.sem
 			w.inflight.Done()
 		}()
 		w.serve(req)
+	}
+	select {
+	case w.sem <- struct{}{}:
+		w.inflight.Add(1)
+		go run()
+		return
+	default:
+	}
+	// Full: wait briefly for a slot, in a bounded queue.
+	if w.waiting.Add(1) > int64(w.cfg.MaxQueue) {
+		w.waiting.Add(-1)
+		busy()
+		return
+	}
+	w.inflight.Add(1)
+	go func() {
+		t := time.NewTimer(w.cfg.QueueWait)
+		defer t.Stop()
+		select {
+		case w.sem <- struct{}{}:
+			w.waiting.Add(-1)
+			run()
+		case <-t.C:
+			w.waiting.Add(-1)
+			w.inflight.Done()
+			busy()
+		case <-w.ctx.Done():
+			w.waiting.Add(-1)
+			w.inflight.Done()
+			busy()
+		}
 	}()
 }
 

@@ -211,7 +211,7 @@ func TestVersionMismatchRefused(t *testing.T) {
 }
 
 func TestBusyWorkerSaysSo(t *testing.T) {
-	h := start(t, worker.Config{MaxConcurrency: 1, AckTimeout: time.Minute})
+	h := start(t, worker.Config{MaxConcurrency: 1, QueueWait: 100 * time.Millisecond, AckTimeout: time.Minute})
 	inbox := h.client.NewInbox()
 	msgs := make(chan *nats.Msg, 8)
 	sub, _ := h.client.ChanSubscribe(inbox, msgs)
@@ -230,4 +230,32 @@ func TestBusyWorkerSaysSo(t *testing.T) {
 		t.Fatalf("got %v", reply.Header)
 	}
 	close(h.eng.Feed)
+}
+
+// A request that finds the worker full waits for a slot instead of failing.
+func TestQueuedRequestWaitsForSlot(t *testing.T) {
+	h := start(t, worker.Config{MaxConcurrency: 1, AckTimeout: time.Minute})
+	inbox := h.client.NewInbox()
+	msgs := make(chan *nats.Msg, 8)
+	sub, _ := h.client.ChanSubscribe(inbox, msgs)
+	defer sub.Unsubscribe()
+	_ = h.client.PublishMsg(streamRequest(8, inbox)) // occupies the only slot
+	h.eng.Feed <- []byte("first")
+	<-msgs
+	m := nats.NewMsg(wire.InferSubject("m"))
+	m.Header.Set(wire.HdrVersion, wire.Version)
+	m.Header.Set(wire.HdrOp, wire.OpChat)
+	done := make(chan *nats.Msg, 1)
+	go func() {
+		r, err := h.client.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	close(h.eng.Feed) // the stream ends, freeing the slot
+	r := <-done
+	if r == nil || r.Header.Get(wire.HdrStatus) != "200" {
+		t.Fatalf("queued request got %v", r)
+	}
 }

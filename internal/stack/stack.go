@@ -14,6 +14,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/enclave"
+	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/internal/natsembed"
 	"github.com/teegate/teegate/worker"
@@ -36,7 +39,24 @@ type Config struct {
 	// Gateway and Worker settings; Conn/Keys/Directory/Engine are filled in.
 	Gateway gateway.Config
 	Worker  worker.Config
-	Logger  *slog.Logger
+	// TEE configures the simulated TEE each worker attests with.
+	TEE    TEEConfig
+	Logger *slog.Logger
+}
+
+// TEEConfig configures the workers' simulated TEE.
+type TEEConfig struct {
+	// Disabled runs workers without attestation (no receipts).
+	Disabled bool
+	// QuoteDelay is the simulated quote time (0: the simulator's default,
+	// similar to a real TDX quote; negative: none).
+	QuoteDelay time.Duration
+	// GPUs is the number of simulated GPUs (default 1).
+	GPUs int
+	// Epoch is the key epoch (0: the keeper's default).
+	Epoch time.Duration
+	// BatchWindow is the fresh-mode batching window (0: default).
+	BatchWindow time.Duration
 }
 
 // Stack is a running product.
@@ -49,6 +69,17 @@ type Stack struct {
 	Workers []*worker.Worker
 	Keys    *gateway.KVKeys
 	Dir     *gateway.KVDirectory
+	// Evidence is the evidence bucket; Keepers the workers' key keepers.
+	Evidence jetstream.KeyValue
+	Keepers  []*enclave.Keeper
+	// SimRoot is the simulated TEE's root (nil when the TEE is disabled).
+	SimRoot *sim.Root
+
+	tee     TEEConfig
+	dataDir string
+	log     *slog.Logger
+	bg      sync.WaitGroup
+	cancel  []context.CancelFunc
 
 	conns   []*nats.Conn
 	serveWG sync.WaitGroup
@@ -98,6 +129,16 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if s.Dir, err = gateway.OpenDirectory(ctx, s.JS); err != nil {
 		return nil, err
 	}
+	if s.Evidence, err = worker.EnsureEvidenceBucket(ctx, s.JS); err != nil {
+		return nil, err
+	}
+	receipts, err := gateway.EnsureReceiptsBucket(ctx, s.JS, 30*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	s.tee = cfg.TEE
+	s.dataDir = cfg.DataDir
+	s.log = log
 	for i, eng := range cfg.Engines {
 		if _, err := s.AddWorker(ctx, eng, cfg.Worker, fmt.Sprintf("teegate-worker-%d", i)); err != nil {
 			return nil, err
@@ -105,6 +146,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	gcfg := cfg.Gateway
 	gcfg.Conn, gcfg.Keys, gcfg.Directory = gwConn, s.Keys, s.Dir
+	gcfg.Evidence, gcfg.Receipts = s.Evidence, receipts
 	if gcfg.Logger == nil {
 		gcfg.Logger = log.With("component", "gateway")
 	}
@@ -159,6 +201,16 @@ func (s *Stack) AddWorker(ctx context.Context, eng engine.Engine, wcfg worker.Co
 		return nil, err
 	}
 	wcfg.Conn, wcfg.Engine = nc, eng
+	if wcfg.ID == "" {
+		wcfg.ID = name
+	}
+	if !s.tee.Disabled {
+		n, err := s.attest(ctx, wcfg.ID, eng)
+		if err != nil {
+			return nil, err
+		}
+		wcfg.Notary, wcfg.TEE = n, "simulated"
+	}
 	w, err := worker.New(wcfg)
 	if err != nil {
 		return nil, err
@@ -177,6 +229,61 @@ func (s *Stack) AddWorker(ctx context.Context, eng engine.Engine, wcfg worker.Co
 		}
 	}
 	return w, nil
+}
+
+// attest gives a worker a simulated TEE, a key keeper rotating epochs in
+// the background, and a notary publishing evidence to the bucket.
+func (s *Stack) attest(ctx context.Context, id string, eng engine.Engine) (*worker.KeeperNotary, error) {
+	if s.SimRoot == nil {
+		root, err := sim.LoadOrCreateRoot(filepath.Join(s.dataDir, "sim"))
+		if err != nil {
+			return nil, fmt.Errorf("loading simulated root: %w", err)
+		}
+		s.SimRoot = root
+	}
+	gpus := s.tee.GPUs
+	if gpus == 0 {
+		gpus = 1
+	}
+	att, err := sim.NewAttester(sim.Config{Root: s.SimRoot, GPUs: gpus, QuoteDelay: s.tee.QuoteDelay})
+	if err != nil {
+		return nil, fmt.Errorf("starting simulated TEE: %w", err)
+	}
+	models, err := eng.Models(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing models: %w", err)
+	}
+	ids := make([]string, len(models))
+	for i, m := range models {
+		ids[i] = m.ID
+	}
+	kv := s.Evidence
+	keeper, err := enclave.NewKeeper(ctx, enclave.KeeperConfig{
+		Attester: att,
+		Identity: attest.WorkerIdentity{ID: id, Models: ids},
+		Epoch:    s.tee.Epoch,
+		Batch:    enclave.BatchConfig{Window: s.tee.BatchWindow},
+		OnRotate: func(e *enclave.Epoch) {
+			pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := kv.Put(pctx, e.ID, e.Raw); err != nil {
+				s.log.Error("publishing evidence failed", "err", err)
+			}
+		},
+		OnError: func(err error) { s.log.Error("key rotation failed", "err", err) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("attesting worker: %w", err)
+	}
+	s.Keepers = append(s.Keepers, keeper)
+	rctx, cancel := context.WithCancel(context.Background())
+	s.cancel = append(s.cancel, cancel)
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		_ = keeper.Run(rctx)
+	}()
+	return worker.NewKeeperNotary(ctx, keeper, kv)
 }
 
 func (s *Stack) waitReady(ctx context.Context) error {
@@ -215,6 +322,13 @@ func (s *Stack) Close(ctx context.Context) {
 		}
 		for _, w := range s.Workers {
 			_ = w.Stop(ctx)
+		}
+		for _, c := range s.cancel {
+			c()
+		}
+		s.bg.Wait()
+		for _, k := range s.Keepers {
+			k.Close()
 		}
 		if s.Dir != nil {
 			s.Dir.Close()

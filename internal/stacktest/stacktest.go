@@ -34,7 +34,8 @@ func Builtin(t testing.TB, cfg builtin.Config) *builtin.Engine {
 // Start starts a stack and registers its shutdown.
 func Start(t testing.TB, opts ...Option) *stack.Stack {
 	t.Helper()
-	cfg := stack.Config{DataDir: t.TempDir(), APIKey: APIKey}
+	// Quotes are instant in tests unless a test asks for realistic ones.
+	cfg := stack.Config{DataDir: t.TempDir(), APIKey: APIKey, TEE: stack.TEEConfig{QuoteDelay: -1}}
 	for _, o := range opts {
 		o(&cfg)
 	}

@@ -131,14 +131,19 @@ func checkNoContentInLogs(t *testing.T, logs string) {
 	}
 }
 
-func post(t *testing.T, url, key, body string) (*http.Response, []byte) {
+var expectClient = &http.Client{Transport: &http.Transport{ExpectContinueTimeout: time.Minute}}
+
+func post(t *testing.T, url, key, body string, header ...string) (*http.Response, []byte) {
 	t.Helper()
 	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := expectClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +199,9 @@ func TestDevBinaryContract(t *testing.T) {
 	checkError("missing key", resp, body, 401, "", "")
 	resp, body = post(t, base+"/v1/chat/completions", "sk-wrong", chat)
 	checkError("wrong key", resp, body, 401, "code", "invalid_api_key")
-	resp, body = post(t, base+"/v1/chat/completions", "sk-test", `{"model":"teegate-builtin","messages":[{"role":"user","content":"`+strings.Repeat("x", 5<<20)+`"}]}`)
+	// Expect: 100-continue lets the server refuse before the client has
+	// written 5 MB, so the client reads the 413 instead of a reset.
+	resp, body = post(t, base+"/v1/chat/completions", "sk-test", `{"model":"teegate-builtin","messages":[{"role":"user","content":"`+strings.Repeat("x", 5<<20)+`"}]}`, "Expect", "100-continue")
 	checkError("too large", resp, body, 413, "type", "invalid_request_error")
 
 	// Still healthy after all of that.

@@ -30,3 +30,15 @@ type WorkerRecord struct {
 	StartedAt      time.Time   `json:"started_at"`
 	HeartbeatAt    time.Time   `json:"heartbeat_at"`
 }
+
+// EvidenceBucket is the JetStream key-value bucket of evidence bundles,
+// keyed by bundle id, holding canonical bundle bytes. Workers publish each
+// epoch's bundle and each fresh-mode batch bundle before using it.
+const EvidenceBucket = "teegate_evidence"
+
+// AttestSubject is where a worker serving model answers requests for fresh
+// evidence: the request's HdrNonce is the client's nonce; the reply data are
+// canonical bundle bytes.
+func AttestSubject(model string) string {
+	return SubjectPrefix + ".attest." + Token(model)
+}

@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/worker/wire"
+)
+
+// ReceiptsBucket keeps every receipt the gateway relayed, by request id, so
+// clients and auditors can fetch it later. Receipts hold hashes, ids and
+// token counts: never content.
+const ReceiptsBucket = "teegate_receipts"
+
+// EnsureReceiptsBucket creates or opens the receipts bucket.
+func EnsureReceiptsBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: ReceiptsBucket, Description: "teegate receipts by request id", History: 1, TTL: ttl,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening receipts bucket: %w", err)
+	}
+	return kv, nil
+}
+
+func errEvidenceNotFound() *APIError {
+	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "evidence_not_found",
+		Message: "No evidence bundle with this id."}
+}
+
+func errReceiptNotFound() *APIError {
+	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "receipt_not_found",
+		Message: "No receipt for this request id."}
+}
+
+func errAttestationOff() *APIError {
+	return &APIError{Status: http.StatusNotImplemented, Type: "server_error", Code: "attestation_unavailable",
+		Message: "This gateway does not serve attestation material."}
+}
+
+func hexID(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func (g *Gateway) getEvidence(c *fiber.Ctx) error {
+	if g.cfg.Evidence == nil {
+		return send(c, errAttestationOff())
+	}
+	id := c.Params("id")
+	if !hexID(id) {
+		return send(c, errEvidenceNotFound())
+	}
+	e, err := g.cfg.Evidence.Get(c.UserContext(), id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return send(c, errEvidenceNotFound())
+	}
+	if err != nil {
+		g.log.Error("reading evidence failed", "err", err)
+		return send(c, errInternal())
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	c.Set(fiber.HeaderCacheControl, "public, max-age=31536000, immutable")
+	return c.Send(e.Value())
+}
+
+func (g *Gateway) getReceipt(c *fiber.Ctx) error {
+	if g.cfg.Receipts == nil {
+		return send(c, errAttestationOff())
+	}
+	id := c.Params("id")
+	if len(id) == 0 || len(id) > 128 || wire.Token(id) != id {
+		return send(c, errReceiptNotFound())
+	}
+	e, err := g.cfg.Receipts.Get(c.UserContext(), id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return send(c, errReceiptNotFound())
+	}
+	if err != nil {
+		g.log.Error("reading receipt failed", "err", err)
+		return send(c, errInternal())
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	return c.Send(e.Value())
+}
+
+// freshEvidence asks a worker serving the model for evidence bound to the
+// client's nonce.
+func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
+	model, nonce := c.Query("model"), c.Query("nonce")
+	if model == "" {
+		return send(c, errInvalid("model", "Missing required parameter: 'model'."))
+	}
+	if nonce == "" || len(nonce) > 256 {
+		return send(c, errInvalid("nonce", "The 'nonce' parameter is required, at most 256 bytes."))
+	}
+	if _, ok := g.cfg.Directory.Model(model); !ok {
+		return send(c, errModelNotFound(model))
+	}
+	msg := nats.NewMsg(wire.AttestSubject(model))
+	msg.Header.Set(wire.HdrVersion, wire.Version)
+	msg.Header.Set(wire.HdrNonce, nonce)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	reply, err := g.cfg.Conn.RequestMsgWithContext(ctx, msg)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return send(c, errNoCapacity())
+	case err != nil:
+		return send(c, errDeadline())
+	}
+	if reply.Header.Get(wire.HdrKind) != wire.KindResponse {
+		return send(c, errUpstream())
+	}
+	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	copyAttestation(c, reply.Header)
+	return c.Send(reply.Data)
+}
+
+// receiptStore writes receipts to the bucket off the request path. A full
+// queue falls back to a synchronous write: receipts are never dropped.
+type receiptStore struct {
+	kv  jetstream.KeyValue
+	log interface{ Error(string, ...any) }
+	ch  chan receiptEntry
+	wg  sync.WaitGroup
+}
+
+type receiptEntry struct {
+	id   string
+	json []byte
+}
+
+func newReceiptStore(kv jetstream.KeyValue, log interface{ Error(string, ...any) }) *receiptStore {
+	s := &receiptStore{kv: kv, log: log, ch: make(chan receiptEntry, 4096)}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for e := range s.ch {
+			s.write(e)
+		}
+	}()
+	return s
+}
+
+func (s *receiptStore) write(e receiptEntry) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := s.kv.Put(ctx, e.id, e.json); err != nil {
+		s.log.Error("storing receipt failed", "request_id", e.id, "err", err)
+	}
+}
+
+func (s *receiptStore) put(id string, json []byte) {
+	e := receiptEntry{id: id, json: json}
+	select {
+	case s.ch <- e:
+	default:
+		s.write(e)
+	}
+}
+
+func (s *receiptStore) close() {
+	close(s.ch)
+	s.wg.Wait()
+}
+
+// storeHeaderReceipt keeps the receipt of a non-stream reply.
+func (g *Gateway) storeHeaderReceipt(reqID string, h nats.Header) {
+	if g.receipts == nil {
+		return
+	}
+	v := h.Get(wire.HdrReceipt)
+	if v == "" {
+		return
+	}
+	b, err := base64.RawURLEncoding.DecodeString(v)
+	if err != nil {
+		return
+	}
+	g.receipts.put(reqID, b)
+}
+
+// storeChunkReceipt keeps the receipt carried by a stream's final chunk.
+func (g *Gateway) storeChunkReceipt(reqID string, chunk []byte) {
+	if g.receipts == nil || len(chunk) == 0 {
+		return
+	}
+	sr, _, err := attest.ParseReceiptChunk(chunk)
+	if err != nil {
+		return
+	}
+	g.receipts.put(reqID, sr.AppendJSON(nil))
+}
