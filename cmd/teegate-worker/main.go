@@ -1,42 +1,96 @@
 // Command teegate-worker is the minimal worker binary meant to be measured
-// into a TEE: it connects to NATS, attests, and serves one engine. It links
-// no simulated attestation and no dev-only code (a test pins that).
+// into a TEE: it connects to NATS, attests with the TEE it runs in, and
+// serves one engine. Its default build links no simulated attestation and no
+// dev-only code (deps_test.go pins that); `-tags teegate_sim` adds the
+// simulated TEE for development.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
+	"sort"
+	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
 	"github.com/teegate/teegate/cmd/internal/cliutil"
+	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/worker"
 )
 
+// teeConfig is what a TEE factory may need.
+type teeConfig struct {
+	DataDir string
+	GPUs    int
+}
+
+// teeFactories maps a --tee value to its attester. Files with build tags
+// add entries; the default build has only real hardware.
+var teeFactories = map[string]func(ctx context.Context, cfg teeConfig) (enclave.Attester, error){}
+
+func teeNames() string {
+	names := make([]string, 0, len(teeFactories))
+	for n := range teeFactories {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
+}
+
 func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
 	fs := flag.NewFlagSet("teegate-worker", flag.ContinueOnError)
 	natsURL := fs.String("nats", nats.DefaultURL, "NATS server URL")
 	level := fs.String("log-level", "info", "log level")
 	conc := fs.Int("max-concurrency", 64, "requests served at once")
+	tee := fs.String("tee", "auto", "TEE to attest with: auto, none, or one of the kinds built in")
+	dataDir := fs.String("data-dir", cliutil.DefaultDataDir(), "data directory (simulated TEE keys only)")
+	gpus := fs.Int("gpus", 1, "simulated GPUs (simulated TEE only)")
+	epoch := fs.Duration("epoch", time.Hour, "key epoch: how often the worker re-attests with fresh keys")
 	var ef cliutil.EngineFlags
 	ef.Register(fs)
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
+			return 0
 		}
-		os.Exit(2)
+		return 2
 	}
 	log, err := cliutil.NewLogger(os.Stderr, *level)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
-		os.Exit(2)
+		return 2
 	}
 	ctx, cancel := cliutil.SignalContext()
 	defer cancel()
-	if err := cliutil.RunWorker(ctx, *natsURL, ef, worker.Config{MaxConcurrency: *conc, Logger: log}); err != nil {
-		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
-		os.Exit(1)
+	var att enclave.Attester
+	switch *tee {
+	case "none":
+		log.Warn("running without attestation: no receipts; production policies refuse this worker")
+	case "auto":
+		att, err = autoTEE(ctx, teeConfig{DataDir: *dataDir, GPUs: *gpus}, log)
+	default:
+		f, ok := teeFactories[*tee]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "teegate-worker: unknown -tee %q (this build has: auto, none, %s)\n", *tee, teeNames())
+			return 2
+		}
+		att, err = f(ctx, teeConfig{DataDir: *dataDir, GPUs: *gpus})
 	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
+		return 1
+	}
+	if err := cliutil.RunWorker(ctx, *natsURL, ef, worker.Config{MaxConcurrency: *conc, Logger: log},
+		cliutil.WorkerOptions{Attester: att, Epoch: *epoch}); err != nil {
+		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
+		return 1
+	}
+	return 0
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"text/tabwriter"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/teegate/teegate/cmd/internal/cliutil"
+	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/worker"
 )
@@ -89,6 +91,8 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	natsURL := fs.String("nats", nats.DefaultURL, "NATS server URL")
 	level := fs.String("log-level", "info", "log level")
 	conc := fs.Int("max-concurrency", 64, "requests served at once")
+	tee := fs.String("tee", "simulated", "simulated (development only) or none; real TEEs: use the measured teegate-worker binary")
+	dataDir := fs.String("data-dir", cliutil.DefaultDataDir(), "data directory (simulated TEE root)")
 	var ef cliutil.EngineFlags
 	ef.Register(fs)
 	if err := parse(fs, args); err != nil {
@@ -98,7 +102,22 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return cliutil.RunWorker(ctx, *natsURL, ef, worker.Config{MaxConcurrency: *conc, Logger: log})
+	var opts cliutil.WorkerOptions
+	switch *tee {
+	case "simulated":
+		root, err := sim.LoadOrCreateRoot(filepath.Join(*dataDir, "sim"))
+		if err != nil {
+			return fmt.Errorf("loading simulated root: %w", err)
+		}
+		if opts.Attester, err = sim.NewAttester(sim.Config{Root: root, GPUs: 1}); err != nil {
+			return err
+		}
+	case "none":
+	default:
+		fmt.Fprintf(stderr, "unknown -tee %q\n", *tee)
+		return errUsage
+	}
+	return cliutil.RunWorker(ctx, *natsURL, ef, worker.Config{MaxConcurrency: *conc, Logger: log}, opts)
 }
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
