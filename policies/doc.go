@@ -12,6 +12,13 @@
 // Decision with a reason. A Policy is immutable after Load/LoadBytes, safe
 // for concurrent Eval, and identified by a hash over its source and
 // canonical data. The shipped production and dev policies are embedded and
-// available through Builtin; README.md documents the contract and the data
-// schema.
+// available through Builtin (Resolve takes a builtin name or a file path);
+// README.md documents the contract and the data schema.
+//
+// Long-running services hold the current policy in a Holder, whose Evaluate
+// (like Policy.Evaluate, the shape consumers' small Policy interfaces
+// declare) always uses one whole policy, and swap it when a Watcher, which
+// polls the policy and data files and can be forced with Reload, reports a
+// policy that compiled; a failed reload reports the error and changes
+// nothing.
 package policies

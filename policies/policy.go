@@ -89,7 +89,10 @@ func Load(path string) (*Policy, error) {
 	return LoadBytes(filepath.Base(base), src, data)
 }
 
-func loadData(base string) (map[string]any, error) {
+// dataFiles lists the data files Load reads for the policy dir/NAME.rego
+// (base is dir/NAME), in merge order. The Watcher polls the same list, so
+// what it watches is exactly what Load reads.
+func dataFiles(base string) ([]string, error) {
 	var files []string
 	if _, err := os.Stat(base + ".data.json"); err == nil {
 		files = append(files, base+".data.json")
@@ -101,8 +104,14 @@ func loadData(base string) (map[string]any, error) {
 		return nil, fmt.Errorf("listing policy data: %w", err)
 	}
 	sort.Strings(dirFiles)
-	files = append(files, dirFiles...)
+	return append(files, dirFiles...), nil
+}
 
+func loadData(base string) (map[string]any, error) {
+	files, err := dataFiles(base)
+	if err != nil {
+		return nil, err
+	}
 	merged := map[string]any{}
 	for _, f := range files {
 		raw, err := os.ReadFile(f)

@@ -26,6 +26,7 @@ func commands() []command {
 		{"worker", "run a worker (engine beside it) against a NATS server", runWorker},
 		{"keys", "manage API keys: add, list, revoke", runKeys},
 		{"verify", "verify evidence, quotes, GPU reports and responses offline", runVerify},
+		{"policy", "evaluate a policy against claims; show the builtin policies", runPolicy},
 		{"version", "print the version", func(_ context.Context, _ []string, out, _ io.Writer) error {
 			_, err := fmt.Fprintln(out, "teegate", version)
 			return err
