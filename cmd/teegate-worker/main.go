@@ -10,6 +10,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
 	"sort"
 	"strings"
@@ -25,7 +26,11 @@ import (
 // teeConfig is what a TEE factory may need.
 type teeConfig struct {
 	DataDir string
+	// GPUs is the simulated GPU count; GPUMode the real GPUs' use:
+	// auto, require or off.
 	GPUs    int
+	GPUMode string
+	Log     *slog.Logger
 }
 
 // teeFactories maps a --tee value to its attester. Files with build tags
@@ -47,12 +52,17 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("teegate-worker", flag.ContinueOnError)
-	natsURL := fs.String("nats", nats.DefaultURL, "NATS server URL")
+	defURL := nats.DefaultURL
+	if u := os.Getenv("TEEGATE_NATS_URL"); u != "" { // set by deploy/ego/enclave.json
+		defURL = u
+	}
+	natsURL := fs.String("nats", defURL, "NATS server URL (default $TEEGATE_NATS_URL)")
 	level := fs.String("log-level", "info", "log level")
 	conc := fs.Int("max-concurrency", 64, "requests served at once")
 	tee := fs.String("tee", "auto", "TEE to attest with: auto, none, or one of the kinds built in")
 	dataDir := fs.String("data-dir", cliutil.DefaultDataDir(), "data directory (simulated TEE keys only)")
 	gpus := fs.Int("gpus", 1, "simulated GPUs (simulated TEE only)")
+	gpuMode := fs.String("gpu", "auto", "confidential GPUs: auto (use them when in CC mode), require, off")
 	epoch := fs.Duration("epoch", time.Hour, "key epoch: how often the worker re-attests with fresh keys")
 	var ef cliutil.EngineFlags
 	ef.Register(fs)
@@ -74,14 +84,14 @@ func run(args []string) int {
 	case "none":
 		log.Warn("running without attestation: no receipts; production policies refuse this worker")
 	case "auto":
-		att, err = autoTEE(ctx, teeConfig{DataDir: *dataDir, GPUs: *gpus}, log)
+		att, err = autoTEE(ctx, teeConfig{DataDir: *dataDir, GPUs: *gpus, GPUMode: *gpuMode}, log)
 	default:
 		f, ok := teeFactories[*tee]
 		if !ok {
 			fmt.Fprintf(os.Stderr, "teegate-worker: unknown -tee %q (this build has: auto, none, %s)\n", *tee, teeNames())
 			return 2
 		}
-		att, err = f(ctx, teeConfig{DataDir: *dataDir, GPUs: *gpus})
+		att, err = f(ctx, teeConfig{DataDir: *dataDir, GPUs: *gpus, GPUMode: *gpuMode, Log: log})
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)

@@ -130,8 +130,10 @@ func verifyTDXQuote(ctx context.Context, raw []byte, opts tdx.Options) (verified
 		"report_data":   c.ReportData,
 		"tee_tcb_svn":   hex.EncodeToString(q.Body.TEETCBSVN[:]),
 	}
-	for _, k := range []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrseam", "mrsignerseam", "mrconfigid", "mrowner", "mrownerconfig", "td_attributes", "xfam"} {
-		f[k] = c.Measurements[k]
+	for _, k := range []string{"mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrseam", "mrsignerseam", "mrconfigid", "mrowner", "mrownerconfig", "td_attributes", "xfam", "mrservicetd"} {
+		if m, ok := c.Measurements[k]; ok {
+			f[k] = m
+		}
 	}
 	addTCB(f, c)
 	return verifiedQuote{
@@ -198,6 +200,7 @@ func verifySNPReport(ctx context.Context, raw []byte, opts snp.Options) (verifie
 	}
 	if c.TCB != nil {
 		f["reported_tcb"] = c.TCB.TEETCBSVN
+		f["tcb_status"] = c.TCB.Status
 	}
 	return verifiedQuote{
 		what:   "SEV-SNP report",

@@ -1,0 +1,5 @@
+//go:build !(ego && cgo)
+
+package sgx
+
+func newPlatform() (platform, error) { return nil, ErrUnsupported }
