@@ -26,6 +26,8 @@ run: build ## run the whole product on this machine (teegate dev): NATS, gateway
 .PHONY: test
 test: node-deps ## run every test (Go, Rego, Node SDK smoke), installing what is missing
 	$(GO) vet $(PKGS)
+	@# The verifier side must build without cgo (DESIGN §2).
+	CGO_ENABLED=0 $(GO) build ./attest/... ./policies/... ./cmd/teegate
 	TEEGATE_REQUIRE_NODE=1 $(GO) test -count=1 -timeout 15m $(PKGS)
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 
