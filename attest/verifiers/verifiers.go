@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	_ "embed"
+	"errors"
 	"fmt"
 	"time"
 
@@ -84,10 +85,25 @@ func Options(cfg Config) attest.VerifyOptions {
 				roots = pool(o.SimulatedRoots)
 			}
 			nonce := o.ExpectedNonce
-			g, err := nvidia.Verify(ctx, nvidia.Evidence{Report: ev.Report, Chain: ev.CertChain, ExpectedNonce: nonce[:]},
-				nvidia.Options{Roots: roots, RIMRoots: cfg.RIMRoots, RIMs: cfg.RIMs, Now: o.Now, ChainCache: chains})
+			nev := nvidia.Evidence{Report: ev.Report, Chain: ev.CertChain, ExpectedNonce: nonce[:], Arch: ev.Arch}
+			nopts := nvidia.Options{Roots: roots, RIMRoots: cfg.RIMRoots, RIMs: cfg.RIMs, Now: o.Now, ChainCache: chains}
+			if o.SimulatedRoots != nil {
+				// The chain cache keys on root identity; a per-bundle pool
+				// would only fill it.
+				nopts.ChainCache = nil
+			}
+			g, err := nvidia.Verify(ctx, nev, nopts)
+			if errors.Is(err, nvidia.ErrNonceMismatch) {
+				// Everything but the nonce may hold: verify without it so
+				// the claims say exactly which check failed, and the
+				// bundle layer reports a binding failure.
+				nev.ExpectedNonce = nil
+				if g, err = nvidia.Verify(ctx, nev, nopts); err == nil {
+					g.NonceMatched = false
+				}
+			}
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("verifying GPU %d: %w", o.Index, err)
 			}
 			g.Index = o.Index
 			return g, nil

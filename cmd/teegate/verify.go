@@ -11,7 +11,9 @@ import (
 // otherwise prints one line naming what failed.
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	subs := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"quote": runVerifyQuote,
+		"quote":      runVerifyQuote,
+		"response":   runVerifyResponse,
+		"transcript": runVerifyTranscript,
 	}
 	if len(args) == 0 || subs[args[0]] == nil {
 		fmt.Fprintln(stderr, "usage: teegate verify quote|gpu|response|transcript [flags]")

@@ -1,0 +1,414 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+
+	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/attest/claims"
+)
+
+// tamper is the network between client and gateway under an attacker's
+// control: it may change the request on the way out and the answer (or a
+// fetched bundle) on the way back.
+type tamper struct {
+	next     http.RoundTripper
+	request  func(*http.Request)
+	response func(*http.Request, *http.Response)
+}
+
+func (t *tamper) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.request != nil {
+		t.request(req)
+	}
+	resp, err := t.next.RoundTrip(req)
+	if err == nil && t.response != nil {
+		t.response(req, resp)
+	}
+	return resp, err
+}
+
+// editBody replaces the body by edit(body).
+func editBody(resp *http.Response, edit func([]byte) []byte) {
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	b = edit(b)
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.ContentLength = int64(len(b))
+	resp.Header.Del("Content-Length")
+}
+
+// flipAfter changes one byte: the first byte after the first occurrence of
+// marker, to a different character of the same class (so JSON and base64
+// stay well formed and only the meaning changes).
+func flipAfter(b []byte, marker string) []byte {
+	i := bytes.Index(b, []byte(marker))
+	if i < 0 {
+		panic("marker not found: " + marker)
+	}
+	out := bytes.Clone(b)
+	j := i + len(marker)
+	switch c := out[j]; {
+	case c >= '0' && c <= '8':
+		out[j] = c + 1
+	case c == '9':
+		out[j] = '0'
+	case c == 'A':
+		out[j] = 'B'
+	default:
+		out[j] = 'A'
+	}
+	return out
+}
+
+// flipReceiptHeader changes one byte of the envelope inside the header.
+func flipReceiptHeader(resp *http.Response, marker string) {
+	raw, err := base64.RawURLEncoding.DecodeString(resp.Header.Get(attest.HeaderReceipt))
+	if err != nil {
+		panic(err)
+	}
+	resp.Header.Set(attest.HeaderReceipt, base64.RawURLEncoding.EncodeToString(flipAfter(raw, marker)))
+}
+
+func isEvidence(req *http.Request) bool {
+	return strings.Contains(req.URL.Path, "/attestation/evidence/")
+}
+
+func isChat(req *http.Request) bool { return strings.HasSuffix(req.URL.Path, "/chat/completions") }
+
+type setup struct {
+	cfg        Config
+	middleware bool
+	tamper     tamper
+	forge      bool
+	gpus       int
+}
+
+// newClient returns an openai client on a fake gateway, verified either by
+// the RoundTripper or by the middleware.
+func newClient(t *testing.T, s setup) (openai.Client, *fakeGateway) {
+	t.Helper()
+	g := newFakeGateway(t, s.gpus)
+	if s.forge {
+		g.forge()
+	}
+	v, err := NewVerifier(s.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := s.tamper
+	tp.next = http.DefaultTransport
+	opts := []option.RequestOption{option.WithBaseURL(g.srv.URL + "/v1/"), option.WithAPIKey("sk-test"), option.WithMaxRetries(0)}
+	if s.middleware {
+		opts = append(opts, option.WithMiddleware(v.Middleware()), option.WithHTTPClient(&http.Client{Transport: &tp}))
+	} else {
+		opts = append(opts, option.WithHTTPClient(&http.Client{Transport: v.RoundTripper(&tp)}))
+	}
+	return openai.NewClient(opts...), g
+}
+
+var chatParams = openai.ChatCompletionNewParams{
+	Model:    "builtin",
+	Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("say hello")},
+}
+
+func chat(ctx context.Context, c openai.Client) (string, error) {
+	resp, err := c.Chat.Completions.New(ctx, chatParams)
+	if err != nil {
+		return "", err
+	}
+	return resp.Choices[0].Message.Content, nil
+}
+
+func chatStream(ctx context.Context, c openai.Client) (string, error) {
+	st := c.Chat.Completions.NewStreaming(ctx, chatParams)
+	defer st.Close()
+	var sb strings.Builder
+	for st.Next() {
+		for _, ch := range st.Current().Choices {
+			sb.WriteString(ch.Delta.Content)
+		}
+	}
+	return sb.String(), st.Err()
+}
+
+func allowSim() Config { return Config{Options: Options{AllowSimulated: true}} }
+
+func TestVerifiedAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stream bool
+		s      setup
+	}{
+		{"unary fetch", false, setup{cfg: allowSim()}},
+		{"unary inline", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}}},
+		{"unary nonce", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}}},
+		{"unary nonce inline middleware", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true, InlineEvidence: true}, middleware: true}},
+		{"unary with GPU", false, setup{cfg: allowSim(), gpus: 1}},
+		{"unary middleware", false, setup{cfg: allowSim(), middleware: true}},
+		{"stream fetch", true, setup{cfg: allowSim()}},
+		{"stream inline", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}, gpus: 1}},
+		{"stream nonce", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}}},
+		{"stream nonce inline middleware", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true, InlineEvidence: true}, middleware: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := newClient(t, tc.s)
+			var res Result
+			ctx := WithResult(context.Background(), &res)
+			var text string
+			var err error
+			if tc.stream {
+				text, err = chatStream(ctx, c)
+			} else {
+				text, err = chat(ctx, c)
+			}
+			if err != nil {
+				t.Fatalf("verified answer failed: %v", err)
+			}
+			if text != completionText {
+				t.Fatalf("text %q", text)
+			}
+			if !res.Verified || res.Claims == nil || !res.Claims.Simulated || res.Claims.TEE != claims.TEESimulated {
+				t.Fatalf("result %+v", res)
+			}
+			if res.Receipt.Receipt.Stream != tc.stream || res.EvidenceID == "" || res.RequestID == "" {
+				t.Fatalf("receipt %+v", res.Receipt.Receipt)
+			}
+			if fresh := tc.s.cfg.RequireNonce; fresh != (res.FreshEvidenceID != "") || fresh != (res.Receipt.Receipt.Nonce != "") {
+				t.Fatalf("fresh mode: nonce %q, fresh evidence %q", res.Receipt.Receipt.Nonce, res.FreshEvidenceID)
+			}
+			if tc.s.gpus > 0 && (len(res.Claims.GPUs) != tc.s.gpus || !res.Claims.GPUs[0].NonceMatched) {
+				t.Fatalf("GPU claims %+v", res.Claims.GPUs)
+			}
+		})
+	}
+}
+
+func TestEvidenceCached(t *testing.T) {
+	c, g := newClient(t, setup{cfg: allowSim()})
+	for i := range 3 {
+		if _, err := chat(context.Background(), c); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if _, err := chatStream(context.Background(), c); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	if n := g.fetches.Load(); n != 1 {
+		t.Fatalf("%d evidence fetches for one bundle, want 1", n)
+	}
+}
+
+func TestEmbeddingsVerified(t *testing.T) {
+	c, _ := newClient(t, setup{cfg: allowSim()})
+	var res Result
+	_, err := c.Embeddings.New(WithResult(context.Background(), &res), openai.EmbeddingNewParams{
+		Model: "builtin", Input: openai.EmbeddingNewParamsInputUnion{OfString: openai.String("x")},
+	})
+	if err != nil || !res.Verified {
+		t.Fatalf("embeddings: %v, %+v", err, res)
+	}
+}
+
+func TestErrorAnswersPassThrough(t *testing.T) {
+	c, _ := newClient(t, setup{cfg: allowSim()})
+	p := chatParams
+	p.Model = "nope"
+	_, err := c.Chat.Completions.New(context.Background(), p)
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusBadRequest || errors.Is(err, ErrVerification) {
+		t.Fatalf("want the gateway's 400 unverified, got %v", err)
+	}
+}
+
+// TestTamperingFails flips one byte of each thing the network carries and
+// expects the named failure, for the RoundTripper and the middleware.
+func TestTamperingFails(t *testing.T) {
+	denySimulated := PolicyFunc(func(_ context.Context, c *claims.Claims, _ time.Time) (bool, []string, error) {
+		if c.Simulated {
+			return false, []string{"simulated evidence"}, nil
+		}
+		return true, nil, nil
+	})
+	for _, tc := range []struct {
+		name   string
+		stream bool
+		s      setup
+		want   error
+		cause  string
+	}{
+		{"unary body", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"content":"`) })
+			}
+		}}}, attest.ErrResponseHash, "response hash"},
+		{"unary request", false, setup{cfg: allowSim(), tamper: tamper{request: func(req *http.Request) {
+			if isChat(req) {
+				b, _ := io.ReadAll(req.Body)
+				b = flipAfter(b, `"content":"`)
+				req.Body, req.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+			}
+		}}}, attest.ErrRequestHash, "request hash"},
+		{"unary receipt signature", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				flipReceiptHeader(resp, `"signature":"`)
+			}
+		}}}, attest.ErrReceiptSignature, "signature"},
+		{"unary receipt usage", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				flipReceiptHeader(resp, `"completion_tokens":`)
+			}
+		}}}, attest.ErrReceiptSignature, "signature"},
+		{"unary receipt missing", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			resp.Header.Del(attest.HeaderReceipt)
+		}}}, ErrNoReceipt, "receipt"},
+		{"unary inline evidence", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}, tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				raw, _ := base64.RawURLEncoding.DecodeString(resp.Header.Get(HeaderEvidence))
+				resp.Header.Set(HeaderEvidence, base64.RawURLEncoding.EncodeToString(flipAfter(raw, `"cpu_evidence":"`)))
+			}
+		}}}, attest.ErrBundleSignature, "evidence"},
+		{"unary fetched evidence", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isEvidence(req) {
+				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"cpu_evidence":"`) })
+			}
+		}}}, attest.ErrBundleSignature, "evidence"},
+		{"unary evidence not served", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isEvidence(req) {
+				resp.StatusCode = http.StatusNotFound
+			}
+		}}}, ErrEvidenceFetch, "evidence"},
+		{"unary nonce", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{request: func(req *http.Request) {
+			if isChat(req) {
+				req.Header.Set(HeaderNonce, "attacker-chosen")
+			}
+		}}}, attest.ErrNonceMismatch, "nonce"},
+		{"unary nonce dropped", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{request: func(req *http.Request) {
+			req.Header.Del(HeaderNonce)
+		}}}, attest.ErrNonceMismatch, "nonce"},
+		{"unary batch proof", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				flipReceiptHeader(resp, `"root":"`)
+			}
+		}}}, attest.ErrBatchProof, "batch proof"},
+		{"unary unbound key", false, setup{cfg: allowSim(), forge: true}, attest.ErrBindingReportData, "binding"},
+		{"unary simulated not allowed", false, setup{}, attest.ErrSimulatedNotAllowed, "evidence"},
+		{"unary policy", false, setup{cfg: Config{Options: Options{AllowSimulated: true, Policy: denySimulated}}}, ErrPolicy, "policy"},
+		{"stream chunk", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"content":"`) })
+			}
+		}}}, attest.ErrResponseHash, "response hash"},
+		{"stream rechunked", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				// Same bytes, but one payload split into two data lines.
+				editBody(resp, func(b []byte) []byte {
+					return bytes.Replace(b, []byte(`"delta":`), []byte("\ndata: \"delta\":"), 1)
+				})
+			}
+		}}}, attest.ErrResponseHash, "response hash"},
+		{"stream receipt signature", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"signature":"`) })
+			}
+		}}}, attest.ErrReceiptSignature, "signature"},
+		{"stream receipt missing", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				editBody(resp, func(b []byte) []byte {
+					i := bytes.Index(b, []byte(`data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"builtin","choices":[],`))
+					j := bytes.Index(b, []byte("data: [DONE]"))
+					return append(b[:i:i], b[j:]...)
+				})
+			}
+		}}}, attest.ErrNoReceiptEvent, "receipt"},
+		{"stream data after receipt", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				editBody(resp, func(b []byte) []byte {
+					return bytes.Replace(b, []byte("data: [DONE]"), []byte(`data: {"id":"x","object":"chat.completion.chunk","created":1,"model":"builtin","choices":[{"index":0,"delta":{"content":" unsigned"}}]}`+"\n\ndata: [DONE]"), 1)
+				})
+			}
+		}}}, ErrDataAfterReceipt, "stream"},
+		{"stream inline evidence", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}, tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"cpu_evidence":"`) })
+			}
+		}}}, attest.ErrBundleSignature, "evidence"},
+		{"stream fetched evidence", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isEvidence(req) {
+				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"signature":"`) })
+			}
+		}}}, attest.ErrBundleSignature, "evidence"},
+		{"stream nonce", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{request: func(req *http.Request) {
+			if isChat(req) {
+				req.Header.Set(HeaderNonce, "attacker-chosen")
+			}
+		}}}, attest.ErrNonceMismatch, "nonce"},
+		{"stream unbound key", true, setup{cfg: allowSim(), forge: true}, attest.ErrBindingReportData, "binding"},
+		{"stream as unary", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				// A stream receipt replayed on a unary answer.
+				resp.Header.Set(attest.HeaderReceipt, streamReceiptHeader)
+			}
+		}}}, ErrStreamMismatch, "stream"},
+	} {
+		for _, mw := range []bool{false, true} {
+			name := tc.name
+			if mw {
+				name += " middleware"
+			}
+			t.Run(name, func(t *testing.T) {
+				s := tc.s
+				s.middleware = mw
+				c, _ := newClient(t, s)
+				var res Result
+				ctx := WithResult(context.Background(), &res)
+				var text string
+				var err error
+				if tc.stream {
+					text, err = chatStream(ctx, c)
+				} else {
+					text, err = chat(ctx, c)
+				}
+				if err == nil {
+					t.Fatalf("tampered answer accepted: %q", text)
+				}
+				if !errors.Is(err, ErrVerification) || (tc.want != nil && !errors.Is(err, tc.want)) {
+					t.Fatalf("error %v, want %v", err, tc.want)
+				}
+				if got := Cause(err); got != tc.cause {
+					t.Fatalf("cause %q, want %q (%v)", got, tc.cause, err)
+				}
+				if res.Verified {
+					t.Fatal("result says verified")
+				}
+				if !tc.stream && text != "" {
+					t.Fatal("unary content delivered")
+				}
+			})
+		}
+	}
+}
+
+// streamReceiptHeader is a syntactically valid receipt header that cannot
+// belong to a unary answer (it says stream); its other members do not
+// matter because the stream flag is checked first.
+var streamReceiptHeader = func() string {
+	sr := attest.SignedReceipt{
+		Receipt: attest.Receipt{
+			Version: 1, RequestID: "r", EvidenceID: strings.Repeat("ab", 32), Model: "builtin", Stream: true,
+			Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		},
+		Signature: make([]byte, 64),
+	}
+	return sr.HeaderValue()
+}()

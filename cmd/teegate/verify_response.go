@@ -1,0 +1,218 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/attest/client"
+	"github.com/teegate/teegate/policies"
+)
+
+// loadPolicy reads the --policy of `verify response|transcript`: a Rego
+// file (with its data files) or a builtin name, evaluated by the same
+// policies package the gateway's admission and the Go SDK use.
+func loadPolicy(nameOrPath string) (client.Policy, error) {
+	p, err := policies.Resolve(nameOrPath)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+const simulatedNote = `Evidence from the simulated TEE (what 'teegate dev' runs) verifies only with
+--allow-simulated; its claims then say tee "simulated", which production
+policies reject.`
+
+// runVerifyResponse verifies one answer offline from the files a client
+// kept: the request body it sent, the response body (or raw SSE stream)
+// it got, the receipt and the evidence bundle.
+func runVerifyResponse(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("verify response", stderr)
+	reqPath := fs.String("request", "", "file with the request body exactly as sent (required)")
+	respPath := fs.String("response", "", "file with the response body exactly as received, or the raw SSE stream (required)")
+	rcptPath := fs.String("receipt", "", "file with the Teegate-Receipt header value, the receipt JSON, or the final receipt chunk of a stream\n(default for a stream: its receipt event)")
+	evPath := fs.String("evidence", "", "file with the evidence bundle the receipt names: its JSON (GET /v1/attestation/evidence/{id})\nor the Teegate-Evidence header value (default: the bundle inline in the receipt chunk)")
+	freshPath := fs.String("fresh-evidence", "", "file with the fresh-mode bundle named by the receipt's batch proof")
+	nonce := fs.String("nonce", "", "the Teegate-Nonce value the request was sent with")
+	stream := fs.Bool("stream", false, "the response is an SSE stream (implied when the receipt says so)")
+	policyPath := fs.String("policy", "", "policy file the evidence claims must satisfy")
+	allowSim := fs.Bool("allow-simulated", false, "accept evidence from the simulated TEE")
+	asJSON := fs.Bool("json", false, "print the verified result (claims, receipt) as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: teegate verify response --request FILE --response FILE [--receipt FILE] [--evidence FILE]\n"+
+			"         [--fresh-evidence FILE] [--nonce N] [--stream] [--policy FILE] [--allow-simulated] [--json]\n\n"+
+			"Exits 0 only when the answer verifies; otherwise prints what failed.\n\n"+simulatedNote+"\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *reqPath == "" || *respPath == "" {
+		fmt.Fprintln(stderr, "teegate verify response: --request and --response are required")
+		return errUsage
+	}
+	t := &client.Transcript{Version: client.TranscriptVersion, Nonce: *nonce, Stream: *stream}
+	var err error
+	if t.Request, err = os.ReadFile(*reqPath); err != nil {
+		return fmt.Errorf("reading request: %w", err)
+	}
+	if t.Response, err = os.ReadFile(*respPath); err != nil {
+		return fmt.Errorf("reading response: %w", err)
+	}
+	if *rcptPath != "" {
+		raw, err := os.ReadFile(*rcptPath)
+		if err != nil {
+			return fmt.Errorf("reading receipt: %w", err)
+		}
+		sr, inline, err := attest.ParseReceiptChunk(raw)
+		if err != nil {
+			return fmt.Errorf("receipt: %w", err)
+		}
+		t.Receipt, t.Evidence = sr, inline
+		t.Stream = t.Stream || sr.Receipt.Stream
+	} else {
+		if !t.Stream && !bytes.HasPrefix(bytes.TrimSpace(t.Response), []byte("data:")) {
+			fmt.Fprintln(stderr, "teegate verify response: --receipt is required unless the response is a stream")
+			return errUsage
+		}
+		t.Stream = true
+		res, err := attest.DigestSSE(bytes.NewReader(t.Response))
+		if err != nil {
+			return fmt.Errorf("receipt: %w", err)
+		}
+		t.Receipt = res.Receipt
+	}
+	if *evPath != "" {
+		if t.Evidence, err = readBundle(*evPath); err != nil {
+			return err
+		}
+	}
+	if *freshPath != "" {
+		if t.FreshEvidence, err = readBundle(*freshPath); err != nil {
+			return err
+		}
+	}
+	return verifyTranscript(ctx, t, *policyPath, *allowSim, *asJSON, stdout)
+}
+
+// runVerifyTranscript verifies a transcript the Go client saved.
+func runVerifyTranscript(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("verify transcript", stderr)
+	policyPath := fs.String("policy", "", "policy file the evidence claims must satisfy")
+	allowSim := fs.Bool("allow-simulated", false, "accept evidence from the simulated TEE")
+	asJSON := fs.Bool("json", false, "print the verified result (claims, receipt) as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: teegate verify transcript FILE [--policy FILE] [--allow-simulated] [--json]\n\n"+
+			"Verifies a transcript saved by the Go client (attest/client) offline.\n\n"+simulatedNote+"\n\nflags:")
+		fs.PrintDefaults()
+	}
+	// The file may come before or after the flags.
+	var path string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		path, args = args[0], args[1:]
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if path == "" && fs.NArg() > 0 {
+		path = fs.Arg(0)
+		if err := parseFlags(fs, fs.Args()[1:]); err != nil {
+			return err
+		}
+	}
+	if path == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return errUsage
+	}
+	t, err := client.LoadTranscript(path)
+	if err != nil {
+		return err
+	}
+	return verifyTranscript(ctx, t, *policyPath, *allowSim, *asJSON, stdout)
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return errUsage
+	}
+	return nil
+}
+
+// readBundle reads a bundle file: canonical JSON, or base64url as in the
+// Teegate-Evidence header. Surrounding whitespace (a trailing newline from
+// an editor or echo) is dropped: canonical bundles have none.
+func readBundle(path string) ([]byte, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading evidence: %w", err)
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) > 0 && raw[0] != '{' {
+		dec, err := base64.RawURLEncoding.Strict().DecodeString(string(raw))
+		if err != nil {
+			return nil, fmt.Errorf("evidence: %s is neither bundle JSON nor base64url: %w", path, attest.ErrMalformed)
+		}
+		raw = dec
+	}
+	return raw, nil
+}
+
+// verifyTranscript runs the offline verification and reports it: one line
+// naming the failed check, or the result.
+func verifyTranscript(ctx context.Context, t *client.Transcript, policyPath string, allowSim, asJSON bool, stdout io.Writer) error {
+	opts := client.Options{AllowSimulated: allowSim}
+	if policyPath != "" {
+		p, err := loadPolicy(policyPath)
+		if err != nil {
+			return fmt.Errorf("loading policy: %w", err)
+		}
+		opts.Policy = p
+	}
+	res, err := client.VerifyTranscript(ctx, t, opts)
+	if err != nil {
+		var ve *client.VerificationError
+		if !errors.As(err, &ve) {
+			return err
+		}
+		if errors.Is(err, attest.ErrSimulatedNotAllowed) {
+			return fmt.Errorf("%s: %w (pass --allow-simulated to accept the simulated TEE)", ve.Cause, ve.Err)
+		}
+		return fmt.Errorf("%s: %w", ve.Cause, ve.Err)
+	}
+	if asJSON {
+		b, err := json.MarshalIndent(res, "", "  ")
+		if err != nil {
+			return fmt.Errorf("encoding result: %w", err)
+		}
+		_, err = fmt.Fprintf(stdout, "%s\n", b)
+		return err
+	}
+	r := res.Receipt.Receipt
+	tee := res.Claims.TEE
+	if res.Claims.Simulated {
+		tee += " (SIMULATED: not a real TEE)"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "verified: request %s, model %s, stream %t\n", r.RequestID, r.Model, r.Stream)
+	fmt.Fprintf(&b, "  evidence %s, tee %s, gpus %d\n", res.EvidenceID, tee, len(res.Claims.GPUs))
+	if res.FreshEvidenceID != "" {
+		fmt.Fprintf(&b, "  fresh evidence %s for nonce %q\n", res.FreshEvidenceID, r.Nonce)
+	}
+	for _, reason := range res.Reasons {
+		fmt.Fprintf(&b, "  policy: %s\n", reason)
+	}
+	_, err = io.WriteString(stdout, b.String())
+	return err
+}
