@@ -24,7 +24,7 @@ import (
 type credentials struct {
 	EvidenceID string // user name
 	NKey       string // "U…"
-	Sig        string // base64url signature over ConnectSigningInput(nonce)
+	Sig        string // base64url signature over wire.ConnectSigningInput(nonce)
 	Nonce      string // the server's nonce for this connection
 }
 
@@ -59,7 +59,7 @@ func parseCredentials(c credentials) (proven, error) {
 		return proven{}, fmt.Errorf("signature of %d bytes: %w", len(sig), ErrCredentials)
 	}
 	pub := ed25519.PublicKey(raw)
-	if !ed25519.Verify(pub, ConnectSigningInput([]byte(c.Nonce)), sig) {
+	if !ed25519.Verify(pub, wire.ConnectSigningInput([]byte(c.Nonce)), sig) {
 		return proven{}, ErrKeyProof
 	}
 	return proven{evidenceID: c.EvidenceID, nkey: c.NKey, pub: pub}, nil
@@ -207,7 +207,7 @@ const (
 	registryKVPrefix = "$KV." + wire.RegistryBucket + "."
 	evidenceKVAll    = "$KV." + wire.EvidenceBucket + ".*"
 	streamInfoPrefix = "$JS.API.STREAM.INFO.KV_"
-	userInfoSubject  = "$SYS.REQ.USER.INFO"
+	userInfoSubject  = wire.UserInfoSubject
 	srvAll           = "$SRV.>"
 	attestWildcard   = wire.SubjectPrefix + ".attest.>"
 )
@@ -225,7 +225,7 @@ func admittedPermissions(b *attest.Bundle, nkey string) jwt.Permissions {
 		evidenceKVAll,
 		streamInfoPrefix+wire.RegistryBucket,
 		streamInfoPrefix+wire.EvidenceBucket,
-		AdmissionWildcard,
+		wire.AdmissionWildcard,
 		userInfoSubject,
 	)
 	models := append([]string(nil), b.Worker.Models...)
@@ -233,7 +233,7 @@ func admittedPermissions(b *attest.Bundle, nkey string) jwt.Permissions {
 	for _, m := range models {
 		p.Sub.Allow.Add(wire.InferSubject(m), wire.AttestSubject(m))
 	}
-	p.Sub.Allow.Add(srvAll, WorkerInboxPrefix(nkey)+".>")
+	p.Sub.Allow.Add(srvAll, wire.WorkerInboxPrefix(nkey)+".>")
 	return p
 }
 
@@ -243,8 +243,8 @@ func admittedPermissions(b *attest.Bundle, nkey string) jwt.Permissions {
 // violation.
 func quarantinePermissions(nkey string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Pub.Allow.Add(AdmissionWildcard, userInfoSubject)
-	p.Sub.Allow.Add(WorkerInboxPrefix(nkey) + ".>")
+	p.Pub.Allow.Add(wire.AdmissionWildcard, userInfoSubject)
+	p.Sub.Allow.Add(wire.WorkerInboxPrefix(nkey) + ".>")
 	p.Sub.Deny.Add(wire.InferWildcard, attestWildcard)
 	p.Pub.Deny.Add(wire.InferWildcard)
 	return p

@@ -17,7 +17,7 @@ var (
 	ErrKeyMismatch = errors.New("key is not the evidence's signing key")
 
 	// ErrEvidenceMissing: no bundle is stored under the evidence id; the
-	// worker should submit it (SubmitSubject).
+	// worker should submit it (wire.SubmitSubject).
 	ErrEvidenceMissing = errors.New("evidence not submitted")
 	// ErrEvidenceCorrupt: the stored bytes are not the bundle the id names.
 	ErrEvidenceCorrupt = errors.New("stored evidence does not match its id")

@@ -54,3 +54,24 @@ func policyID(p Policy) string {
 	}
 	return ""
 }
+
+// Holder adapts a policies.Holder to Policy: each evaluation uses the
+// policy current when it starts, and decisions name it. Swapping the
+// Holder's policy changes later decisions only; call Service.Recheck
+// after a swap so admitted workers are judged again.
+func Holder(h *policies.Holder) Policy { return holderPolicy{h} }
+
+type holderPolicy struct{ h *policies.Holder }
+
+func (p holderPolicy) Evaluate(ctx context.Context, c *claims.Claims, now time.Time) (bool, []string, error) {
+	d, err := p.h.Eval(ctx, c, now)
+	return d.Allow && err == nil, d.Reasons, err
+}
+
+func (p holderPolicy) PolicyID() string {
+	cur := p.h.Policy()
+	if cur == nil {
+		return ""
+	}
+	return regoPolicy{cur}.PolicyID()
+}

@@ -1,0 +1,539 @@
+package admission
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
+
+	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/worker/wire"
+)
+
+// Bucket and subjects this package owns.
+const (
+	// DecisionBucket holds the latest Decision per evidence id.
+	DecisionBucket = "teegate_admission"
+	// CalloutSubject is where nats-server sends authorization requests
+	// (nats-server's AuthCalloutSubject).
+	CalloutSubject = "$SYS.REQ.USER.AUTH"
+	// QueueGroup lets several gateways share the callout: each request is
+	// answered once.
+	QueueGroup = "teegate-admission"
+	// DefaultAccount is the application account workers are placed in
+	// (natsembed.DefaultAccount).
+	DefaultAccount = "TEEGATE"
+)
+
+// Config configures a Service. Conn, Issuer and Policy are required.
+type Config struct {
+	// Conn is the service's connection: a user of the callout account that
+	// bypasses the callout (auth_users), with JetStream access.
+	Conn *nats.Conn
+	// Sys is an optional system-account connection. With it the service
+	// tells workers to drain (a lame-duck notice to the one connection,
+	// $SYS.REQ.SERVER.<id>.LDM), kicks those still connected after Grace
+	// ($SYS.REQ.SERVER.<id>.KICK), and forgets connections when they close.
+	// Without it eviction happens when the connection's JWT expires, which
+	// Lease bounds.
+	Sys *nats.Conn
+	// Issuer is the account key pair whose public key the server's
+	// auth_callout names as issuer; it signs responses and user JWTs.
+	Issuer nkeys.KeyPair
+	// Account is the account admitted workers are placed in. Default
+	// DefaultAccount.
+	Account string
+	// Policy decides admission. Reload replaces it.
+	Policy Policy
+	// Verify are the bundle verification options (verifiers, simulated
+	// gate, clock). Verify.MaxAge is the evidence max age: no admission
+	// outlives its evidence.
+	Verify attest.VerifyOptions
+	// Lease bounds one admission (default 10 min): a connection's JWT
+	// expires at min(evidence created + MaxAge, decision + Lease), so a
+	// policy change reaches every worker within Lease even without Sys.
+	Lease time.Duration
+	// MinLease: evidence that would be admitted for less is refused as
+	// expiring (default 2 s; JWT expiry has second precision).
+	MinLease time.Duration
+	// QuarantineLease is how long a quarantined connection lasts before it
+	// must reconnect and be judged again (default 1 min).
+	QuarantineLease time.Duration
+	// Notice is how long before its admission ends a worker is told to
+	// refresh (default 30 s). Grace is how long an evicted worker has to
+	// drain before it is kicked (default 30 s).
+	Notice, Grace time.Duration
+	// Concurrency bounds callout requests handled at once (default
+	// 4×GOMAXPROCS).
+	Concurrency int
+	// Now is the clock (default time.Now).
+	Now    func() time.Time
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.Conn == nil || c.Issuer == nil || c.Policy == nil {
+		return errors.New("admission config: Conn, Issuer and Policy are required")
+	}
+	pub, err := c.Issuer.PublicKey()
+	if err != nil || !nkeys.IsValidPublicAccountKey(pub) {
+		return errors.New("admission config: Issuer must be an account key pair")
+	}
+	if _, err := c.Issuer.Seed(); err != nil {
+		return errors.New("admission config: Issuer must hold its private key")
+	}
+	if c.Account == "" {
+		c.Account = DefaultAccount
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.Lease, 10*time.Minute)
+	def(&c.MinLease, 2*time.Second)
+	def(&c.QuarantineLease, time.Minute)
+	def(&c.Notice, 30*time.Second)
+	def(&c.Grace, 30*time.Second)
+	if c.Concurrency <= 0 {
+		c.Concurrency = 4 * runtime.GOMAXPROCS(0)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Verify.Now == nil {
+		c.Verify.Now = c.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return nil
+}
+
+// Decision is the latest admission decision on one piece of evidence, as
+// stored in DecisionBucket and listed by Decisions.
+type Decision struct {
+	WorkerID    string         `json:"worker_id"`
+	EvidenceID  string         `json:"evidence_id"`
+	Allow       bool           `json:"allow"`
+	Reasons     []string       `json:"reasons,omitempty"`
+	Claims      *ClaimsSummary `json:"claims,omitempty"`
+	Models      []string       `json:"models,omitempty"`
+	Policy      string         `json:"policy,omitempty"`
+	EvaluatedAt time.Time      `json:"evaluated_at"`
+	// ExpiresAt is when admissions on this evidence end (zero if denied).
+	ExpiresAt time.Time `json:"expires_at,omitzero"`
+	// Connections are the live connections presenting this evidence that
+	// this service knows of (not stored in the bucket).
+	Connections []Connection `json:"connections,omitempty"`
+}
+
+// ClaimsSummary is the part of the claims an operator scans a fleet by.
+type ClaimsSummary struct {
+	TEE         string    `json:"tee"`
+	Simulated   bool      `json:"simulated"`
+	Debug       bool      `json:"debug"`
+	TCBStatus   string    `json:"tcb_status,omitempty"`
+	MRTD        string    `json:"mrtd,omitempty"`
+	MREnclave   string    `json:"mrenclave,omitempty"`
+	Measurement string    `json:"measurement,omitempty"`
+	GPUs        []string  `json:"gpus,omitempty"`
+	CreatedAt   time.Time `json:"created_at,omitzero"`
+	AgeSeconds  int64     `json:"age_seconds"`
+}
+
+// Connection is one worker connection the service authorized.
+type Connection struct {
+	ServerID string    `json:"server_id"`
+	ClientID uint64    `json:"client_id"`
+	Admitted bool      `json:"admitted"`
+	Evicting bool      `json:"evicting,omitempty"`
+	Expires  time.Time `json:"expires"`
+}
+
+// Stats counts callout outcomes.
+type Stats struct {
+	Admitted, Quarantined, Refused, Evicted int64
+}
+
+type connKey struct {
+	server string
+	cid    uint64
+}
+
+type conn struct {
+	key        connKey
+	evidenceID string
+	admitted   bool
+	evicting   bool
+	expires    time.Time
+	timers     []*time.Timer
+}
+
+// Service is the auth callout that admits workers by their evidence.
+type Service struct {
+	cfg      Config
+	log      *slog.Logger
+	verifier *attest.Verifier
+	pol      atomic.Pointer[policyBox]
+	sem      chan struct{}
+	wg       sync.WaitGroup
+
+	evKV, decKV jetstream.KeyValue
+	subs        []*nats.Subscription
+
+	mu        sync.Mutex
+	stopped   bool
+	conns     map[connKey]*conn
+	decisions map[string]*Decision
+
+	admitted, quarantined, refused, evicted atomic.Int64
+}
+
+type policyBox struct{ p Policy }
+
+// New validates cfg and returns a Service; Start makes it answer.
+func New(cfg Config) (*Service, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Service{
+		cfg: cfg, log: cfg.Logger, verifier: attest.NewVerifier(cfg.Verify, 4096),
+		sem: make(chan struct{}, cfg.Concurrency), conns: map[connKey]*conn{}, decisions: map[string]*Decision{},
+	}
+	s.pol.Store(&policyBox{cfg.Policy})
+	return s, nil
+}
+
+func (s *Service) policy() Policy { return s.pol.Load().p }
+
+// Start opens the buckets and subscribes to the callout and admission
+// subjects. The server admits nobody but static users until it runs.
+func (s *Service) Start(ctx context.Context) error {
+	js, err := jetstream.New(s.cfg.Conn)
+	if err != nil {
+		return fmt.Errorf("starting admission: %w", err)
+	}
+	if s.evKV, err = openEvidence(ctx, js); err != nil {
+		return fmt.Errorf("starting admission: %w", err)
+	}
+	s.decKV, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket: DecisionBucket, Description: "teegate admission decisions by evidence id", History: 1, TTL: 7 * 24 * time.Hour,
+	})
+	if err != nil {
+		return fmt.Errorf("starting admission: opening decision bucket: %w", err)
+	}
+	type sub struct {
+		nc   *nats.Conn
+		subj string
+		h    nats.MsgHandler
+	}
+	subs := []sub{
+		{s.cfg.Conn, CalloutSubject, s.onCallout},
+		{s.cfg.Conn, wire.SubmitSubject, s.onSubmit},
+		{s.cfg.Conn, wire.StatusSubject, s.onStatus},
+	}
+	if s.cfg.Sys != nil {
+		subs = append(subs, sub{s.cfg.Sys, "$SYS.ACCOUNT." + s.cfg.Account + ".DISCONNECT", s.onDisconnect})
+	}
+	for _, x := range subs {
+		var ns *nats.Subscription
+		if x.nc == s.cfg.Sys {
+			ns, err = x.nc.Subscribe(x.subj, x.h) // every service must forget its own connections
+		} else {
+			ns, err = x.nc.QueueSubscribe(x.subj, QueueGroup, x.h)
+		}
+		if err != nil {
+			s.unsubscribe()
+			return fmt.Errorf("starting admission: subscribing: %w", err)
+		}
+		s.subs = append(s.subs, ns)
+	}
+	for _, nc := range []*nats.Conn{s.cfg.Conn, s.cfg.Sys} {
+		if nc == nil {
+			continue
+		}
+		if err := nc.FlushTimeout(5 * time.Second); err != nil {
+			s.unsubscribe()
+			return fmt.Errorf("starting admission: %w", err)
+		}
+	}
+	return nil
+}
+
+// openEvidence binds the evidence bucket, creating it (with the worker's
+// settings) when absent.
+func openEvidence(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, wire.EvidenceBucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket: wire.EvidenceBucket, Description: "teegate evidence bundles by id",
+			History: 1, MaxBytes: 1 << 30, TTL: 30 * 24 * time.Hour,
+		})
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, wire.EvidenceBucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening evidence bucket: %w", err)
+	}
+	return kv, nil
+}
+
+func (s *Service) unsubscribe() {
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
+	}
+	s.subs = nil
+}
+
+// Stop stops answering, waits for requests being handled and cancels the
+// notice and kick timers. Admissions already granted run to their expiry.
+func (s *Service) Stop() {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.stopped = true
+	for _, c := range s.conns {
+		c.stopTimers()
+	}
+	s.mu.Unlock()
+	s.unsubscribe()
+	s.wg.Wait()
+}
+
+func (c *conn) stopTimers() {
+	for _, t := range c.timers {
+		t.Stop()
+	}
+	c.timers = nil
+}
+
+// spawn runs f on its own goroutine, bounded by Concurrency, unless the
+// service is stopping.
+func (s *Service) spawn(f func()) {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.sem <- struct{}{}
+	go func() {
+		defer func() { <-s.sem; s.wg.Done() }()
+		f()
+	}()
+}
+
+func (s *Service) onCallout(m *nats.Msg) { s.spawn(func() { s.callout(m) }) }
+
+// calloutBudget bounds the work on one request: nats-server waits its
+// auth timeout (2 s by default) and then refuses the connection anyway.
+const calloutBudget = 1500 * time.Millisecond
+
+func (s *Service) callout(m *nats.Msg) {
+	req, err := jwt.DecodeAuthorizationRequestClaims(string(m.Data))
+	if err != nil || req.Issuer != req.Server.ID {
+		// Not from a server (the signature is the server's own key): there
+		// is nobody to answer.
+		s.log.Warn("ignoring malformed authorization request")
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), calloutBudget)
+	defer cancel()
+	now := s.cfg.Now()
+	co := req.ConnectOptions
+	v := &verdict{now: now}
+	p, err := parseCredentials(credentials{EvidenceID: co.Username, NKey: co.Nkey, Sig: co.SignedNonce, Nonce: req.ClientInformation.Nonce})
+	if err != nil {
+		v.err = err
+	} else {
+		v = s.decide(ctx, p, now)
+	}
+	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
+	resp.Audience = req.Server.ID
+	if refuses(v.err) {
+		resp.Error = v.err.Error()
+		s.refused.Add(1)
+		s.log.Info("worker connection refused", "server", req.Server.ID, "client", req.ClientInformation.ID, "err", v.err)
+	} else if resp.Jwt, err = s.userJWT(req.UserNkey, v); err != nil {
+		resp.Error = "admission failed"
+		s.log.Error("issuing user jwt", "err", err)
+	}
+	tok, err := resp.Encode(s.cfg.Issuer)
+	if err != nil {
+		s.log.Error("encoding authorization response", "err", err)
+		return
+	}
+	if err := m.Respond([]byte(tok)); err != nil {
+		s.log.Warn("answering authorization request", "err", err)
+		return
+	}
+	if resp.Error != "" {
+		return
+	}
+	if v.admitted() {
+		s.admitted.Add(1)
+	} else {
+		s.quarantined.Add(1)
+	}
+	s.track(connKey{req.Server.ID, req.ClientInformation.ID}, v)
+	// Only verified evidence gets a record: the id is then the hash of
+	// what was judged, so nobody can overwrite another's decision by
+	// naming its id.
+	if v.vd != nil {
+		s.record(ctx, v)
+	}
+	s.log.Info("worker connection authorized", "worker", workerID(v), "evidence", short(v.p.evidenceID),
+		"admitted", v.admitted(), "reasons", v.reasons, "expires", v.expires)
+}
+
+func workerID(v *verdict) string {
+	if v.vd == nil {
+		return ""
+	}
+	return v.vd.Bundle.Worker.ID
+}
+
+func short(id string) string {
+	if len(id) > 16 {
+		return id[:16]
+	}
+	return id
+}
+
+// track remembers an authorized connection and schedules its refresh
+// notice.
+func (s *Service) track(k connKey, v *verdict) {
+	c := &conn{key: k, evidenceID: v.p.evidenceID, admitted: v.admitted(), expires: v.expires}
+	if !c.admitted {
+		c.expires = v.now.Add(s.cfg.QuarantineLease)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return
+	}
+	if old := s.conns[k]; old != nil {
+		old.stopTimers()
+	}
+	s.conns[k] = c
+	if c.admitted && s.cfg.Sys != nil {
+		at := max(c.expires.Sub(s.cfg.Now())-s.cfg.Notice, 0)
+		c.timers = append(c.timers, s.after(at, func() { s.notify(k, "refresh before expiry") }))
+	}
+	// Without disconnect events a record lives until its JWT expires (the
+	// server closes the connection then).
+	c.timers = append(c.timers, s.after(c.expires.Sub(s.cfg.Now())+time.Second, func() { s.forget(k, c) }))
+}
+
+// after runs f after d unless the service stops first; Stop waits for an
+// f that already started.
+func (s *Service) after(d time.Duration, f func()) *time.Timer {
+	return time.AfterFunc(d, func() {
+		s.mu.Lock()
+		if s.stopped {
+			s.mu.Unlock()
+			return
+		}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		defer s.wg.Done()
+		f()
+	})
+}
+
+func (s *Service) forget(k connKey, c *conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cur := s.conns[k]; cur == c {
+		c.stopTimers()
+		delete(s.conns, k)
+	}
+}
+
+// record stores the decision in memory and in the decision bucket.
+func (s *Service) record(ctx context.Context, v *verdict) *Decision {
+	b := v.vd.Bundle
+	d := &Decision{
+		WorkerID: b.Worker.ID, EvidenceID: v.vd.ID, Allow: v.admitted(), Reasons: v.reasons,
+		Claims: summarize(v.vd.Claims), Models: append([]string(nil), b.Worker.Models...), Policy: v.policy,
+		EvaluatedAt: v.now.UTC(),
+	}
+	if d.Allow {
+		d.ExpiresAt = v.expires.UTC()
+	}
+	s.mu.Lock()
+	s.decisions[d.EvidenceID] = d
+	if len(s.decisions) > 10000 {
+		s.pruneDecisionsLocked()
+	}
+	s.mu.Unlock()
+	raw, err := json.Marshal(d)
+	if err == nil {
+		_, err = s.decKV.Put(ctx, d.EvidenceID, raw)
+	}
+	if err != nil {
+		s.log.Warn("storing admission decision", "evidence", short(d.EvidenceID), "err", err)
+	}
+	return d
+}
+
+// pruneDecisionsLocked drops the oldest half of the in-memory decisions
+// (the bucket keeps them for its TTL).
+func (s *Service) pruneDecisionsLocked() {
+	all := make([]*Decision, 0, len(s.decisions))
+	for _, d := range s.decisions {
+		all = append(all, d)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].EvaluatedAt.Before(all[j].EvaluatedAt) })
+	for _, d := range all[:len(all)/2] {
+		delete(s.decisions, d.EvidenceID)
+	}
+}
+
+// Decisions lists the latest decision per evidence id this service made,
+// newest first, with the live connections it knows of.
+func (s *Service) Decisions() []Decision {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	byEv := map[string][]Connection{}
+	for _, c := range s.conns {
+		byEv[c.evidenceID] = append(byEv[c.evidenceID], Connection{ServerID: c.key.server, ClientID: c.key.cid, Admitted: c.admitted, Evicting: c.evicting, Expires: c.expires.UTC()})
+	}
+	out := make([]Decision, 0, len(s.decisions))
+	for id, d := range s.decisions {
+		dc := *d
+		dc.Reasons = append([]string(nil), d.Reasons...)
+		dc.Models = append([]string(nil), d.Models...)
+		dc.Connections = byEv[id]
+		sort.Slice(dc.Connections, func(i, j int) bool { return dc.Connections[i].ClientID < dc.Connections[j].ClientID })
+		out = append(out, dc)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].EvaluatedAt.Equal(out[j].EvaluatedAt) {
+			return out[i].EvaluatedAt.After(out[j].EvaluatedAt)
+		}
+		return out[i].EvidenceID < out[j].EvidenceID
+	})
+	return out
+}
+
+// Stats returns the callout counters.
+func (s *Service) Stats() Stats {
+	return Stats{Admitted: s.admitted.Load(), Quarantined: s.quarantined.Load(), Refused: s.refused.Load(), Evicted: s.evicted.Load()}
+}
