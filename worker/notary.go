@@ -7,8 +7,11 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -160,23 +163,37 @@ type streamNotary struct {
 	seen  bool
 }
 
-var usageKey = []byte(`"usage":{`)
+// mayHaveUsage filters stream payloads before usageOf, which costs more
+// than hashing a chunk. It looks for "usage" between unescaped quotes: an
+// engine's usage member (OpenAI-compatible servers write it lowercase)
+// always matches, while content text rarely does, its quotes being escaped
+// (\"usage\"); a false match only costs a scan. Searching for the word
+// first keeps bytes.Index on its fast path: quotes are everywhere in JSON.
+func mayHaveUsage(p []byte) bool {
+	for i := 0; ; {
+		k := bytes.Index(p[i:], usageWord)
+		if k < 0 {
+			return false
+		}
+		k += i
+		if k > 0 && p[k-1] == '"' && k+len(usageWord) < len(p) && p[k+len(usageWord)] == '"' {
+			return true
+		}
+		i = k + 1
+	}
+}
+
+var usageWord = []byte("usage")
 
 func (s *streamNotary) Add(payload []byte) {
 	_, _ = s.h.Write(payload)
 	if !s.seen {
 		s.seen = true
-		var m struct {
-			ID      string `json:"id"`
-			Object  string `json:"object"`
-			Created int64  `json:"created"`
-			Model   string `json:"model"`
-		}
-		if json.Unmarshal(payload, &m) == nil {
-			s.chunk = attest.ChunkMeta{ID: m.ID, Object: m.Object, Created: m.Created, Model: m.Model}
+		if m, ok := chunkMetaOf(payload); ok {
+			s.chunk = m
 		}
 	}
-	if bytes.Contains(payload, usageKey) {
+	if mayHaveUsage(payload) {
 		if u := usageOf(payload); u.TotalTokens > 0 {
 			s.r.Usage = u
 		}
@@ -203,17 +220,258 @@ func (s *streamNotary) Finish(ctx context.Context) ([]byte, error) {
 	return attest.AppendReceiptChunk(nil, s.chunk, sr, evidence), nil
 }
 
+// The scanner below reads a few top-level members of an engine's JSON body
+// the way decoding it with encoding/json into a struct would (the last
+// member whose name folds to the field name, counters and strings decoded
+// the same way, any type mismatch voiding the whole result) without decoding
+// the body: decoding a 4 KB completion cost more than signing its receipt.
+// It jumps over string contents with IndexByte and decodes only the values
+// it returns. It does not validate the rest of the body, so a malformed body
+// may still yield values where a full decode would fail; engines send JSON.
+
 // usageOf reads the OpenAI "usage" object of a response, zero if absent.
 func usageOf(body []byte) attest.Usage {
-	var v struct {
-		Usage *struct {
-			PromptTokens     int64 `json:"prompt_tokens"`
-			CompletionTokens int64 `json:"completion_tokens"`
-			TotalTokens      int64 `json:"total_tokens"`
-		} `json:"usage"`
-	}
-	if json.Unmarshal(body, &v) != nil || v.Usage == nil {
+	var v [1]span
+	if !topLevel(body, usageMember, v[:]) || v[0].absent() {
 		return attest.Usage{}
 	}
-	return attest.Usage{PromptTokens: v.Usage.PromptTokens, CompletionTokens: v.Usage.CompletionTokens, TotalTokens: v.Usage.TotalTokens}
+	obj := body[v[0].start:v[0].end]
+	var c [3]span
+	if !topLevel(obj, counterMembers, c[:]) {
+		return attest.Usage{}
+	}
+	p, _ := intValue(obj, c[0])
+	q, _ := intValue(obj, c[1])
+	t, _ := intValue(obj, c[2])
+	return attest.Usage{PromptTokens: p, CompletionTokens: q, TotalTokens: t}
+}
+
+// chunkMetaOf reads the OpenAI members of a stream chunk; ok is false where
+// a full decode would fail.
+func chunkMetaOf(payload []byte) (m attest.ChunkMeta, ok bool) {
+	var v [4]span
+	if !topLevel(payload, chunkMembers, v[:]) {
+		return attest.ChunkMeta{}, false
+	}
+	m.ID, _ = stringValue(payload, v[0])
+	m.Object, _ = stringValue(payload, v[1])
+	m.Created, _ = intValue(payload, v[2])
+	m.Model, ok = stringValue(payload, v[3])
+	return m, ok
+}
+
+// member is a top-level member to find and the Go type it decodes into:
+// 'o' a pointer to a struct (an object, or null resetting it), 'i' an
+// int64, 's' a string (null leaves either unchanged).
+type member struct {
+	name string
+	kind byte
+}
+
+var (
+	usageMember    = []member{{"usage", 'o'}}
+	counterMembers = []member{{"prompt_tokens", 'i'}, {"completion_tokens", 'i'}, {"total_tokens", 'i'}}
+	chunkMembers   = []member{{"id", 's'}, {"object", 's'}, {"created", 'i'}, {"model", 's'}}
+)
+
+// span is a value's bounds in a body; start < 0 when the member is absent.
+type span struct{ start, end int }
+
+func (s span) absent() bool { return s.start < 0 }
+
+// topLevel fills vals[i] with the bounds of the value of the last member
+// of body's top-level object whose name matches members[i]. It returns
+// false where a full decode would fail: body is not an object (or null), or
+// any matching member, not only the last, has a value of the wrong type.
+func topLevel(body []byte, members []member, vals []span) bool {
+	for i := range vals {
+		vals[i] = span{-1, -1}
+	}
+	i := skipSpace(body, 0)
+	if bytes.HasPrefix(body[i:], []byte("null")) && skipSpace(body, i+4) == len(body) {
+		return true // decoding null into a struct is a no-op
+	}
+	if i >= len(body) || body[i] != '{' {
+		return false
+	}
+	i++
+	for {
+		i = skipSpace(body, i)
+		if i >= len(body) {
+			return false
+		}
+		switch body[i] {
+		case '}':
+			return true
+		case ',':
+			i++
+			continue
+		case '"':
+		default:
+			return false
+		}
+		j := stringEnd(body, i+1)
+		if j < 0 {
+			return false
+		}
+		name := body[i+1 : j]
+		i = skipSpace(body, j+1)
+		if i >= len(body) || body[i] != ':' {
+			return false
+		}
+		v := skipSpace(body, i+1)
+		end := valueEnd(body, v)
+		if end < 0 {
+			return false
+		}
+		for k, m := range members {
+			if !nameIs(name, m.name) {
+				continue
+			}
+			val := body[v:end]
+			null := string(val) == "null"
+			switch {
+			case m.kind == 'o' && null:
+				vals[k] = span{-1, -1}
+			case null:
+			case m.kind == 'o' && val[0] == '{',
+				m.kind == 's' && val[0] == '"':
+				vals[k] = span{v, end}
+			case m.kind == 'i':
+				if _, ok := intValue(body, span{v, end}); !ok {
+					return false
+				}
+				vals[k] = span{v, end}
+			default:
+				return false
+			}
+		}
+		i = end
+	}
+}
+
+// valueEnd returns the index just past the JSON value starting at i, or -1.
+// Containers are matched by depth alone; strings are skipped whole.
+func valueEnd(b []byte, i int) int {
+	if i >= len(b) {
+		return -1
+	}
+	switch b[i] {
+	case '"':
+		j := stringEnd(b, i+1)
+		if j < 0 {
+			return -1
+		}
+		return j + 1
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				j := stringEnd(b, i+1)
+				if j < 0 {
+					return -1
+				}
+				i = j
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return -1
+	}
+	// A number or literal runs to the next delimiter.
+	j := i
+	for j < len(b) && !isDelim(b[j]) {
+		j++
+	}
+	if j == i {
+		return -1
+	}
+	return j
+}
+
+func isDelim(c byte) bool {
+	switch c {
+	case ',', '}', ']', ' ', '\t', '\n', '\r':
+		return true
+	}
+	return false
+}
+
+// stringEnd returns the index of the quote closing a JSON string whose
+// contents start at from, or -1: the first quote preceded by an even number
+// of backslashes.
+func stringEnd(b []byte, from int) int {
+	for {
+		k := bytes.IndexByte(b[from:], '"')
+		if k < 0 {
+			return -1
+		}
+		q := from + k
+		n := 0
+		for p := q - 1; p >= from && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return q
+		}
+		from = q + 1
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// nameIs matches a raw member name as encoding/json matches a struct field:
+// after unescaping, case-insensitively (Unicode simple folding).
+func nameIs(raw []byte, name string) bool {
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return len(raw) >= len(name) && bytes.EqualFold(raw, []byte(name))
+	}
+	var s string
+	q := make([]byte, 0, len(raw)+2)
+	q = append(append(append(q, '"'), raw...), '"')
+	return json.Unmarshal(q, &s) == nil && strings.EqualFold(s, name)
+}
+
+// intValue decodes an int64 value as encoding/json would: absent is 0;
+// anything but an integer literal in range fails.
+func intValue(b []byte, sp span) (int64, bool) {
+	if sp.absent() {
+		return 0, true
+	}
+	v := b[sp.start:sp.end]
+	for i, c := range v {
+		if !(c >= '0' && c <= '9' || c == '-' && i == 0) {
+			return 0, false
+		}
+	}
+	n, err := strconv.ParseInt(string(v), 10, 64)
+	return n, err == nil
+}
+
+// stringValue decodes a string value as encoding/json would: absent is "".
+func stringValue(b []byte, sp span) (string, bool) {
+	if sp.absent() {
+		return "", true
+	}
+	v := b[sp.start:sp.end]
+	switch {
+	case len(v) < 2 || v[0] != '"':
+		return "", false
+	case bytes.IndexByte(v, '\\') < 0 && utf8.Valid(v):
+		return string(v[1 : len(v)-1]), true
+	}
+	var s string
+	err := json.Unmarshal(v, &s)
+	return s, err == nil
 }
