@@ -94,8 +94,13 @@ type Error struct {
 	Code    *string `json:"code"`
 }
 
+// Error names the status and type only: Message is for the client who sent
+// the request and may quote it, so it must never reach a log line.
 func (e *Error) Error() string {
-	return fmt.Sprintf("engine error %d (%s): %s", e.Status, e.Type, e.Message)
+	if e.Code != nil {
+		return fmt.Sprintf("engine error %d (%s, %s)", e.Status, e.Type, *e.Code)
+	}
+	return fmt.Sprintf("engine error %d (%s)", e.Status, e.Type)
 }
 
 // Body returns the OpenAI error body {"error":{...}}.

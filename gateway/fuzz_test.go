@@ -1,0 +1,96 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"log/slog"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/teegate/teegate/worker/wire"
+)
+
+// The relay decodes the worker's stream messages (kind, sequence, status
+// headers and payload) and writes SSE for the client. Whatever a message
+// holds, the relay does not panic, writes only whole data events, ends the
+// stream on anything but the expected next data message, and answers an
+// out-of-order or unknown message with the gateway's own error event.
+func FuzzRelayHandle(f *testing.F) {
+	f.Add(wire.KindData, "1", "", "", []byte(`{"choices":[]}`))
+	f.Add(wire.KindEnd, "1", "200", "", []byte(`{"choices":[],"teegate_receipt":{}}`))
+	f.Add(wire.KindEnd, "1", "200", "", []byte(nil))
+	f.Add(wire.KindError, "1", "502", "", []byte(`{"error":{"message":"m"}}`))
+	f.Add("", "", "", "503", []byte(nil))
+	f.Add(wire.KindData, "2", "", "", []byte("x"))
+	f.Add("bogus", "1", "", "", []byte("a\nb"))
+	f.Add(wire.KindData, "+1", "", "", []byte("x"))
+	f.Fuzz(func(t *testing.T, kind, seq, status, natsStatus string, data []byte) {
+		if bytes.ContainsRune(data, '\r') {
+			return // see FuzzWriteEvent: payloads are JSON, which holds no raw CR
+		}
+		g := &Gateway{log: slog.New(slog.DiscardHandler)}
+		r := &relay{g: g, window: wire.DefaultWindow, reqID: "req_fuzz", next: 1}
+		m := &nats.Msg{Header: nats.Header{}, Data: data}
+		m.Header.Set(wire.HdrKind, kind)
+		m.Header.Set(wire.HdrSeq, seq)
+		m.Header.Set(wire.HdrStatus, status)
+		m.Header.Set("Status", natsStatus)
+		var buf bytes.Buffer
+		w := bufio.NewWriter(&buf)
+		done, ok := r.handle(w, m)
+		_ = w.Flush()
+		out := buf.String()
+
+		// Only data lines, each event ended by a blank line.
+		if out != "" && !strings.HasSuffix(out, "\n\n") {
+			t.Fatalf("output not ended by a blank line: %q", out)
+		}
+		for _, ev := range strings.Split(strings.TrimSuffix(out, "\n\n"), "\n\n") {
+			if ev == "" && out == "" {
+				continue
+			}
+			for _, l := range strings.Split(ev, "\n") {
+				if !strings.HasPrefix(l, "data: ") && l != "data:" {
+					t.Fatalf("line %q is not a data line in %q", l, out)
+				}
+			}
+		}
+		upstream := string(errUpstream().Body())
+		switch {
+		case wire.IsNoResponders(m):
+			if !done || !ok || !strings.Contains(out, string(errNoCapacity().Body())) {
+				t.Fatalf("no responders: done=%v ok=%v %q", done, ok, out)
+			}
+		case !seqIsOne(seq):
+			if !done || ok || !strings.Contains(out, upstream) {
+				t.Fatalf("seq %q accepted: done=%v ok=%v %q", seq, done, ok, out)
+			}
+		case kind == wire.KindData:
+			if done || !ok || r.next != 2 {
+				t.Fatalf("data: done=%v ok=%v next=%d", done, ok, r.next)
+			}
+		case kind == wire.KindEnd:
+			if !done || !ok || !strings.HasSuffix(out, "data: [DONE]\n\n") {
+				t.Fatalf("end: done=%v ok=%v %q", done, ok, out)
+			}
+		case kind == wire.KindError:
+			if !done || !ok || strings.Contains(out, "[DONE]") {
+				t.Fatalf("error: done=%v ok=%v %q", done, ok, out)
+			}
+		default:
+			if !done || ok || !strings.Contains(out, upstream) {
+				t.Fatalf("kind %q accepted: done=%v ok=%v %q", kind, done, ok, out)
+			}
+		}
+	})
+}
+
+// seqIsOne is the relay's rule for the first message's sequence number: it
+// reads it as a decimal integer (so "+1" and "01" are 1 too).
+func seqIsOne(s string) bool {
+	n, err := strconv.Atoi(s)
+	return err == nil && n == 1
+}
