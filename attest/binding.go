@@ -41,11 +41,14 @@ func GPUNonce(signingPub []byte, epochNonce [32]byte) [32]byte {
 // order:
 //
 //	u32be(count) || for each GPU:
-//	  u32be(len(arch)) || arch || u32be(len(report)) || report ||
-//	  u32be(len(cert_chain)) || cert_chain
+//	  u32be(len(arch)) || arch || u32be(len(cc_mode)) || cc_mode ||
+//	  u32be(len(report)) || report || u32be(len(cert_chain)) || cert_chain
 //
 // Length prefixes make the concatenation unambiguous, so no two different
-// GPU lists share a digest input.
+// GPU lists share a digest input; an unreported cc_mode is the empty string
+// (length 0), so every GPU has the same four fields. cc_mode is in the
+// digest because the GPU report does not carry it: through the report data
+// the CPU evidence then vouches for the mode the TEE read from the driver.
 func GPUEvidenceDigest(gpus []GPUEvidence) [32]byte {
 	h := sha256.New()
 	var n [4]byte
@@ -58,6 +61,7 @@ func GPUEvidenceDigest(gpus []GPUEvidence) [32]byte {
 	h.Write(n[:])
 	for _, g := range gpus {
 		put([]byte(g.Arch))
+		put([]byte(g.CCMode))
 		put(g.Report)
 		put(g.CertChain)
 	}

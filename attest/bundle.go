@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -36,13 +35,43 @@ var bundleTEEs = map[string]bool{"tdx": true, "sgx": true, "sev-snp": true}
 // precision, with a literal Z.
 const TimeLayout = "2006-01-02T15:04:05Z"
 
+// GPU confidential-computing modes a bundle can report (GPUEvidence.CCMode).
+// The GPU report does not carry the mode: the TEE reads it from the driver
+// (NVML) and binds it through the GPU evidence digest.
+const (
+	// CCModeOn: confidential computing on, memory inaccessible to tools.
+	CCModeOn = "on"
+	// CCModeOff: confidential computing off; the GPU is not protected.
+	CCModeOff = "off"
+	// CCModeDevTools: confidential computing on in developer-tools mode,
+	// where debuggers and profilers can read GPU memory.
+	CCModeDevTools = "devtools"
+	// CCModeUnknown is the claims value (claims.GPU.CCMode) for a bundle
+	// that does not report the mode. It is never written in a bundle.
+	CCModeUnknown = "unknown"
+)
+
 // GPUEvidence is one GPU's attestation: its architecture (lowercase, e.g.
-// "hopper"), the raw SPDM measurement report and the certificate chain as
-// the driver returned it (concatenated PEM for NVIDIA).
+// "hopper"), its confidential-computing mode, the raw SPDM measurement
+// report and the certificate chain as the driver returned it (concatenated
+// PEM for NVIDIA).
 type GPUEvidence struct {
-	Arch      string
+	Arch string
+	// CCMode is CCModeOn, CCModeOff or CCModeDevTools as the driver inside
+	// the TEE reported it; empty when the producer did not report it
+	// (verifiers then claim CCModeUnknown, which production policies deny).
+	CCMode    string
 	Report    []byte
 	CertChain []byte
+}
+
+// validCCMode reports whether m may appear in a bundle (empty: omitted).
+func validCCMode(m string) bool {
+	switch m {
+	case "", CCModeOn, CCModeOff, CCModeDevTools:
+		return true
+	}
+	return false
 }
 
 // WorkerIdentity names the worker that produced a bundle. Models is
@@ -111,6 +140,9 @@ func (b *Bundle) Validate() error {
 		if g.Arch == "" || len(g.Arch) > 32 || len(g.Report) == 0 {
 			return fmt.Errorf("gpu %d: empty arch or report: %w", i, ErrMalformed)
 		}
+		if !validCCMode(g.CCMode) {
+			return fmt.Errorf("gpu %d: cc_mode %q: %w", i, g.CCMode, ErrMalformed)
+		}
 	}
 	for i, m := range b.Worker.Models {
 		if m == "" || len(m) > maxIdentityString {
@@ -166,7 +198,8 @@ func (b *Bundle) sizeHint() int {
 }
 
 // appendCanonical writes the RFC 8785 form with members in sorted order:
-// cpu_evidence, created, epoch_nonce, gpus[arch, cert_chain, report],
+// cpu_evidence, created, epoch_nonce, gpus[arch, cc_mode (omitted when
+// empty), cert_chain, report],
 // hpke_pub, signature (omitted when withSig is false), signing_pub,
 // simulated_roots (omitted when empty), tee, version, worker[id, models
 // (omitted when empty)].
@@ -187,6 +220,10 @@ func (b *Bundle) appendCanonical(dst []byte, withSig bool) []byte {
 		dst = append(dst, '{')
 		dst = appendKey(dst, "arch", true)
 		dst = appendJSONString(dst, g.Arch)
+		if g.CCMode != "" {
+			dst = appendKey(dst, "cc_mode", false)
+			dst = appendJSONString(dst, g.CCMode)
+		}
 		dst = appendKey(dst, "cert_chain", false)
 		dst = appendB64(dst, g.CertChain)
 		dst = appendKey(dst, "report", false)
@@ -244,7 +281,7 @@ func (b *b64) UnmarshalJSON(data []byte) error {
 	if err := json.Unmarshal(data, &s); err != nil {
 		return err
 	}
-	v, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	v, err := DecodeBase64URL(s)
 	if err != nil {
 		return err
 	}
@@ -271,6 +308,7 @@ type bundleJSON struct {
 
 type gpuJSON struct {
 	Arch      string `json:"arch"`
+	CCMode    string `json:"cc_mode"`
 	CertChain b64    `json:"cert_chain"`
 	Report    b64    `json:"report"`
 }
@@ -308,7 +346,7 @@ func DecodeBundle(raw []byte) (*Bundle, error) {
 	if len(w.GPUs) > 0 {
 		b.GPUs = make([]GPUEvidence, len(w.GPUs))
 		for i, g := range w.GPUs {
-			b.GPUs[i] = GPUEvidence{Arch: g.Arch, Report: g.Report, CertChain: g.CertChain}
+			b.GPUs[i] = GPUEvidence{Arch: g.Arch, CCMode: g.CCMode, Report: g.Report, CertChain: g.CertChain}
 		}
 	}
 	for _, r := range w.SimulatedRoots {

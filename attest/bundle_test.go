@@ -126,6 +126,8 @@ func TestBundleRoundTrip(t *testing.T) {
 			if n == 3 {
 				b.SimulatedRoots = [][]byte{{1, 2, 3}}
 				b.Worker.Models = nil
+				// An unreported mode is omitted, others are written.
+				b.GPUs[1].CCMode, b.GPUs[2].CCMode = "", CCModeDevTools
 			}
 			raw := mustEncode(t, b)
 			assertJCS(t, raw)
@@ -169,6 +171,15 @@ func TestDecodeBundleRejects(t *testing.T) {
 		{"time offset", strings.Replace(raw, `10:00:00Z`, `10:00:00+00:00`, 1), ErrMalformed},
 		{"empty worker", strings.Replace(raw, `"id":"worker-1"`, `"id":""`, 1), ErrMalformed},
 		{"missing gpus", strings.Replace(raw, `"gpus":[`, `"gpux":[`, 1), ErrMalformed},
+		{"cc_mode outside the schema", strings.Replace(raw, `"cc_mode":"on"`, `"cc_mode":"unknown"`, 1), ErrMalformed},
+		{"cc_mode case", strings.Replace(raw, `"cc_mode":"on"`, `"cc_mode":"ON"`, 1), ErrMalformed},
+		{"cc_mode empty", strings.Replace(raw, `"cc_mode":"on"`, `"cc_mode":""`, 1), ErrNonCanonical},
+		{"cc_mode null", strings.Replace(raw, `"cc_mode":"on"`, `"cc_mode":null`, 1), ErrNonCanonical},
+		{"cc_mode after cert_chain", strings.Replace(strings.Replace(raw, `"cc_mode":"on",`, ``, 1), `"report":`, `"cc_mode":"on","report":`, 1), ErrNonCanonical},
+		{"line break in base64", strings.Replace(raw, `"epoch_nonce":"`, `"epoch_nonce":"
+`, 1), ErrMalformed},
+		{"CR in base64", strings.Replace(raw, `"epoch_nonce":"`, `"epoch_nonce":"
+`, 1), ErrMalformed},
 		{"not json", "xyz", ErrMalformed},
 		{"empty", "", ErrMalformed},
 		{"too big", raw + strings.Repeat(" ", MaxBundleSize), ErrMalformed},
@@ -199,9 +210,42 @@ func TestVerifyBundle(t *testing.T) {
 				t.Fatalf("claims: %+v", c)
 			}
 			for i, g := range c.GPUs {
-				if g.Index != i || g.Arch != "hopper" {
+				if g.Index != i || g.Arch != "hopper" || g.CCMode != CCModeOn {
 					t.Fatalf("gpu %d: %+v", i, g)
 				}
+			}
+		})
+	}
+}
+
+// TestVerifyBundleCCMode: the claims carry the bundle's cc_mode whatever the
+// GPU verifier said, and "unknown" for a producer that did not report it.
+func TestVerifyBundleCCMode(t *testing.T) {
+	m := newFakeMachine("m1")
+	k := newFakeKeys("k")
+	pub := []byte(k.sign.Public().(ed25519.PublicKey))
+	nonce := [32]byte{7}
+	for _, mode := range []string{CCModeOn, CCModeOff, CCModeDevTools, ""} {
+		t.Run("mode "+mode, func(t *testing.T) {
+			b := m.bundle(k, nonce, 2)
+			b.GPUs[0].CCMode, b.GPUs[1].CCMode = mode, mode
+			b.CPUEvidence = m.cpuEvidence(ReportData(pub, k.hpke, GPUEvidenceDigest(b.GPUs), nonce))
+			k.signBundle(b)
+			c, err := VerifyBundle(context.Background(), mustEncode(t, b), testOpts(m))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := mode
+			if mode == "" {
+				want = CCModeUnknown
+			}
+			for _, g := range c.GPUs {
+				if g.CCMode != want {
+					t.Fatalf("claims cc_mode %q, want %q", g.CCMode, want)
+				}
+			}
+			if c.Sources["gpu_cc_mode"] != "attest.binding_v1" {
+				t.Fatalf("sources %v", c.Sources)
 			}
 		})
 	}
@@ -243,6 +287,9 @@ func TestVerifyBundleRejects(t *testing.T) {
 			b.GPUs[1] = other.gpuEvidence(GPUNonce(b.SigningPub, b.EpochNonce))
 		}, ErrBindingReportData, false},
 		{"gpu arch label", func(b *Bundle, o *VerifyOptions) { b.GPUs[0].Arch = "blackwell" }, ErrBindingReportData, false},
+		{"gpu cc_mode, not re-signed", func(b *Bundle, o *VerifyOptions) { b.GPUs[1].CCMode = CCModeDevTools }, ErrBundleSignature, true},
+		{"gpu cc_mode", func(b *Bundle, o *VerifyOptions) { b.GPUs[1].CCMode = CCModeDevTools }, ErrBindingReportData, false},
+		{"gpu cc_mode removed", func(b *Bundle, o *VerifyOptions) { b.GPUs[0].CCMode = "" }, ErrBindingReportData, false},
 		{"gpu dropped", func(b *Bundle, o *VerifyOptions) { b.GPUs = b.GPUs[:1] }, ErrBindingReportData, false},
 		{"gpu nonce of another epoch", func(b *Bundle, o *VerifyOptions) {
 			b.GPUs[1] = m.gpuEvidence(GPUNonce(b.SigningPub, [32]byte{8}))

@@ -3,7 +3,10 @@ package attest
 import (
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -88,6 +91,24 @@ func appendB64(dst, b []byte) []byte {
 	dst = append(dst, '"')
 	dst = base64.RawURLEncoding.AppendEncode(dst, b)
 	return append(dst, '"')
+}
+
+// errLineBreak: CR or LF inside base64url (wrapped with ErrMalformed).
+var errLineBreak = errors.New("line break in base64url")
+
+// DecodeBase64URL decodes base64url without padding as docs/attestation.md
+// §1 asks: it rejects padding, characters outside the alphabet and non-zero
+// trailing bits. Go's decoders, even Strict ones, skip CR and LF; they are
+// rejected here too, so one value has exactly one accepted spelling.
+func DecodeBase64URL(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, fmt.Errorf("decoding base64url: %w: %w", ErrMalformed, errLineBreak)
+	}
+	b, err := base64.RawURLEncoding.Strict().DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("decoding base64url: %w: %w", ErrMalformed, err)
+	}
+	return b, nil
 }
 
 // appendHex appends b as a JSON string of lowercase hex.

@@ -54,7 +54,7 @@ func (m *fakeMachine) cpuEvidence(rd [64]byte) []byte {
 
 func (m *fakeMachine) gpuEvidence(nonce [32]byte) GPUEvidence {
 	b := append([]byte("FAKEGPU1"), nonce[:]...)
-	return GPUEvidence{Arch: "hopper", Report: append(b, ed25519.Sign(m.gpu, b)...), CertChain: append([]byte(nil), m.gpu.Public().(ed25519.PublicKey)...)}
+	return GPUEvidence{Arch: "hopper", CCMode: CCModeOn, Report: append(b, ed25519.Sign(m.gpu, b)...), CertChain: append([]byte(nil), m.gpu.Public().(ed25519.PublicKey)...)}
 }
 
 // fakeKeys are a worker's public keys with the signing key kept for tests.

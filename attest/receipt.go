@@ -45,6 +45,18 @@ type Usage struct {
 	TotalTokens      int64
 }
 
+// Valid reports whether every counter is in the range a receipt can carry,
+// [0, 2^53-1] (docs/attestation.md §1). A producer reading counters from an
+// engine should drop usage that is not valid rather than fail to sign.
+func (u Usage) Valid() bool {
+	for _, n := range [...]int64{u.PromptTokens, u.CompletionTokens, u.TotalTokens} {
+		if n < 0 || n > maxSafeInt {
+			return false
+		}
+	}
+	return true
+}
+
 // Receipt is the signed statement about one completion (DESIGN §3.2).
 type Receipt struct {
 	Version   int
@@ -102,10 +114,8 @@ func (r *Receipt) Validate() error {
 	case r.Created.IsZero() || r.Created.Year() < 2000 || r.Created.Year() > 9999:
 		return fmt.Errorf("created out of range: %w", ErrMalformed)
 	}
-	for _, n := range []int64{r.Usage.PromptTokens, r.Usage.CompletionTokens, r.Usage.TotalTokens} {
-		if n < 0 || n > maxSafeInt {
-			return fmt.Errorf("usage out of range: %w", ErrMalformed)
-		}
+	if !r.Usage.Valid() {
+		return fmt.Errorf("usage out of range: %w", ErrMalformed)
 	}
 	return nil
 }
@@ -187,14 +197,14 @@ func (r Receipt) MarshalJSON() ([]byte, error) {
 }
 
 type receiptJSON struct {
-	Created        string `json:"created"`
-	EvidenceID     string `json:"evidence_id"`
-	Model          string `json:"model"`
-	Nonce          string `json:"nonce"`
-	RequestID      string `json:"request_id"`
-	RequestSHA256  string `json:"request_sha256"`
-	ResponseSHA256 string `json:"response_sha256"`
-	Stream         *bool  `json:"stream"`
+	Created        string  `json:"created"`
+	EvidenceID     string  `json:"evidence_id"`
+	Model          present `json:"model"`
+	Nonce          present `json:"nonce"`
+	RequestID      string  `json:"request_id"`
+	RequestSHA256  string  `json:"request_sha256"`
+	ResponseSHA256 string  `json:"response_sha256"`
+	Stream         *bool   `json:"stream"`
 	Usage          *struct {
 		CompletionTokens *int64 `json:"completion_tokens"`
 		PromptTokens     *int64 `json:"prompt_tokens"`
@@ -204,17 +214,22 @@ type receiptJSON struct {
 }
 
 // UnmarshalJSON decodes a receipt body strictly: every member present (nonce
-// optional), no unknown members, digests as 64 lowercase hex digits. It does
-// not demand canonical form, because the signature is checked over the
-// canonical re-encoding of the decoded values.
+// optional, but not empty when present: the canonical form omits an empty
+// nonce, so "nonce":"" would be signed as if absent), no unknown members,
+// digests as 64 lowercase hex digits. It does not demand canonical form,
+// because the signature is checked over the canonical re-encoding of the
+// decoded values.
 func (r *Receipt) UnmarshalJSON(data []byte) error {
 	var w receiptJSON
 	if err := strictUnmarshal(data, &w); err != nil {
 		return fmt.Errorf("decoding receipt: %w", err)
 	}
-	if w.Stream == nil || w.Usage == nil || w.Usage.CompletionTokens == nil ||
+	if w.Stream == nil || !w.Model.set || w.Usage == nil || w.Usage.CompletionTokens == nil ||
 		w.Usage.PromptTokens == nil || w.Usage.TotalTokens == nil {
 		return fmt.Errorf("decoding receipt: missing member: %w", ErrMalformed)
+	}
+	if w.Nonce.set && w.Nonce.v == "" {
+		return fmt.Errorf("decoding receipt: empty nonce: %w", ErrMalformed)
 	}
 	created, err := time.Parse(TimeLayout, w.Created)
 	if err != nil {
@@ -222,7 +237,7 @@ func (r *Receipt) UnmarshalJSON(data []byte) error {
 	}
 	out := Receipt{
 		Version: w.Version, RequestID: w.RequestID, EvidenceID: w.EvidenceID,
-		Model: w.Model, Stream: *w.Stream, Nonce: w.Nonce, Created: created,
+		Model: w.Model.v, Stream: *w.Stream, Nonce: w.Nonce.v, Created: created,
 		Usage: Usage{
 			PromptTokens:     *w.Usage.PromptTokens,
 			CompletionTokens: *w.Usage.CompletionTokens,
@@ -240,6 +255,22 @@ func (r *Receipt) UnmarshalJSON(data []byte) error {
 	}
 	*r = out
 	return nil
+}
+
+// present is a JSON string member whose presence is recorded: a required
+// member may be the empty string but not absent, an optional one absent but
+// not empty. null is neither (optional members are omitted, never null).
+type present struct {
+	set bool
+	v   string
+}
+
+func (p *present) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return fmt.Errorf("null string member: %w", ErrMalformed)
+	}
+	p.set = true
+	return json.Unmarshal(b, &p.v)
 }
 
 func decodeDigest(s string, out *[32]byte) error {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"reflect"
 	"strings"
@@ -141,6 +142,54 @@ func TestParseReceiptRejects(t *testing.T) {
 				t.Fatal("accepted")
 			}
 		})
+	}
+}
+
+// TestReceiptStrictness: the schema rules of docs/attestation.md §1 and
+// §7.1 that a lenient JSON or base64 decoder would let through, each failing
+// with ErrMalformed.
+func TestReceiptStrictness(t *testing.T) {
+	f := newFixture(t)
+	sr := signReceipt(f.k.sign, f.r)
+	env := string(sr.AppendJSON(nil))
+	hdr := sr.HeaderValue()
+	sig := base64.RawURLEncoding.EncodeToString(sr.Signature)
+	tests := []struct{ name, in string }{
+		{"empty nonce", strings.Replace(env, `"model":`, `"nonce":"","model":`, 1)},
+		{"null nonce", strings.Replace(env, `"model":`, `"nonce":null,"model":`, 1)},
+		{"missing model", strings.Replace(env, `"model":"builtin",`, ``, 1)},
+		{"null model", strings.Replace(env, `"model":"builtin"`, `"model":null`, 1)},
+		{"LF in signature", strings.Replace(env, sig, sig[:40]+`\n`+sig[40:], 1)},
+		{"CRLF in signature", strings.Replace(env, sig, sig[:40]+`\r\n`+sig[40:], 1)},
+		{"LF in header", hdr[:50] + "\n" + hdr[50:]},
+		{"CR in header", hdr[:50] + "\r" + hdr[50:]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := ParseReceipt([]byte(tt.in)); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("got %v, want ErrMalformed", err)
+			}
+		})
+	}
+	// The model member is required but may be empty; line breaks around a
+	// header value are whitespace, not part of it.
+	empty := f.r
+	empty.Model = ""
+	esr := signReceipt(f.k.sign, empty)
+	for _, in := range []string{string(esr.AppendJSON(nil)), hdr + "\r\n"} {
+		if _, err := ParseReceipt([]byte(in)); err != nil {
+			t.Fatalf("%.40s: %v", in, err)
+		}
+	}
+	for _, s := range []string{"AAE", ""} {
+		if _, err := DecodeBase64URL(s); err != nil {
+			t.Fatalf("%q: %v", s, err)
+		}
+	}
+	for _, s := range []string{"AA\nE", "AAE\n", "\rAAE", "AAE=", "AA+E", "AAF"} {
+		if _, err := DecodeBase64URL(s); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("%q: %v", s, err)
+		}
 	}
 }
 

@@ -146,7 +146,12 @@ func ParseReceiptChunk(b []byte) (*SignedReceipt, []byte, error) {
 	return &sr, nil, nil
 }
 
+// decodeHeader is DecodeBase64URL on bytes, without copying them to a
+// string first.
 func decodeHeader(b []byte) ([]byte, error) {
+	if bytes.ContainsAny(b, "\r\n") {
+		return nil, errLineBreak
+	}
 	out := make([]byte, base64.RawURLEncoding.DecodedLen(len(b)))
 	n, err := base64.RawURLEncoding.Strict().Decode(out, b)
 	if err != nil {

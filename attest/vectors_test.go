@@ -64,11 +64,11 @@ func vectorFiles(t *testing.T) map[string][]byte {
 	digestInput = binary.BigEndian.AppendUint32(digestInput, uint32(len(b.GPUs)))
 	var gpus []map[string]string
 	for _, g := range b.GPUs {
-		for _, f := range [][]byte{[]byte(g.Arch), g.Report, g.CertChain} {
+		for _, f := range [][]byte{[]byte(g.Arch), []byte(g.CCMode), g.Report, g.CertChain} {
 			digestInput = binary.BigEndian.AppendUint32(digestInput, uint32(len(f)))
 			digestInput = append(digestInput, f...)
 		}
-		gpus = append(gpus, map[string]string{"arch": g.Arch, "report": hex.EncodeToString(g.Report), "cert_chain": hex.EncodeToString(g.CertChain)})
+		gpus = append(gpus, map[string]string{"arch": g.Arch, "cc_mode": g.CCMode, "report": hex.EncodeToString(g.Report), "cert_chain": hex.EncodeToString(g.CertChain)})
 	}
 	gd := GPUEvidenceDigest(b.GPUs)
 	if gd != sha256.Sum256(digestInput) {

@@ -41,7 +41,10 @@ type CPUOptions struct {
 // GPUVerifier verifies one GPU's evidence. It must report in
 // claims.GPU.NonceMatched whether the report's nonce equals ExpectedNonce
 // (a mismatch is not an error for it: VerifyBundle turns it into
-// ErrBindingGPUNonce).
+// ErrBindingGPUNonce). Whatever CCMode it returns, VerifyBundle replaces it
+// with the bundle's cc_mode (CCModeUnknown when absent): the mode is not in
+// the GPU report but in the GPU evidence digest, which only the binding
+// check establishes.
 type GPUVerifier interface {
 	VerifyGPU(ctx context.Context, ev GPUEvidence, opts GPUOptions) (*claims.GPU, error)
 }
@@ -180,6 +183,10 @@ func verifyBundle(ctx context.Context, raw []byte, opts *VerifyOptions) (*Verifi
 		}
 		g2 := *gc
 		g2.Index = i
+		g2.CCMode = g.CCMode
+		if g2.CCMode == "" {
+			g2.CCMode = CCModeUnknown
+		}
 		if simRoots != nil {
 			g2.Arch = "simulated"
 		}
@@ -209,6 +216,10 @@ func verifyBundle(ctx context.Context, raw []byte, opts *VerifyOptions) (*Verifi
 		c.Sources = map[string]string{}
 	}
 	c.Sources["binding"] = "attest.binding_v1"
+	if len(gpus) > 0 {
+		// Reported by the TEE, bound by the GPU evidence digest.
+		c.Sources["gpu_cc_mode"] = "attest.binding_v1"
+	}
 	if simRoots != nil {
 		// Whatever the format verifiers said, simulated roots make the
 		// whole bundle simulated: production policies key on this.

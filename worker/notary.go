@@ -229,7 +229,10 @@ func (s *streamNotary) Finish(ctx context.Context) ([]byte, error) {
 // it returns. It does not validate the rest of the body, so a malformed body
 // may still yield values where a full decode would fail; engines send JSON.
 
-// usageOf reads the OpenAI "usage" object of a response, zero if absent.
+// usageOf reads the OpenAI "usage" object of a response, zero if absent or
+// if a counter is outside what a receipt can carry (negative, or above
+// 2^53-1): an engine's bad accounting must not turn a finished completion
+// into a signing failure.
 func usageOf(body []byte) attest.Usage {
 	var v [1]span
 	if !topLevel(body, usageMember, v[:]) || v[0].absent() {
@@ -243,7 +246,11 @@ func usageOf(body []byte) attest.Usage {
 	p, _ := intValue(obj, c[0])
 	q, _ := intValue(obj, c[1])
 	t, _ := intValue(obj, c[2])
-	return attest.Usage{PromptTokens: p, CompletionTokens: q, TotalTokens: t}
+	u := attest.Usage{PromptTokens: p, CompletionTokens: q, TotalTokens: t}
+	if !u.Valid() {
+		return attest.Usage{}
+	}
+	return u
 }
 
 // chunkMetaOf reads the OpenAI members of a stream chunk; ok is false where

@@ -135,7 +135,12 @@ func usageOfJSON(body []byte) attest.Usage {
 	if json.Unmarshal(body, &v) != nil || v.Usage == nil {
 		return attest.Usage{}
 	}
-	return attest.Usage{PromptTokens: v.Usage.PromptTokens, CompletionTokens: v.Usage.CompletionTokens, TotalTokens: v.Usage.TotalTokens}
+	u := attest.Usage{PromptTokens: v.Usage.PromptTokens, CompletionTokens: v.Usage.CompletionTokens, TotalTokens: v.Usage.TotalTokens}
+	if !u.Valid() {
+		// What a receipt cannot carry counts as no usage.
+		return attest.Usage{}
+	}
+	return u
 }
 
 func TestUsageOf(t *testing.T) {
@@ -166,7 +171,10 @@ func TestUsageOf(t *testing.T) {
 		{"string counter", `{"usage":{"total_tokens":"4","prompt_tokens":1}}`, u(0, 0, 0)},
 		{"exponent counter", `{"usage":{"total_tokens":4e0}}`, u(0, 0, 0)},
 		{"counter overflow", `{"usage":{"total_tokens":9223372036854775808}}`, u(0, 0, 0)},
-		{"negative counter", `{"usage":{"total_tokens":-4}}`, u(0, 0, -4)},
+		{"negative counter", `{"usage":{"total_tokens":-4}}`, u(0, 0, 0)},
+		{"negative counter voids all", `{"usage":{"prompt_tokens":3,"completion_tokens":-1,"total_tokens":2}}`, u(0, 0, 0)},
+		{"counter above 2^53-1", `{"usage":{"prompt_tokens":1,"total_tokens":9007199254740992}}`, u(0, 0, 0)},
+		{"counter at 2^53-1", `{"usage":{"total_tokens":9007199254740991}}`, u(0, 0, 9007199254740991)},
 		{"usage array", `{"usage":[1,2]}`, u(0, 0, 0)},
 		{"usage number", `{"usage":5}`, u(0, 0, 0)},
 		{"truncated", `{"usage":{"total_tokens":4}`, u(0, 0, 0)},
@@ -449,6 +457,35 @@ func TestSealReceipt(t *testing.T) {
 	}
 	if want := (attest.Usage{PromptTokens: 412, CompletionTokens: 830, TotalTokens: 1242}); sr.Receipt.Usage != want {
 		t.Errorf("usage %+v, want %+v", sr.Receipt.Usage, want)
+	}
+}
+
+// TestSealAbsurdUsage: an engine reporting counters a receipt cannot carry
+// still gets its completion signed, with the usage dropped.
+func TestSealAbsurdUsage(t *testing.T) {
+	n, _ := newTestNotary(t)
+	req := benchRequest()
+	for _, usage := range []string{
+		`{"prompt_tokens":-1,"completion_tokens":2,"total_tokens":1}`,
+		`{"prompt_tokens":1,"completion_tokens":9223372036854775807,"total_tokens":9223372036854775807}`,
+	} {
+		resp := []byte(`{"id":"x","choices":[],"usage":` + usage + `}`)
+		h, err := n.Seal(context.Background(), Meta{RequestID: "req-1", Model: "bench-model", Op: wire.OpChat}, req, resp)
+		if err != nil {
+			t.Fatalf("usage %s: %v", usage, err)
+		}
+		sr, err := attest.ParseReceipt([]byte(h.Get(wire.HdrReceipt)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sr.Receipt.Usage != (attest.Usage{}) {
+			t.Fatalf("usage %+v", sr.Receipt.Usage)
+		}
+		s := n.Stream(context.Background(), Meta{RequestID: "req-2", Model: "bench-model", Op: wire.OpChat}, req)
+		s.Add(resp)
+		if _, err := s.Finish(context.Background()); err != nil {
+			t.Fatalf("stream usage %s: %v", usage, err)
+		}
 	}
 }
 

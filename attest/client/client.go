@@ -214,7 +214,7 @@ func (v *Verifier) do(req *http.Request, next doFunc) (*http.Response, error) {
 		return nil, fail("receipt", err)
 	}
 	if ev := resp.Header.Get(HeaderEvidence); ev != "" {
-		raw, err := base64.RawURLEncoding.Strict().DecodeString(ev)
+		raw, err := attest.DecodeBase64URL(ev)
 		if err != nil {
 			return nil, fail("evidence", fmt.Errorf("decoding %s header: %w", HeaderEvidence, attest.ErrMalformed))
 		}

@@ -86,7 +86,15 @@ func Options(cfg Config) attest.VerifyOptions {
 			}
 			nonce := o.ExpectedNonce
 			nev := nvidia.Evidence{Report: ev.Report, Chain: ev.CertChain, ExpectedNonce: nonce[:], Arch: ev.Arch}
-			nopts := nvidia.Options{Roots: roots, RIMRoots: cfg.RIMRoots, RIMs: cfg.RIMs, Now: o.Now, ChainCache: chains}
+			// The report does not carry the CC mode; the bundle does, bound
+			// by the GPU evidence digest (attest.VerifyBundle sets the same
+			// value again). Unreported is "unknown", never nvidia's default
+			// "on".
+			ccMode := ev.CCMode
+			if ccMode == "" {
+				ccMode = attest.CCModeUnknown
+			}
+			nopts := nvidia.Options{Roots: roots, RIMRoots: cfg.RIMRoots, RIMs: cfg.RIMs, Now: o.Now, ChainCache: chains, CCMode: ccMode}
 			if o.SimulatedRoots != nil {
 				// The chain cache keys on root identity; a per-bundle pool
 				// would only fill it.

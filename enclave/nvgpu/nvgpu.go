@@ -85,15 +85,15 @@ type CCState struct {
 	GPUsReady bool
 }
 
-// Mode is the claims.GPU.CCMode value: "on", "off" or "devtools".
+// Mode is the attest.GPUEvidence.CCMode value: "on", "off" or "devtools".
 func (s CCState) Mode() string {
 	switch {
 	case !s.Enabled:
-		return "off"
+		return attest.CCModeOff
 	case s.DevTools:
-		return "devtools"
+		return attest.CCModeDevTools
 	}
-	return "on"
+	return attest.CCModeOn
 }
 
 // nvmlAPI is the seam over NVML. Init must be the first call; after a
@@ -169,8 +169,9 @@ func (g *GPUs) CCState() CCState {
 }
 
 // GPUEvidence returns, for every GPU in NVML index order, its attestation
-// report over nonce and its certificate chain. It re-reads the CC state
-// first (CCState) and fails with ErrCCOff when CC was turned off.
+// report over nonce, its certificate chain and the CC mode
+// (CCState().Mode(): "on" or "devtools"). It re-reads the CC state first
+// and fails with ErrCCOff when CC was turned off.
 func (g *GPUs) GPUEvidence(ctx context.Context, nonce [32]byte) ([]attest.GPUEvidence, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -199,7 +200,7 @@ func (g *GPUs) GPUEvidence(ctx context.Context, nonce [32]byte) ([]attest.GPUEvi
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		ev, err := gpuEvidence(g.api, i, nonce)
+		ev, err := gpuEvidence(g.api, i, nonce, state.Mode())
 		if err != nil {
 			return nil, fmt.Errorf("GPU %d: %w", i, err)
 		}
@@ -208,7 +209,10 @@ func (g *GPUs) GPUEvidence(ctx context.Context, nonce [32]byte) ([]attest.GPUEvi
 	return out, nil
 }
 
-func gpuEvidence(api nvmlAPI, i int, nonce [32]byte) (attest.GPUEvidence, error) {
+// gpuEvidence collects GPU i's evidence. ccMode is the system-wide mode
+// (NVML reports CC state per system, not per GPU) read just before, so each
+// GPU's evidence states the mode it was attested in.
+func gpuEvidence(api nvmlAPI, i int, nonce [32]byte, ccMode string) (attest.GPUEvidence, error) {
 	d, err := api.Device(i)
 	if err != nil {
 		return attest.GPUEvidence{}, fmt.Errorf("getting device handle: %w", err)
@@ -228,7 +232,7 @@ func gpuEvidence(api nvmlAPI, i int, nonce [32]byte) (attest.GPUEvidence, error)
 	if err != nil {
 		return attest.GPUEvidence{}, fmt.Errorf("getting attestation certificate chain: %w", err)
 	}
-	return attest.GPUEvidence{Arch: arch, Report: rep, CertChain: chain}, nil
+	return attest.GPUEvidence{Arch: arch, CCMode: ccMode, Report: rep, CertChain: chain}, nil
 }
 
 // checkReport parses the report and compares its requester nonce: a GPU

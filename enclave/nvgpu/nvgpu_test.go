@@ -171,8 +171,8 @@ func TestEvidenceVerifies(t *testing.T) {
 		t.Fatalf("%d GPUs, want 2", len(evs))
 	}
 	for i, ev := range evs {
-		if ev.Arch != "hopper" {
-			t.Fatalf("arch %q", ev.Arch)
+		if ev.Arch != "hopper" || ev.CCMode != "on" {
+			t.Fatalf("arch %q cc_mode %q", ev.Arch, ev.CCMode)
 		}
 		c, err := nvidia.Verify(context.Background(), nvidia.Evidence{
 			Report: ev.Report, Chain: ev.CertChain, ExpectedNonce: nonce[:], Arch: "HOPPER",
@@ -182,6 +182,34 @@ func TestEvidenceVerifies(t *testing.T) {
 		}
 		if !c.NonceMatched || c.CCMode != "on" || c.DriverVersion != "550.90.07" {
 			t.Fatalf("GPU %d claims %+v", i, c)
+		}
+	}
+}
+
+// TestEvidenceCarriesCCMode: every GPU's evidence states the mode read just
+// before its report, so a switch to devtools after Open shows in the next
+// bundle (where production policies deny it).
+func TestEvidenceCarriesCCMode(t *testing.T) {
+	f := newFake(t, 2)
+	g, err := open(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	nonce := f.devs[0].v.nonce
+	for _, c := range []struct {
+		devTools bool
+		want     string
+	}{{false, "on"}, {true, "devtools"}, {false, "on"}} {
+		f.state.DevTools = c.devTools
+		evs, err := g.GPUEvidence(context.Background(), nonce)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, ev := range evs {
+			if ev.CCMode != c.want {
+				t.Fatalf("devtools %v: GPU %d cc_mode %q, want %q", c.devTools, i, ev.CCMode, c.want)
+			}
 		}
 	}
 }

@@ -35,6 +35,10 @@ type Config struct {
 	QuoteDelay time.Duration
 	// Measurements of the simulated TD; nil means simtdx.DefaultMeasurements.
 	Measurements *simtdx.Measurements
+	// GPUCCMode is the confidential-computing mode the simulated GPUs
+	// report: "" or attest.CCModeOn (the default), attest.CCModeDevTools or
+	// attest.CCModeOff, so that policies can be exercised against each.
+	GPUCCMode string
 }
 
 // Attester is the simulated TEE's enclave.Attester.
@@ -42,6 +46,7 @@ type Attester struct {
 	root   *Root
 	quoter *simtdx.Quoter
 	gpus   []*simgpu.GPU
+	ccMode string
 	delay  time.Duration
 	quotes atomic.Int64
 }
@@ -56,6 +61,14 @@ func NewAttester(cfg Config) (*Attester, error) {
 	if cfg.GPUs < 0 || cfg.GPUs > 16 {
 		return nil, fmt.Errorf("simulated TEE: %d GPUs", cfg.GPUs)
 	}
+	ccMode := cfg.GPUCCMode
+	switch ccMode {
+	case "":
+		ccMode = attest.CCModeOn
+	case attest.CCModeOn, attest.CCModeOff, attest.CCModeDevTools:
+	default:
+		return nil, fmt.Errorf("simulated TEE: GPU CC mode %q (want on, off or devtools)", ccMode)
+	}
 	var ms []simtdx.Measurements
 	if cfg.Measurements != nil {
 		ms = append(ms, *cfg.Measurements)
@@ -64,7 +77,7 @@ func NewAttester(cfg Config) (*Attester, error) {
 	if err != nil {
 		return nil, fmt.Errorf("simulated TEE: %w", err)
 	}
-	a := &Attester{root: cfg.Root, quoter: q, delay: cfg.QuoteDelay}
+	a := &Attester{root: cfg.Root, quoter: q, ccMode: ccMode, delay: cfg.QuoteDelay}
 	if a.delay == 0 {
 		a.delay = DefaultQuoteDelay
 	}
@@ -84,7 +97,10 @@ func (a *Attester) Kind() string { return enclave.KindSimulated }
 // Quotes is the number of CPU quotes produced so far.
 func (a *Attester) Quotes() int64 { return a.quotes.Load() }
 
-// GPUEvidence returns each simulated GPU's SPDM report over nonce.
+// GPUEvidence returns each simulated GPU's SPDM report over nonce, with
+// the configured CC mode. Unlike enclave/nvgpu it does not refuse mode
+// "off": the simulation exists to show what verifiers and policies make of
+// each mode.
 func (a *Attester) GPUEvidence(ctx context.Context, nonce [32]byte) ([]attest.GPUEvidence, error) {
 	var out []attest.GPUEvidence
 	for i, g := range a.gpus {
@@ -95,7 +111,7 @@ func (a *Attester) GPUEvidence(ctx context.Context, nonce [32]byte) ([]attest.GP
 		if err != nil {
 			return nil, fmt.Errorf("simulated GPU %d report: %w", i, err)
 		}
-		out = append(out, attest.GPUEvidence{Arch: GPUArch, Report: rep, CertChain: chain})
+		out = append(out, attest.GPUEvidence{Arch: GPUArch, CCMode: a.ccMode, Report: rep, CertChain: chain})
 	}
 	return out, nil
 }

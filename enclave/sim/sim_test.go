@@ -208,3 +208,42 @@ func TestFreshBatchQuotes(t *testing.T) {
 		}
 	}
 }
+
+// TestGPUCCMode: the simulated GPUs report the configured CC mode ("on" by
+// default) in their evidence, and the bundle's claims carry it.
+func TestGPUCCMode(t *testing.T) {
+	for _, c := range []struct{ cfg, want string }{{"", "on"}, {"on", "on"}, {"devtools", "devtools"}, {"off", "off"}} {
+		a, err := NewAttester(Config{Root: sharedRoot(t), GPUs: 2, QuoteDelay: NoDelay, GPUCCMode: c.cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := a.GPUEvidence(context.Background(), [32]byte{1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if ev.CCMode != c.want {
+				t.Fatalf("config %q: evidence cc_mode %q", c.cfg, ev.CCMode)
+			}
+		}
+		k, err := enclave.NewKeeper(context.Background(), enclave.KeeperConfig{Attester: a, Identity: attest.WorkerIdentity{ID: "sim-worker"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := attest.VerifyBundle(context.Background(), k.Current().Raw, verifyOptions(true))
+		k.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range cl.GPUs {
+			if g.CCMode != c.want {
+				t.Fatalf("config %q: claims cc_mode %q", c.cfg, g.CCMode)
+			}
+		}
+	}
+	for _, bad := range []string{"ON", "unknown", "ppcie"} {
+		if _, err := NewAttester(Config{Root: sharedRoot(t), GPUs: 1, GPUCCMode: bad}); err == nil {
+			t.Fatalf("GPU CC mode %q accepted", bad)
+		}
+	}
+}

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"syscall"
-	"time"
 
 	"github.com/google/go-tdx-guest/client"
 
 	atdx "github.com/teegate/teegate/attest/tdx"
 	"github.com/teegate/teegate/enclave"
+	"github.com/teegate/teegate/enclave/internal/devcall"
 )
 
 // Names of the two kernel interfaces, as Quoter.Interface reports them.
@@ -58,12 +56,8 @@ type source struct {
 // Quoter produces TDX quotes. Safe for concurrent use; requests are served
 // one at a time.
 type Quoter struct {
-	src     source
-	sem     chan struct{}
-	retries int
-	closed  chan struct{}
-	// closeOnce guards closed and the source's close.
-	closeOnce sync.Once
+	iface string
+	dev   *devcall.Caller
 }
 
 var _ enclave.CPUSource = (*Quoter)(nil)
@@ -91,22 +85,26 @@ func FromProvider(p client.QuoteProvider) *Quoter {
 
 // FromDevice wraps an opened go-tdx-guest Device (the /dev/tdx_guest
 // ioctls: TDREPORT, then GetQuote). Close closes it.
-func FromDevice(d client.Device) *Quoter {
-	return newQuoter(source{
+func FromDevice(d client.Device) *Quoter { return newQuoter(deviceSource(d), 0) }
+
+func deviceSource(d client.Device) source {
+	return source{
 		name:  InterfaceDevice,
 		quote: func(rd [64]byte) ([]byte, error) { return client.GetRawQuote(d, rd) },
 		close: d.Close,
-	}, 0)
+	}
 }
 
 func newQuoter(src source, retries int) *Quoter {
-	switch {
-	case retries == 0:
-		retries = 3
-	case retries < 0:
-		retries = 0
-	}
-	return &Quoter{src: src, sem: make(chan struct{}, 1), retries: retries, closed: make(chan struct{})}
+	return &Quoter{iface: src.name, dev: devcall.New(devcall.Config{
+		What:      "TDX quote",
+		Interface: src.name,
+		Call:      src.quote,
+		Close:     src.close,
+		Retries:   retries,
+		ErrFailed: ErrQuoteFailed,
+		ErrClosed: ErrClosed,
+	})}
 }
 
 // Kind is "tdx".
@@ -114,7 +112,7 @@ func (q *Quoter) Kind() string { return enclave.KindTDX }
 
 // Interface names the kernel interface in use (InterfaceConfigfs or
 // InterfaceDevice), for the worker's start-up log.
-func (q *Quoter) Interface() string { return q.src.name }
+func (q *Quoter) Interface() string { return q.iface }
 
 // CPUEvidence returns a TDX quote over reportData.
 func (q *Quoter) CPUEvidence(ctx context.Context, reportData [64]byte) (enclave.CPUEvidence, error) {
@@ -130,67 +128,11 @@ func (q *Quoter) CPUEvidence(ctx context.Context, reportData [64]byte) (enclave.
 // returns ctx's error and the call finishes in the background, still
 // holding the interface so the next request does not collide with it.
 func (q *Quoter) Quote(ctx context.Context, reportData [64]byte) ([]byte, error) {
-	select {
-	case q.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for the TDX quote interface: %w", ctx.Err())
-	case <-q.closed:
-		return nil, ErrClosed
+	raw, err := q.dev.Do(ctx, reportData)
+	if err != nil {
+		return nil, err
 	}
-	// select picks at random among ready cases: re-check after acquiring.
-	select {
-	case <-q.closed:
-		<-q.sem
-		return nil, ErrClosed
-	default:
-	}
-	type result struct {
-		raw []byte
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		defer func() { <-q.sem }()
-		raw, err := q.quoteRetrying(ctx, reportData)
-		done <- result{raw, err}
-	}()
-	var r result
-	select {
-	case r = <-done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("requesting TDX quote: %w", ctx.Err())
-	}
-	if r.err != nil {
-		return nil, r.err
-	}
-	return checkQuote(r.raw, reportData)
-}
-
-// quoteRetrying calls the source, retrying while the interface is busy
-// (another process is quoting, or the host's quoting service is slow).
-func (q *Quoter) quoteRetrying(ctx context.Context, rd [64]byte) ([]byte, error) {
-	wait := 50 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		raw, err := q.src.quote(rd)
-		if err == nil {
-			return raw, nil
-		}
-		if attempt >= q.retries || !busy(err) {
-			return nil, fmt.Errorf("requesting TDX quote via %s: %w: %w", q.src.name, ErrQuoteFailed, err)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("requesting TDX quote via %s: %w", q.src.name, ctx.Err())
-		case <-t.C:
-		}
-		wait *= 2
-	}
-}
-
-func busy(err error) bool {
-	return errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EAGAIN)
+	return checkQuote(raw, reportData)
 }
 
 // checkQuote makes sure the bytes are a TDX quote over the report data we
@@ -208,19 +150,6 @@ func checkQuote(raw []byte, want [64]byte) ([]byte, error) {
 	return raw, nil
 }
 
-// Close releases the interface. Requests after Close fail with ErrClosed.
-func (q *Quoter) Close() error {
-	var err error
-	q.closeOnce.Do(func() {
-		close(q.closed)
-		// Wait for a request in flight so the device is not closed under
-		// it; the semaphore is never released, as nothing may follow.
-		q.sem <- struct{}{}
-		if q.src.close != nil {
-			if cerr := q.src.close(); cerr != nil {
-				err = fmt.Errorf("closing TDX quote interface: %w", cerr)
-			}
-		}
-	})
-	return err
-}
+// Close releases the interface, after a request in flight has finished.
+// Requests after Close fail with ErrClosed.
+func (q *Quoter) Close() error { return q.dev.Close() }

@@ -15,5 +15,9 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*workerPool).Start.func2"),
 		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine"),
 		goleak.IgnoreTopFunction("internal/poll.runtime_pollWait"),
+		// Idle keep-alive connections of the tests' own HTTP clients wind
+		// down asynchronously after each stack's server closes them.
+		goleak.IgnoreTopFunction("net/http.(*persistConn).writeLoop"),
+		goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 	)
 }

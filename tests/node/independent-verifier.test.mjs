@@ -212,7 +212,8 @@ const gpuNonce = (signingPub, epochNonce) => sha256(ascii('teegate/gpu/v1'), sig
 function gpuEvidenceDigestInput(gpus) {
   const parts = [u32be(gpus.length)];
   for (const g of gpus) {
-    for (const field of [ascii(g.arch), g.report, g.certChain]) parts.push(u32be(field.length), field);
+    // An unreported cc_mode is the empty string: every GPU has four fields.
+    for (const field of [ascii(g.arch), ascii(g.ccMode), g.report, g.certChain]) parts.push(u32be(field.length), field);
   }
   return concat(...parts);
 }
@@ -227,6 +228,7 @@ const reportData = (signingPub, hpkePub, gpuDigest, epochNonce) =>
 const MAX_BUNDLE = 1 << 20;
 const BUNDLE_REQUIRED = ['cpu_evidence', 'created', 'epoch_nonce', 'gpus', 'hpke_pub', 'signature', 'signing_pub', 'tee', 'version', 'worker'];
 const TEES = ['tdx', 'sgx', 'sev-snp'];
+const CC_MODES = ['on', 'off', 'devtools'];
 
 function bytesOf(s, len, what) {
   const b = fromB64u(s);
@@ -245,11 +247,18 @@ function decodeBundle(bytes) {
   if (!TEES.includes(o.tee)) fail('ErrMalformed', 'tee is not tdx, sgx or sev-snp');
   if (!Array.isArray(o.gpus) || o.gpus.length > 64) fail('ErrMalformed', 'bad gpus');
   const gpus = o.gpus.map((g, i) => {
-    checkMembers(g, ['arch', 'cert_chain', 'report'], [], `gpus[${i}]`);
+    checkMembers(g, ['arch', 'cert_chain', 'report'], ['cc_mode'], `gpus[${i}]`);
     checkString(g.arch, 1, 32, 'gpu arch');
+    let ccMode = '';
+    if (Object.hasOwn(g, 'cc_mode')) {
+      // Optional strings are omitted when empty (§1): "" is not canonical.
+      if (g.cc_mode === '') fail('ErrNonCanonical', 'empty cc_mode written');
+      if (!CC_MODES.includes(g.cc_mode)) fail('ErrMalformed', 'cc_mode is not on, off or devtools');
+      ccMode = g.cc_mode;
+    }
     const report = bytesOf(g.report);
     if (report.length === 0) fail('ErrMalformed', 'empty GPU report');
-    return { arch: g.arch, certChain: bytesOf(g.cert_chain), report };
+    return { arch: g.arch, ccMode, certChain: bytesOf(g.cert_chain), report };
   });
   checkMembers(o.worker, ['id'], ['models'], 'worker');
   checkString(o.worker.id, 1, 256, 'worker id');
@@ -313,7 +322,8 @@ function verifyBundle(bytes, opts) {
   if (!want.equals(cpuReportData)) fail('ErrBindingReportData', 'report data does not bind the keys and GPUs');
   const wantNonce = gpuNonce(b.signingPub, b.epochNonce);
   for (const n of nonces) if (!wantNonce.equals(n)) fail('ErrBindingGPUNonce', 'GPU nonce does not bind the key');
-  return { ...b, id: bundleId(bytes) };
+  // §4.4: the claimed CC mode of each GPU, "unknown" where not reported.
+  return { ...b, id: bundleId(bytes), ccModes: b.gpus.map((g) => g.ccMode || 'unknown') };
 }
 
 // ---------------------------------------------------------------------------
@@ -553,20 +563,20 @@ function signBundle(o, key = signingKey) {
 // forgeBundle rebuilds a bundle around chosen binding inputs with the fake
 // evidence keys: evidence that verifies, so that only the binding steps are
 // left to catch what was changed.
-function forgeBundle({ epochNonce, nonceForGPU, reportDataFor, signingPub, hpkePub, key }) {
+function forgeBundle({ epochNonce, nonceForGPU, reportDataFor, signingPub, hpkePub, key, ccMode = 'on' }) {
   const base = vecJSON('bundle.json');
   const spub = signingPub ?? fromB64u(base.signing_pub);
   const hpub = hpkePub ?? fromB64u(base.hpke_pub);
   const en = epochNonce ?? fromB64u(base.epoch_nonce);
   const report = makeFakeGPU(nonceForGPU ?? gpuNonce(spub, en));
   const chain = rawPublic(gpuKey);
-  const gpus = [{ arch: 'hopper', report, certChain: chain }];
+  const gpus = [{ arch: 'hopper', ccMode, report, certChain: chain }];
   const rd = reportDataFor ?? reportData(spub, hpub, gpuEvidenceDigest(gpus), en);
   const o = {
     ...base,
     cpu_evidence: b64u(makeFakeCPU(rd)),
     epoch_nonce: b64u(en),
-    gpus: [{ arch: 'hopper', cert_chain: b64u(chain), report: b64u(report) }],
+    gpus: [{ arch: 'hopper', ...(ccMode ? { cc_mode: ccMode } : {}), cert_chain: b64u(chain), report: b64u(report) }],
     hpke_pub: b64u(hpub),
     signing_pub: b64u(spub),
   };
@@ -610,7 +620,7 @@ test('canonical JSON follows §1', () => {
 
 test('strict base64url (§1)', () => {
   assert.deepEqual(fromB64u('AAE'), Buffer.from([0, 1]));
-  for (const bad of ['AAE=', 'AA+E', 'AAF', 'A', 'AA/E']) expectCode(() => fromB64u(bad), 'ErrMalformed');
+  for (const bad of ['AAE=', 'AA+E', 'AAF', 'A', 'AA/E', 'AA\nE', 'AAE\r\n']) expectCode(() => fromB64u(bad), 'ErrMalformed');
 });
 
 test('bundle id from the canonical bytes (§4.2)', () => {
@@ -630,7 +640,7 @@ test('bundle self-signature (§4.3)', () => {
 test('binding values recomputed from the bundle members (§3)', () => {
   const b = decodeBundle(bundleBytes);
   assert.equal(hex(b.epochNonce), binding.epoch_nonce);
-  assert.deepEqual(b.gpus.map((g) => ({ arch: g.arch, cert_chain: hex(g.certChain), report: hex(g.report) })), binding.gpus);
+  assert.deepEqual(b.gpus.map((g) => ({ arch: g.arch, cc_mode: g.ccMode, cert_chain: hex(g.certChain), report: hex(g.report) })), binding.gpus);
   assert.equal(hex(gpuEvidenceDigestInput(b.gpus)), binding.gpu_evidence_digest_input);
   const digest = gpuEvidenceDigest(b.gpus);
   assert.equal(hex(digest), binding.gpu_evidence_digest);
@@ -647,12 +657,24 @@ test('binding values recomputed from the bundle members (§3)', () => {
 test('bundle verifies per §4.4', () => {
   const v = verifyBundle(bundleBytes, bundleOpts);
   assert.equal(v.id, vec('bundle.id').toString('utf8').trim());
+  assert.deepEqual(v.ccModes, ['on', 'on']);
+  // The TEE's statement of each GPU's mode reaches the result; an
+  // unreported mode is "unknown" (§4.1), for the policy to reject.
+  for (const [mode, want] of [['devtools', 'devtools'], ['off', 'off'], ['', 'unknown']]) {
+    assert.deepEqual(verifyBundle(forgeBundle({ ccMode: mode }), bundleOpts).ccModes, [want]);
+  }
   expectCode(() => verifyBundle(bundleBytes, { ...bundleOpts, now: Date.parse('2026-11-27T09:50:00Z') }), 'ErrEvidenceExpired');
   expectCode(() => verifyBundle(bundleBytes, { ...bundleOpts, maxAgeMs: 30_000 }), 'ErrEvidenceExpired');
 });
 
 test('bundle negatives: each check fails with its error', () => {
   const base = vecJSON('bundle.json');
+  // withGPU0 changes members of the first GPU (undefined removes one).
+  const withGPU0 = (m) => {
+    const g = { ...base.gpus[0], ...m };
+    for (const k of Object.keys(g)) if (g[k] === undefined) delete g[k];
+    return { ...base, gpus: [g, ...base.gpus.slice(1)] };
+  };
   const sig = fromB64u(base.signature);
   const cases = [
     ['signature byte', canonical({ ...base, signature: b64u(flip(sig, 10)) }), 'ErrBundleSignature'],
@@ -679,6 +701,11 @@ test('bundle negatives: each check fails with its error', () => {
     ['GPU nonce byte in otherwise valid GPU report', forgeBundle({
       nonceForGPU: flip(gpuNonce(fromB64u(base.signing_pub), fromB64u(base.epoch_nonce)), 3),
     }), 'ErrBindingGPUNonce'],
+    ['cc_mode, not re-signed', canonical(withGPU0({ cc_mode: 'devtools' })), 'ErrBundleSignature'],
+    ['cc_mode devtools, re-signed', signBundle(withGPU0({ cc_mode: 'devtools' })), 'ErrBindingReportData'],
+    ['cc_mode removed, re-signed', signBundle(withGPU0({ cc_mode: undefined })), 'ErrBindingReportData'],
+    ['cc_mode empty', signBundle(withGPU0({ cc_mode: '' })), 'ErrNonCanonical'],
+    ['cc_mode outside the schema', signBundle(withGPU0({ cc_mode: 'unknown' })), 'ErrMalformed'],
   ];
   // The forger itself produces verifying bundles when nothing is changed.
   verifyBundle(forgeBundle({}), bundleOpts);
