@@ -45,6 +45,11 @@ type Config struct {
 	// be nil: those endpoints then answer 501.
 	Evidence jetstream.KeyValue
 	Receipts jetstream.KeyValue
+	// Admission, when set, is the admission service that judges workers
+	// (DESIGN §4): GET /v1/attestation/workers lists its decisions, and a
+	// model that only refused workers offer answers 503 "no attested
+	// worker" instead of 404.
+	Admission Admissions
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
 }
@@ -125,6 +130,7 @@ func (g *Gateway) routes() {
 	v1.Get("/models", g.listModels)
 	v1.Get("/models/*", g.getModel)
 	v1.Get("/attestation", g.freshEvidence)
+	v1.Get("/attestation/workers", g.listWorkers)
 	v1.Get("/attestation/evidence/:id", g.getEvidence)
 	v1.Get("/attestation/receipts/:id", g.getReceipt)
 	a.Use(func(c *fiber.Ctx) error { return send(c, errNotFound()) })

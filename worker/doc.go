@@ -4,5 +4,9 @@
 // bytes, and relays the engine's exact response bytes back — a single reply
 // for non-stream calls, ordered and flow-controlled chunks for streams. It
 // keeps its registry record fresh in JetStream so the gateway can route to
-// it. It never logs request or response content.
+// it. With a key keeper it has no NATS credentials: it connects by its
+// evidence and serves only once the gateway's admission admits it, one
+// connection per key epoch, replaced make-before-break on rotation or when
+// the server asks it to drain (connect.go). It never logs request or
+// response content.
 package worker

@@ -19,15 +19,34 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/worker/engine"
 	"github.com/teegate/teegate/worker/wire"
 )
 
-// Config configures a Worker. Conn and Engine are required.
+// Config configures a Worker. Engine is required, and either Conn, or Dial
+// and Keeper.
 type Config struct {
-	Conn   *nats.Conn
-	Engine engine.Engine
-	// ID names the worker; default a random id.
+	// Conn is a connection with static credentials that the worker serves
+	// on as it is: a NATS server without admission, or tests. The caller
+	// owns it.
+	Conn *nats.Conn
+	// Dial opens a new NATS connection with the options given appended to
+	// the caller's own (URL, name, TLS). With Keeper it makes the worker
+	// connect by its evidence (DESIGN §4, connect.go): a connection per key
+	// epoch, authenticated by the epoch's signing key, admitted or
+	// quarantined by the gateway's policy. The worker owns these
+	// connections.
+	Dial func(opts ...nats.Option) (*nats.Conn, error)
+	// Keeper holds the worker's key epochs (required with Dial); its
+	// identity names this worker and the models its connections may serve.
+	// Without Notary the worker issues receipts with a KeeperNotary over it.
+	Keeper *enclave.Keeper
+	// RetryInterval is how long a worker that was not admitted waits
+	// before it asks again (default 30 s): the gateway's policy may change.
+	RetryInterval time.Duration
+	Engine        engine.Engine
+	// ID names the worker; default the Keeper's worker id, else a random id.
 	ID string
 	// MaxConcurrency bounds requests served at once. Default 64.
 	MaxConcurrency int
@@ -36,7 +55,8 @@ type Config struct {
 	// worker answers "busy" so the gateway tries another.
 	MaxQueue  int
 	QueueWait time.Duration
-	// Heartbeat is how often the registry record is refreshed. Default 5s.
+	// Heartbeat is how often the registry record is refreshed (and, with a
+	// Keeper, how often the worker looks for a new key epoch). Default 5s.
 	Heartbeat time.Duration
 	// AckTimeout bounds the wait for flow-control credit in a stream; a
 	// client that reads nothing for this long loses its stream. Default 30s.
@@ -80,11 +100,29 @@ type Meta struct {
 }
 
 func (c *Config) validate() error {
-	if c.Conn == nil {
-		return errors.New("worker config: Conn is required")
-	}
 	if c.Engine == nil {
 		return errors.New("worker config: Engine is required")
+	}
+	switch {
+	case c.Conn != nil && (c.Dial != nil || c.Keeper != nil):
+		return errors.New("worker config: set Conn, or Dial and Keeper, not both")
+	case c.Conn == nil && (c.Dial == nil || c.Keeper == nil):
+		return errors.New("worker config: Conn, or Dial and Keeper, are required")
+	}
+	if c.Keeper != nil {
+		ep := c.Keeper.Current()
+		if ep == nil {
+			return fmt.Errorf("worker config: %w", enclave.ErrKeeperClosed)
+		}
+		// Admission lets a connection write only the registry record its
+		// evidence names.
+		id := ep.Bundle.Worker.ID
+		if c.ID == "" {
+			c.ID = id
+		}
+		if c.ID != id {
+			return fmt.Errorf("worker config: ID %q is not the evidence's worker id %q", c.ID, id)
+		}
 	}
 	if c.ID == "" {
 		var b [6]byte
@@ -105,6 +143,9 @@ func (c *Config) validate() error {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 5 * time.Second
 	}
+	if c.RetryInterval <= 0 {
+		c.RetryInterval = 30 * time.Second
+	}
 	if c.AckTimeout <= 0 {
 		c.AckTimeout = 30 * time.Second
 	}
@@ -119,17 +160,47 @@ type Worker struct {
 	cfg      Config
 	sem      chan struct{}
 	waiting  atomic.Int64
+	served   atomic.Int64
 	log      *slog.Logger
 	inflight sync.WaitGroup
+	notary   atomic.Pointer[notaryBox]
+	pub      *evidencePublisher
+	nudgeCh  chan struct{}
+	retiring sync.WaitGroup // connections draining in the background
+
+	// connMu serializes connection changes (Start, the admission loop).
+	connMu sync.Mutex
 
 	mu      sync.Mutex
-	svc     micro.Service
-	kv      jetstream.KeyValue
+	models  []engine.Model
+	cur     *serving // where requests are taken; nil while not admitted
+	quar    *serving // the quarantined connection while not admitted
+	state   AdmissionState
 	record  wire.WorkerRecord
 	ctx     context.Context
 	cancel  context.CancelFunc
 	hbDone  chan struct{}
+	runDone chan struct{}
+	started bool
 	stopped bool
+}
+
+type notaryBox struct{ n Notary }
+
+// serving is one NATS connection and what the worker runs on it.
+type serving struct {
+	nc    *nats.Conn
+	own   bool   // the worker dialed it and closes it
+	open  bool   // no admission service judged it
+	epoch string // the evidence id it presented ("" for Conn)
+	svc   micro.Service
+	kv    jetstream.KeyValue // registry
+	ev    jetstream.KeyValue // evidence (Keeper mode)
+	// flagged: the server asked this connection to go (lame-duck notice)
+	// or refused one of its subscriptions; it needs replacing.
+	flagged  atomic.Bool
+	active   atomic.Bool // it serves (serveOn succeeded)
+	inflight sync.WaitGroup
 }
 
 // New validates cfg and returns a Worker; Start makes it serve.
@@ -137,14 +208,33 @@ func New(cfg Config) (*Worker, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	return &Worker{cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrency), log: cfg.Logger.With("worker", cfg.ID)}, nil
+	w := &Worker{cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrency), log: cfg.Logger.With("worker", cfg.ID),
+		nudgeCh: make(chan struct{}, 1), pub: &evidencePublisher{known: map[string]bool{}}}
+	if cfg.Notary != nil {
+		w.notary.Store(&notaryBox{cfg.Notary})
+	}
+	return w, nil
 }
 
 // ID returns the worker id.
 func (w *Worker) ID() string { return w.cfg.ID }
 
+// Served counts the requests this worker took, over every connection.
+func (w *Worker) Served() int64 { return w.served.Load() }
+
+func (w *Worker) getNotary() Notary {
+	if b := w.notary.Load(); b != nil {
+		return b.n
+	}
+	return nil
+}
+
 // Start discovers the engine's models, subscribes to their subjects and
-// publishes the registry record. Requests are served until Stop.
+// publishes the registry record. Requests are served until Stop. With a
+// Keeper, Start makes the first admission attempt (connect, submit the
+// evidence, reconnect admitted) and returns its outcome in Admission: a
+// worker the policy refuses starts anyway, serves nothing, and asks again
+// every RetryInterval. Start fails only when it could not ask.
 func (w *Worker) Start(ctx context.Context) error {
 	models, err := w.cfg.Engine.Models(ctx)
 	if err != nil {
@@ -153,91 +243,189 @@ func (w *Worker) Start(ctx context.Context) error {
 	if len(models) == 0 {
 		return errors.New("starting worker: engine serves no models")
 	}
-	js, err := jetstream.New(w.cfg.Conn)
-	if err != nil {
-		return fmt.Errorf("starting worker: %w", err)
-	}
-	kv, err := EnsureRegistry(ctx, js)
-	if err != nil {
-		return fmt.Errorf("starting worker: %w", err)
-	}
-	svc, err := micro.AddService(w.cfg.Conn, micro.Config{
-		Name:        wire.ServiceName,
-		Version:     "0.1.0",
-		Description: "teegate worker",
-		Metadata:    map[string]string{"worker_id": w.cfg.ID, "wire": wire.Version},
-	})
-	if err != nil {
-		return fmt.Errorf("starting worker: adding service: %w", err)
+	if w.cfg.Keeper != nil {
+		named := map[string]bool{}
+		for _, m := range w.cfg.Keeper.Current().Bundle.Worker.Models {
+			named[m] = true
+		}
+		for _, m := range models {
+			if !named[m.ID] {
+				return fmt.Errorf("starting worker: the evidence does not name model %q, so no admission would let the worker serve it", m.ID)
+			}
+		}
 	}
 	rec := wire.WorkerRecord{
 		ID: w.cfg.ID, Version: wire.Version, TEE: w.cfg.TEE,
 		MaxConcurrency: w.cfg.MaxConcurrency, StartedAt: time.Now().UTC(),
 	}
-	for i, m := range models {
-		err := svc.AddEndpoint(fmt.Sprintf("model-%d", i), micro.HandlerFunc(w.dispatch),
-			micro.WithEndpointSubject(wire.InferSubject(m.ID)),
-			micro.WithEndpointQueueGroup(wire.QueueGroup),
-			micro.WithEndpointMetadata(map[string]string{"model": m.ID}))
-		if err != nil {
-			_ = svc.Stop()
-			return fmt.Errorf("starting worker: adding endpoint for a model: %w", err)
-		}
-		err = svc.AddEndpoint(fmt.Sprintf("attest-%d", i), micro.HandlerFunc(w.dispatchAttest),
-			micro.WithEndpointSubject(wire.AttestSubject(m.ID)),
-			micro.WithEndpointQueueGroup(wire.QueueGroup),
-			micro.WithEndpointMetadata(map[string]string{"model": m.ID}))
-		if err != nil {
-			_ = svc.Stop()
-			return fmt.Errorf("starting worker: adding attestation endpoint: %w", err)
-		}
+	for _, m := range models {
 		rec.Models = append(rec.Models, wire.ModelInfo{ID: m.ID, Created: m.Created, OwnedBy: m.OwnedBy})
-	}
-	if w.cfg.Notary != nil {
-		rec.EvidenceID = w.cfg.Notary.EvidenceID()
 	}
 	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	w.mu.Lock()
-	w.svc, w.kv, w.record, w.ctx, w.cancel = svc, kv, rec, wctx, cancel
-	w.hbDone = make(chan struct{})
-	w.mu.Unlock()
-	if err := w.publishRecord(ctx); err != nil {
-		_ = svc.Stop()
+	if w.started {
+		w.mu.Unlock()
 		cancel()
-		return fmt.Errorf("starting worker: %w", err)
+		return errors.New("starting worker: already started")
 	}
+	w.started = true
+	w.models, w.record, w.ctx, w.cancel = models, rec, wctx, cancel
+	w.mu.Unlock()
+	fail := func(err error) error {
+		cancel()
+		w.mu.Lock()
+		cur, quar := w.cur, w.quar
+		w.cur, w.quar, w.stopped = nil, nil, true
+		w.mu.Unlock()
+		w.closeServing(cur)
+		w.closeServing(quar)
+		return err
+	}
+	if w.cfg.Conn != nil {
+		sv := &serving{nc: w.cfg.Conn}
+		if err := w.serveOn(ctx, sv); err != nil {
+			return fail(fmt.Errorf("starting worker: %w", err))
+		}
+		w.mu.Lock()
+		w.cur = sv
+		w.state = AdmissionState{Admitted: true, Open: true}
+		w.mu.Unlock()
+		if err := w.publishRecord(ctx); err != nil {
+			return fail(fmt.Errorf("starting worker: %w", err))
+		}
+	} else {
+		jctx, jcancel := context.WithTimeout(ctx, time.Minute)
+		err := w.reconcile(jctx)
+		jcancel()
+		if err != nil {
+			return fail(fmt.Errorf("starting worker: %w", err))
+		}
+	}
+	w.hbDone = make(chan struct{})
 	go w.heartbeat()
-	w.log.Info("worker started", "models", len(rec.Models), "max_concurrency", w.cfg.MaxConcurrency)
+	if w.cfg.Keeper != nil {
+		w.runDone = make(chan struct{})
+		go w.run()
+	}
+	st := w.Admission()
+	w.log.Info("worker started", "models", len(rec.Models), "max_concurrency", w.cfg.MaxConcurrency,
+		"admitted", st.Admitted, "reasons", st.Reasons)
 	return nil
 }
 
+// registryConfig and evidenceConfig create the buckets when nobody did;
+// a worker under admission may only bind them (the gateway creates them).
+var (
+	registryConfig = jetstream.KeyValueConfig{
+		Bucket: wire.RegistryBucket, Description: "teegate worker registry", History: 1, TTL: wire.RecordTTL * 4,
+	}
+	evidenceConfig = jetstream.KeyValueConfig{
+		Bucket: wire.EvidenceBucket, Description: "teegate evidence bundles by id",
+		History: 1, MaxBytes: 1 << 30, TTL: 30 * 24 * time.Hour,
+	}
+)
+
 // EnsureRegistry creates or opens the worker registry bucket.
 func EnsureRegistry(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      wire.RegistryBucket,
-		Description: "teegate worker registry",
-		History:     1,
-		TTL:         wire.RecordTTL * 4,
-	})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, registryConfig)
 	if err != nil {
 		return nil, fmt.Errorf("opening worker registry: %w", err)
 	}
 	return kv, nil
 }
 
+// bindBucket opens an existing bucket, which needs only the stream-info
+// permission an admitted worker has, and creates it only when it is
+// missing (a server without admission).
+func bindBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := js.KeyValue(ctx, cfg.Bucket)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, cfg)
+		if errors.Is(err, jetstream.ErrBucketExists) {
+			kv, err = js.KeyValue(ctx, cfg.Bucket)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// serveOn binds the buckets on sv's connection and serves the models
+// there: one micro service, an inference and an attestation endpoint per
+// model, in the workers' queue group.
+func (w *Worker) serveOn(ctx context.Context, sv *serving) error {
+	js, err := jetstream.New(sv.nc)
+	if err != nil {
+		return fmt.Errorf("connecting to jetstream: %w", err)
+	}
+	if sv.kv, err = bindBucket(ctx, js, registryConfig); err != nil {
+		return err
+	}
+	if w.cfg.Keeper != nil {
+		if sv.ev, err = bindBucket(ctx, js, evidenceConfig); err != nil {
+			return err
+		}
+	}
+	svc, err := micro.AddService(sv.nc, micro.Config{
+		Name:        wire.ServiceName,
+		Version:     "0.1.0",
+		Description: "teegate worker",
+		Metadata:    map[string]string{"worker_id": w.cfg.ID, "wire": wire.Version},
+	})
+	if err != nil {
+		return fmt.Errorf("adding service: %w", err)
+	}
+	w.mu.Lock()
+	models := w.models
+	w.mu.Unlock()
+	for i, m := range models {
+		err := svc.AddEndpoint(fmt.Sprintf("model-%d", i), micro.HandlerFunc(func(r micro.Request) { w.dispatch(sv, r) }),
+			micro.WithEndpointSubject(wire.InferSubject(m.ID)),
+			micro.WithEndpointQueueGroup(wire.QueueGroup),
+			micro.WithEndpointMetadata(map[string]string{"model": m.ID}))
+		if err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("adding endpoint for a model: %w", err)
+		}
+		err = svc.AddEndpoint(fmt.Sprintf("attest-%d", i), micro.HandlerFunc(func(r micro.Request) { w.dispatchAttest(sv, r) }),
+			micro.WithEndpointSubject(wire.AttestSubject(m.ID)),
+			micro.WithEndpointQueueGroup(wire.QueueGroup),
+			micro.WithEndpointMetadata(map[string]string{"model": m.ID}))
+		if err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("adding attestation endpoint: %w", err)
+		}
+	}
+	sv.svc = svc
+	if err := sv.nc.FlushTimeout(10 * time.Second); err != nil {
+		_ = svc.Stop()
+		return fmt.Errorf("subscribing: %w", err)
+	}
+	sv.active.Store(true)
+	return nil
+}
+
 func (w *Worker) publishRecord(ctx context.Context) error {
 	w.mu.Lock()
+	sv := w.cur
+	if sv == nil {
+		w.mu.Unlock()
+		return nil
+	}
 	w.record.HeartbeatAt = time.Now().UTC()
-	if w.cfg.Notary != nil {
-		w.record.EvidenceID = w.cfg.Notary.EvidenceID()
+	switch n := w.getNotary(); {
+	case sv.epoch != "":
+		w.record.EvidenceID = sv.epoch
+	case n != nil:
+		w.record.EvidenceID = n.EvidenceID()
 	}
 	b, err := json.Marshal(w.record)
-	kv := w.kv
 	w.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("encoding registry record: %w", err)
 	}
-	if _, err := kv.Put(ctx, w.cfg.ID, b); err != nil {
+	if _, err := sv.kv.Put(ctx, w.cfg.ID, b); err != nil {
 		return fmt.Errorf("publishing registry record: %w", err)
 	}
 	return nil
@@ -252,6 +440,16 @@ func (w *Worker) heartbeat() {
 		case <-w.ctx.Done():
 			return
 		case <-t.C:
+			if k := w.cfg.Keeper; k != nil {
+				// A new key epoch needs a new connection: it is how the
+				// worker notices the keeper's rotations.
+				w.mu.Lock()
+				cur := w.cur
+				w.mu.Unlock()
+				if ep := k.Current(); cur != nil && ep != nil && ep.ID != cur.epoch && !cur.flagged.Load() {
+					w.nudge()
+				}
+			}
 			ctx, cancel := context.WithTimeout(w.ctx, w.cfg.Heartbeat)
 			if err := w.publishRecord(ctx); err != nil && w.ctx.Err() == nil {
 				w.log.Warn("heartbeat failed", "err", err)
@@ -263,48 +461,68 @@ func (w *Worker) heartbeat() {
 
 // Stop withdraws the worker: removes its registry record, stops taking
 // requests, and waits (until ctx ends) for requests in flight to finish.
+// It closes the connections the worker dialed.
 func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Lock()
-	if w.stopped || w.svc == nil {
+	if w.stopped || !w.started {
 		w.mu.Unlock()
 		return nil
 	}
 	w.stopped = true
-	svc, kv := w.svc, w.kv
 	w.mu.Unlock()
 	w.cancel()
 	<-w.hbDone
-	var errs []error
-	if err := kv.Delete(ctx, w.cfg.ID); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
-		errs = append(errs, fmt.Errorf("removing registry record: %w", err))
+	if w.runDone != nil {
+		<-w.runDone
 	}
-	if err := svc.Stop(); err != nil {
-		errs = append(errs, fmt.Errorf("stopping service: %w", err))
+	w.mu.Lock()
+	cur, quar := w.cur, w.quar
+	w.cur, w.quar = nil, nil
+	w.mu.Unlock()
+	w.pub.setTarget(nil)
+	var errs []error
+	if cur != nil {
+		if err := cur.kv.Delete(ctx, w.cfg.ID); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+			errs = append(errs, fmt.Errorf("removing registry record: %w", err))
+		}
+		if err := cur.svc.Stop(); err != nil {
+			errs = append(errs, fmt.Errorf("stopping service: %w", err))
+		}
 	}
 	done := make(chan struct{})
-	go func() { w.inflight.Wait(); close(done) }()
+	go func() { w.inflight.Wait(); w.retiring.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 		errs = append(errs, fmt.Errorf("waiting for requests in flight: %w", ctx.Err()))
 	}
+	w.closeServing(cur)
+	w.closeServing(quar)
 	return errors.Join(errs...)
 }
 
+// closeServing closes sv's connection if the worker owns it.
+func (w *Worker) closeServing(sv *serving) {
+	if sv != nil && sv.own {
+		sv.nc.Close()
+	}
+}
+
 // dispatchAttest answers a request for fresh evidence.
-func (w *Worker) dispatchAttest(req micro.Request) {
-	if w.cfg.Notary == nil {
+func (w *Worker) dispatchAttest(sv *serving, req micro.Request) {
+	notary := w.getNotary()
+	if notary == nil {
 		w.replyError(req, http.StatusNotImplemented, wire.CodeInternal,
 			engine.Errorf(http.StatusNotImplemented, "server_error", "", "no_attestation", "This worker has no attestation."))
 		return
 	}
 	nonce := nats.Header(req.Headers()).Get(wire.HdrNonce)
-	w.inflight.Add(1)
+	w.begin(sv)
 	go func() {
-		defer w.inflight.Done()
+		defer w.end(sv)
 		ctx, cancel := context.WithTimeout(w.ctx, time.Minute)
 		defer cancel()
-		raw, err := w.cfg.Notary.Attest(ctx, nonce)
+		raw, err := notary.Attest(ctx, nonce)
 		if err != nil {
 			w.log.Error("attesting for a challenge failed", "err", err)
 			w.replyError(req, http.StatusInternalServerError, wire.CodeInternal,
@@ -322,8 +540,21 @@ func (w *Worker) dispatchAttest(req micro.Request) {
 	}()
 }
 
+// begin and end count a request in flight on sv (and on the worker): a
+// connection is closed only after its own requests are answered.
+func (w *Worker) begin(sv *serving) {
+	w.inflight.Add(1)
+	sv.inflight.Add(1)
+}
+
+func (w *Worker) end(sv *serving) {
+	sv.inflight.Done()
+	w.inflight.Done()
+}
+
 // dispatch runs in the subscription's goroutine: it must not block.
-func (w *Worker) dispatch(req micro.Request) {
+func (w *Worker) dispatch(sv *serving, req micro.Request) {
+	w.served.Add(1)
 	busy := func() {
 		w.replyError(req, http.StatusServiceUnavailable, wire.CodeBusy,
 			engine.Errorf(http.StatusServiceUnavailable, "server_error", "", "worker_busy", "The worker is at capacity. Retry shortly."))
@@ -331,13 +562,13 @@ func (w *Worker) dispatch(req micro.Request) {
 	run := func() {
 		defer func() {
 			<-w.sem
-			w.inflight.Done()
+			w.end(sv)
 		}()
-		w.serve(req)
+		w.serve(sv, req)
 	}
 	select {
 	case w.sem <- struct{}{}:
-		w.inflight.Add(1)
+		w.begin(sv)
 		go run()
 		return
 	default:
@@ -348,7 +579,7 @@ func (w *Worker) dispatch(req micro.Request) {
 		busy()
 		return
 	}
-	w.inflight.Add(1)
+	w.begin(sv)
 	go func() {
 		t := time.NewTimer(w.cfg.QueueWait)
 		defer t.Stop()
@@ -358,17 +589,17 @@ func (w *Worker) dispatch(req micro.Request) {
 			run()
 		case <-t.C:
 			w.waiting.Add(-1)
-			w.inflight.Done()
 			busy()
+			w.end(sv)
 		case <-w.ctx.Done():
 			w.waiting.Add(-1)
-			w.inflight.Done()
 			busy()
+			w.end(sv)
 		}
 	}()
 }
 
-func (w *Worker) serve(req micro.Request) {
+func (w *Worker) serve(sv *serving, req micro.Request) {
 	start := time.Now()
 	h := nats.Header(req.Headers())
 	reqID := h.Get(wire.HdrRequestID)
@@ -403,7 +634,7 @@ func (w *Worker) serve(req micro.Request) {
 		return
 	}
 	if call.Stream {
-		n, err := w.stream(ctx, cancel, req, h, meta, res.Stream)
+		n, err := w.stream(ctx, cancel, sv.nc, req, h, meta, res.Stream)
 		if err != nil {
 			log.Info("stream ended early", "op", op, "chunks", n, "err", err)
 			return
@@ -412,8 +643,8 @@ func (w *Worker) serve(req micro.Request) {
 		return
 	}
 	hdr := nats.Header{}
-	if w.cfg.Notary != nil {
-		sh, err := w.cfg.Notary.Seal(ctx, meta, call.Body, res.Body)
+	if notary := w.getNotary(); notary != nil {
+		sh, err := notary.Seal(ctx, meta, call.Body, res.Body)
 		if err != nil {
 			log.Error("sealing receipt failed", "err", err)
 			w.replyError(req, http.StatusInternalServerError, wire.CodeInternal,
@@ -468,9 +699,8 @@ func (w *Worker) replyError(req micro.Request, status int, code string, e *engin
 }
 
 // stream relays payloads to the requester's inbox with flow control.
-func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, req micro.Request, h nats.Header, meta Meta, s engine.Stream) (int, error) {
+func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, nc *nats.Conn, req micro.Request, h nats.Header, meta Meta, s engine.Stream) (int, error) {
 	defer s.Close()
-	nc := w.cfg.Conn
 	inbox := req.Reply()
 	window := wire.IntHeader(h, wire.HdrWindow, wire.DefaultWindow)
 	if window == 0 {
@@ -485,8 +715,8 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, req micr
 	defer sub.Unsubscribe()
 
 	var notary StreamNotary
-	if w.cfg.Notary != nil {
-		notary = w.cfg.Notary.Stream(ctx, meta, req.Data())
+	if n := w.getNotary(); n != nil {
+		notary = n.Stream(ctx, meta, req.Data())
 	}
 	// The control loop applies acks and cancels while the main loop may be
 	// blocked in the engine: a cancel must interrupt generation itself.

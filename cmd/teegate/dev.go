@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,6 +33,7 @@ type devConfig struct {
 	RateLimit  float64
 	BodyLimit  int
 	Timeout    time.Duration
+	Policy     string
 	Engine     cliutil.EngineFlags
 }
 
@@ -41,6 +46,9 @@ func (c *devConfig) Validate() error {
 	}
 	if c.BodyLimit <= 0 {
 		return errors.New("-body-limit must be positive")
+	}
+	if c.Policy == "" {
+		return errors.New("-policy is required")
 	}
 	return nil
 }
@@ -60,6 +68,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second per API key (0: unlimited)")
 	fs.IntVar(&cfg.BodyLimit, "body-limit", 4<<20, "largest request body in bytes")
 	fs.DurationVar(&cfg.Timeout, "request-timeout", 10*time.Minute, "deadline of one request")
+	fs.StringVar(&cfg.Policy, "policy", "dev", "admission policy: dev, production, or a .rego file (watched; SIGHUP reloads). production refuses the simulated worker")
 	cfg.Engine.Register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -88,6 +97,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Engines:    []engine.Engine{eng},
 		Gateway:    gateway.Config{RateLimit: cfg.RateLimit, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout},
 		Worker:     worker.Config{Logger: log.With("component", "worker")},
+		Policy:     cfg.Policy,
 		Logger:     log,
 	})
 	if err != nil {
@@ -107,9 +117,24 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("listing models: %w", err)
 	}
 	printBanner(stdout, st, key, models[0].ID)
-	<-ctx.Done()
-	fmt.Fprintln(stdout, "teegate dev: shutting down")
-	return nil
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(stdout, "teegate dev: shutting down")
+			return nil
+		case <-hup:
+			rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			if err := st.ReloadPolicy(rctx); err != nil {
+				log.Error("reloading the admission policy failed", "err", err)
+			} else {
+				log.Info("admission policy reload requested")
+			}
+			cancel()
+		}
+	}
 }
 
 // devKey returns the key to print: the flag's, else the stored dev key,
@@ -141,17 +166,31 @@ func devKey(ctx context.Context, st *stack.Stack, flagKey string) (string, error
 }
 
 func printBanner(w io.Writer, st *stack.Stack, key, model string) {
+	pol := st.Policy.Policy()
 	fmt.Fprintf(w, `teegate dev is running (simulated TEE: for development only)
   OpenAI base URL: %[1]s/v1
   API key:         %[2]s
   NATS:            %[3]s
   Model:           %[4]s
-
+  Policy:          %[5]s (workers are admitted by their evidence)
+`, st.URL, key, orNone(st.NATSURL), model, pol.Name()+"@"+pol.Hash()[:12])
+	if u, ok := st.Server.ServiceUser(); ok && st.NATSURL != "" {
+		if su, err := url.Parse(st.NATSURL); err == nil {
+			su.User = url.UserPassword(u.Name, u.Password)
+			fmt.Fprintf(w, "  NATS services:   %s (teegate gateway, keys; workers connect to the URL above by their evidence)\n", su)
+		}
+	}
+	for _, wk := range st.Workers {
+		if a := wk.Admission(); !a.Admitted {
+			fmt.Fprintf(w, "  Worker %s was REFUSED by the policy: %s\n", wk.ID(), strings.Join(a.Reasons, "; "))
+		}
+	}
+	fmt.Fprintf(w, `
 Try it:
-  curl -s %[1]s/v1/chat/completions -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' -d '{"model":"%[4]s","messages":[{"role":"user","content":"Tell me about lighthouses."}]}'
+  curl -s %[1]s/v1/chat/completions -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' -d '{"model":"%[3]s","messages":[{"role":"user","content":"Tell me about lighthouses."}]}'
 
 Press Ctrl-C to stop.
-`, st.URL, key, orNone(st.NATSURL), model)
+`, st.URL, key, model)
 }
 
 func orNone(s string) string {

@@ -9,16 +9,21 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/attest/verifiers"
 	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
+	"github.com/teegate/teegate/gateway/admission"
 	"github.com/teegate/teegate/internal/natsembed"
+	"github.com/teegate/teegate/policies"
 	"github.com/teegate/teegate/worker"
 	"github.com/teegate/teegate/worker/engine"
 )
@@ -40,8 +45,20 @@ type Config struct {
 	Gateway gateway.Config
 	Worker  worker.Config
 	// TEE configures the simulated TEE each worker attests with.
-	TEE    TEEConfig
-	Logger *slog.Logger
+	TEE TEEConfig
+	// Policy decides which workers the gateway admits (DESIGN §3.5, §4): a
+	// shipped policy name ("dev", "production") or the path of a .rego
+	// file, which is watched and reloaded when it changes. Default "dev":
+	// the simulated TEE passes it, production refuses it.
+	Policy string
+	// PolicyWatch is the watcher's poll interval for a policy file (0:
+	// policies.DefaultWatchInterval).
+	PolicyWatch time.Duration
+	// Admission tunes the admission service (leases, grace, notice,
+	// Verify.MaxAge); its connections, issuer, policy and verifiers are
+	// filled in.
+	Admission admission.Config
+	Logger    *slog.Logger
 }
 
 // TEEConfig configures the workers' simulated TEE.
@@ -74,6 +91,12 @@ type Stack struct {
 	Keepers  []*enclave.Keeper
 	// SimRoot is the simulated TEE's root (nil when the TEE is disabled).
 	SimRoot *sim.Root
+	// Admission is the auth callout that admits workers by their evidence;
+	// Policy holds the policy it applies (SetPolicy swaps it).
+	Admission *admission.Service
+	Policy    *policies.Holder
+	watcher   *policies.Watcher
+	policyArg string
 
 	tee     TEEConfig
 	dataDir string
@@ -81,6 +104,7 @@ type Stack struct {
 	bg      sync.WaitGroup
 	cancel  []context.CancelFunc
 
+	mu      sync.Mutex // guards Workers
 	conns   []*nats.Conn
 	serveWG sync.WaitGroup
 	once    sync.Once
@@ -105,7 +129,25 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 			s.Close(context.Background())
 		}
 	}()
-	s.Server, err = natsembed.Start(natsembed.Config{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen})
+	if cfg.Policy == "" {
+		cfg.Policy = "dev"
+	}
+	pol, err := policies.Resolve(cfg.Policy)
+	if err != nil {
+		return nil, fmt.Errorf("starting stack: %w", err)
+	}
+	// The account key that signs admissions is born here and never stored:
+	// a restarted stack judges every worker again.
+	issuer, err := nkeys.CreateAccount()
+	if err != nil {
+		return nil, fmt.Errorf("starting stack: creating the admission key: %w", err)
+	}
+	issuerPub, err := issuer.PublicKey()
+	if err != nil {
+		return nil, fmt.Errorf("starting stack: %w", err)
+	}
+	s.Server, err = natsembed.Start(natsembed.Config{StoreDir: filepath.Join(cfg.DataDir, "nats"), Listen: cfg.NATSListen,
+		Auth: &natsembed.Auth{CalloutIssuer: issuerPub}})
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +181,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	s.tee = cfg.TEE
 	s.dataDir = cfg.DataDir
 	s.log = log
+	if err := s.startAdmission(ctx, cfg, issuer, pol); err != nil {
+		return nil, err
+	}
 	for i, eng := range cfg.Engines {
 		if _, err := s.AddWorker(ctx, eng, cfg.Worker, fmt.Sprintf("teegate-worker-%d", i)); err != nil {
 			return nil, err
@@ -147,6 +192,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	gcfg := cfg.Gateway
 	gcfg.Conn, gcfg.Keys, gcfg.Directory = gwConn, s.Keys, s.Dir
 	gcfg.Evidence, gcfg.Receipts = s.Evidence, receipts
+	gcfg.Admission = s.Admission
 	if gcfg.Logger == nil {
 		gcfg.Logger = log.With("component", "gateway")
 	}
@@ -193,32 +239,56 @@ func (s *Stack) AddKey(ctx context.Context, secret string, rec gateway.APIKey) e
 	return s.Keys.WaitFor(ctx, secret)
 }
 
-// AddWorker starts one more worker on its own connection and waits until the
-// gateway's directory lists its models.
+// AddWorker starts one more worker and returns once it knows its
+// admission: admitted, when the gateway's directory lists its models;
+// refused, at once (it serves nothing and keeps asking; see
+// worker.Worker.Admission). With the simulated TEE the worker connects
+// bare, by its evidence, as a worker in a real TEE does; without a TEE it
+// gets a service connection (static credentials, nothing judged).
 func (s *Stack) AddWorker(ctx context.Context, eng engine.Engine, wcfg worker.Config, name string) (*worker.Worker, error) {
-	nc, err := s.connect(name)
-	if err != nil {
-		return nil, err
-	}
-	wcfg.Conn, wcfg.Engine = nc, eng
+	wcfg.Engine = eng
 	if wcfg.ID == "" {
 		wcfg.ID = name
 	}
-	if !s.tee.Disabled {
-		n, err := s.attest(ctx, wcfg.ID, eng)
+	if wcfg.Logger == nil {
+		wcfg.Logger = s.log.With("component", "worker")
+	}
+	var wref atomic.Pointer[worker.Worker]
+	if s.tee.Disabled {
+		nc, err := s.connect(name)
 		if err != nil {
 			return nil, err
 		}
-		wcfg.Notary, wcfg.TEE = n, "simulated"
+		wcfg.Conn = nc
+	} else {
+		keeper, err := s.attest(ctx, wcfg.ID, eng, func(e *enclave.Epoch) {
+			if w := wref.Load(); w != nil {
+				w.EpochRotated(e)
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		wcfg.Keeper, wcfg.TEE = keeper, "simulated"
+		wcfg.Dial = func(opts ...nats.Option) (*nats.Conn, error) {
+			return s.Server.ConnectBare(name, opts...)
+		}
 	}
 	w, err := worker.New(wcfg)
 	if err != nil {
 		return nil, err
 	}
+	wref.Store(w)
 	if err := w.Start(ctx); err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
 	s.Workers = append(s.Workers, w)
+	s.mu.Unlock()
+	if !w.Admission().Admitted {
+		s.log.Warn("worker not admitted", "worker", w.ID(), "reasons", w.Admission().Reasons)
+		return w, nil
+	}
 	models, err := eng.Models(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("adding worker: %w", err)
@@ -231,9 +301,9 @@ func (s *Stack) AddWorker(ctx context.Context, eng engine.Engine, wcfg worker.Co
 	return w, nil
 }
 
-// attest gives a worker a simulated TEE, a key keeper rotating epochs in
-// the background, and a notary publishing evidence to the bucket.
-func (s *Stack) attest(ctx context.Context, id string, eng engine.Engine) (*worker.KeeperNotary, error) {
+// attest gives a worker a simulated TEE and a key keeper rotating epochs
+// in the background; onRotate hears of each new epoch after the first.
+func (s *Stack) attest(ctx context.Context, id string, eng engine.Engine, onRotate func(*enclave.Epoch)) (*enclave.Keeper, error) {
 	if s.SimRoot == nil {
 		root, err := sim.LoadOrCreateRoot(filepath.Join(s.dataDir, "sim"))
 		if err != nil {
@@ -257,20 +327,13 @@ func (s *Stack) attest(ctx context.Context, id string, eng engine.Engine) (*work
 	for i, m := range models {
 		ids[i] = m.ID
 	}
-	kv := s.Evidence
 	keeper, err := enclave.NewKeeper(ctx, enclave.KeeperConfig{
 		Attester: att,
 		Identity: attest.WorkerIdentity{ID: id, Models: ids},
 		Epoch:    s.tee.Epoch,
 		Batch:    enclave.BatchConfig{Window: s.tee.BatchWindow},
-		OnRotate: func(e *enclave.Epoch) {
-			pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if _, err := kv.Put(pctx, e.ID, e.Raw); err != nil {
-				s.log.Error("publishing evidence failed", "err", err)
-			}
-		},
-		OnError: func(err error) { s.log.Error("key rotation failed", "err", err) },
+		OnRotate: onRotate,
+		OnError:  func(err error) { s.log.Error("key rotation failed", "err", err) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("attesting worker: %w", err)
@@ -283,7 +346,95 @@ func (s *Stack) attest(ctx context.Context, id string, eng engine.Engine) (*work
 		defer s.bg.Done()
 		_ = keeper.Run(rctx)
 	}()
-	return worker.NewKeeperNotary(ctx, keeper, kv)
+	return keeper, nil
+}
+
+// startAdmission starts the auth callout with the policy, and the policy
+// file's watcher when the policy is a file.
+func (s *Stack) startAdmission(ctx context.Context, cfg Config, issuer nkeys.KeyPair, pol *policies.Policy) error {
+	conn, err := s.connect("teegate-admission")
+	if err != nil {
+		return err
+	}
+	sys, err := s.Server.ConnectSystem("teegate-admission-sys")
+	if err != nil {
+		return err
+	}
+	s.conns = append(s.conns, sys)
+	s.Policy = policies.NewHolder(pol)
+	s.policyArg = cfg.Policy
+	acfg := cfg.Admission
+	acfg.Conn, acfg.Sys, acfg.Issuer = conn, sys, issuer
+	acfg.Policy = admission.Holder(s.Policy)
+	if acfg.Verify.CPU == nil {
+		// Simulated evidence verifies (its claims say simulated); the
+		// policy decides whether that is acceptable.
+		acfg.Verify = verifiers.Options(verifiers.Config{AllowSimulated: true, MaxAge: acfg.Verify.MaxAge})
+	}
+	if acfg.Logger == nil {
+		acfg.Logger = s.log.With("component", "admission")
+	}
+	if s.Admission, err = admission.New(acfg); err != nil {
+		return fmt.Errorf("starting admission: %w", err)
+	}
+	if err := s.Admission.Start(ctx); err != nil {
+		s.Admission = nil
+		return err
+	}
+	s.log.Info("admission policy", "policy", pol.Name(), "hash", pol.Hash())
+	if policies.IsBuiltin(cfg.Policy) {
+		return nil
+	}
+	s.watcher = &policies.Watcher{Interval: cfg.PolicyWatch}
+	wctx, cancel := context.WithCancel(context.Background())
+	s.cancel = append(s.cancel, cancel)
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		_ = s.watcher.Watch(wctx, cfg.Policy, func(p *policies.Policy, err error) {
+			if err != nil {
+				s.log.Error("reloading the admission policy failed; keeping the previous one", "err", err)
+				return
+			}
+			rctx, cancel := context.WithTimeout(wctx, 30*time.Second)
+			defer cancel()
+			if err := s.SetPolicy(rctx, p); err != nil {
+				s.log.Error("re-judging workers after a policy reload", "err", err)
+			}
+		})
+	}()
+	return nil
+}
+
+// SetPolicy makes p the admission policy and judges every admitted worker
+// again: those it no longer admits are told to drain (requests in flight
+// finish) and are disconnected after the admission grace period.
+func (s *Stack) SetPolicy(ctx context.Context, p *policies.Policy) error {
+	if p == nil {
+		return errors.New("setting admission policy: nil policy")
+	}
+	prev := s.Policy.Set(p)
+	if prev == nil || prev.Hash() != p.Hash() {
+		s.log.Info("admission policy changed", "policy", p.Name(), "hash", p.Hash())
+	}
+	if err := s.Admission.Recheck(ctx); err != nil {
+		return fmt.Errorf("setting admission policy: %w", err)
+	}
+	return nil
+}
+
+// ReloadPolicy reloads the policy (the operator's SIGHUP): a policy file
+// is read again, a shipped policy compiled again; workers are re-judged.
+func (s *Stack) ReloadPolicy(ctx context.Context) error {
+	if s.watcher != nil {
+		s.watcher.Reload()
+		return nil
+	}
+	p, err := policies.Resolve(s.policyArg)
+	if err != nil {
+		return fmt.Errorf("reloading admission policy: %w", err)
+	}
+	return s.SetPolicy(ctx, p)
 }
 
 func (s *Stack) waitReady(ctx context.Context) error {
@@ -320,13 +471,19 @@ func (s *Stack) Close(ctx context.Context) {
 			_ = s.Gateway.Shutdown(ctx)
 			s.serveWG.Wait()
 		}
-		for _, w := range s.Workers {
+		s.mu.Lock()
+		workers := s.Workers
+		s.mu.Unlock()
+		for _, w := range workers {
 			_ = w.Stop(ctx)
 		}
 		for _, c := range s.cancel {
 			c()
 		}
 		s.bg.Wait()
+		if s.Admission != nil {
+			s.Admission.Stop()
+		}
 		for _, k := range s.Keepers {
 			k.Close()
 		}

@@ -21,6 +21,12 @@ func WithEngines(e ...engine.Engine) Option {
 	return func(c *stack.Config) { c.Engines = e }
 }
 
+// WithPolicy sets the admission policy: "dev" (the default, admits the
+// simulated TEE), "production" (refuses it) or a .rego file.
+func WithPolicy(nameOrPath string) Option {
+	return func(c *stack.Config) { c.Policy = nameOrPath }
+}
+
 // Builtin returns a builtin engine or fails the test.
 func Builtin(t testing.TB, cfg builtin.Config) *builtin.Engine {
 	t.Helper()

@@ -19,4 +19,9 @@
 // HdrCancel there when the client goes away. A worker also stops when the
 // inbox disappears (NATS answers its next chunk with a no-responders
 // status on the ack subject).
+//
+// Admission (admission.go): a worker connects with its evidence id as user
+// name and its epoch signing key as nkey, signing a domain-separated form
+// of the server's nonce; it submits its bundle on SubmitSubject and asks
+// the server (UserInfoSubject) whether its connection was admitted.
 package wire

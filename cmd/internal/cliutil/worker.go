@@ -5,10 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/enclave"
@@ -25,19 +25,18 @@ type WorkerOptions struct {
 	Epoch time.Duration
 }
 
-// RunWorker connects to NATS, builds the engine, attests, and serves until
+// RunWorker builds the engine, attests, connects to NATS and serves until
 // ctx ends, then withdraws the worker, letting requests in flight finish.
+// With an attester the worker connects by its evidence (the gateway's
+// admission judges it; a server without admission accepts it as it is);
+// without one it connects with whatever the URL carries, and serves
+// without receipts.
 func RunWorker(ctx context.Context, natsURL string, ef EngineFlags, wcfg worker.Config, opts WorkerOptions) error {
 	eng, err := ef.Build()
 	if err != nil {
 		return err
 	}
-	nc, err := nats.Connect(natsURL, nats.Name("teegate-worker"), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("connecting to nats: %w", err)
-	}
-	defer nc.Close()
-	wcfg.Conn, wcfg.Engine = nc, eng
+	wcfg.Engine = eng
 	if wcfg.ID == "" {
 		id, err := newWorkerID()
 		if err != nil {
@@ -45,17 +44,35 @@ func RunWorker(ctx context.Context, natsURL string, ef EngineFlags, wcfg worker.
 		}
 		wcfg.ID = id
 	}
-	if opts.Attester != nil {
-		stop, err := attestWorker(ctx, nc, eng, &wcfg, opts)
+	base := []nats.Option{nats.Name("teegate-worker")}
+	var wref atomic.Pointer[worker.Worker]
+	if opts.Attester == nil {
+		nc, err := nats.Connect(natsURL, append(base, nats.MaxReconnects(-1))...)
+		if err != nil {
+			return fmt.Errorf("connecting to nats: %w", err)
+		}
+		defer nc.Close()
+		wcfg.Conn = nc
+	} else {
+		keeper, stop, err := startKeeper(ctx, eng, wcfg, opts, func(e *enclave.Epoch) {
+			if w := wref.Load(); w != nil {
+				w.EpochRotated(e)
+			}
+		})
 		if err != nil {
 			return err
 		}
 		defer stop()
+		wcfg.Keeper, wcfg.TEE = keeper, opts.Attester.Kind()
+		wcfg.Dial = func(o ...nats.Option) (*nats.Conn, error) {
+			return nats.Connect(natsURL, append(append([]nats.Option(nil), base...), o...)...)
+		}
 	}
 	w, err := worker.New(wcfg)
 	if err != nil {
 		return err
 	}
+	wref.Store(w)
 	if err := w.Start(ctx); err != nil {
 		return err
 	}
@@ -65,20 +82,12 @@ func RunWorker(ctx context.Context, natsURL string, ef EngineFlags, wcfg worker.
 	return w.Stop(sctx)
 }
 
-// attestWorker sets up the key keeper and the notary on wcfg; the returned
-// func stops them.
-func attestWorker(ctx context.Context, nc *nats.Conn, eng engine.Engine, wcfg *worker.Config, opts WorkerOptions) (func(), error) {
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to jetstream: %w", err)
-	}
-	kv, err := worker.EnsureEvidenceBucket(ctx, js)
-	if err != nil {
-		return nil, err
-	}
+// startKeeper attests the first key epoch and rotates epochs in the
+// background; the returned func stops it.
+func startKeeper(ctx context.Context, eng engine.Engine, wcfg worker.Config, opts WorkerOptions, onRotate func(*enclave.Epoch)) (*enclave.Keeper, func(), error) {
 	models, err := eng.Models(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("listing models: %w", err)
+		return nil, nil, fmt.Errorf("listing models: %w", err)
 	}
 	ids := make([]string, len(models))
 	for i, m := range models {
@@ -89,13 +98,7 @@ func attestWorker(ctx context.Context, nc *nats.Conn, eng engine.Engine, wcfg *w
 		Attester: opts.Attester,
 		Identity: attest.WorkerIdentity{ID: wcfg.ID, Models: ids},
 		Epoch:    opts.Epoch,
-		OnRotate: func(e *enclave.Epoch) {
-			pctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if _, err := kv.Put(pctx, e.ID, e.Raw); err != nil && log != nil {
-				log.Error("publishing evidence failed", "err", err)
-			}
-		},
+		OnRotate: onRotate,
 		OnError: func(err error) {
 			if log != nil {
 				log.Error("key rotation failed", "err", err)
@@ -103,21 +106,15 @@ func attestWorker(ctx context.Context, nc *nats.Conn, eng engine.Engine, wcfg *w
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("attesting: %w", err)
+		return nil, nil, fmt.Errorf("attesting: %w", err)
 	}
-	notary, err := worker.NewKeeperNotary(ctx, keeper, kv)
-	if err != nil {
-		keeper.Close()
-		return nil, err
-	}
-	wcfg.Notary, wcfg.TEE = notary, opts.Attester.Kind()
 	rctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		_ = keeper.Run(rctx)
 	}()
-	return func() {
+	return keeper, func() {
 		cancel()
 		<-done
 		keeper.Close()

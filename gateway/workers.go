@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"sort"
+	"time"
+
+	"github.com/gofiber/fiber/v2"
+
+	"github.com/teegate/teegate/gateway/admission"
+	"github.com/teegate/teegate/worker/wire"
+)
+
+// Admissions is what the gateway reads of worker admission
+// (admission.Service): the latest decision per evidence.
+type Admissions interface {
+	Decisions() []admission.Decision
+}
+
+// refusedWindow: a decision that no live connection presents any more
+// still marks its models as known for this long, so a worker that was just
+// evicted, or that retries between quarantined connections, makes the
+// gateway answer 503 "no attested worker" rather than 404.
+const refusedWindow = 4 * wire.RecordTTL
+
+// knownModel reports whether some worker asked to serve model recently,
+// whatever the policy said about it. A model that no admitted worker
+// serves but a refused one wants is unavailable (503), not unknown (404):
+// the client asked for the right model at a bad time.
+func (g *Gateway) knownModel(model string) bool {
+	if g.cfg.Admission == nil {
+		return false
+	}
+	now := g.cfg.Now()
+	for _, d := range g.cfg.Admission.Decisions() {
+		if len(d.Connections) == 0 && now.Sub(d.EvaluatedAt) > refusedWindow {
+			continue
+		}
+		for _, m := range d.Models {
+			if m == model {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// WorkerStatus is one worker in GET /v1/attestation/workers: its latest
+// admission decision and its registry record.
+type WorkerStatus struct {
+	WorkerID   string `json:"worker_id"`
+	EvidenceID string `json:"evidence_id,omitempty"`
+	// Decision is "admitted", "refused", or "unjudged" (a registry record
+	// with no decision: the worker connected with static credentials).
+	Decision string                   `json:"decision"`
+	Reasons  []string                 `json:"reasons,omitempty"`
+	Policy   string                   `json:"policy,omitempty"`
+	Claims   *admission.ClaimsSummary `json:"claims,omitempty"`
+	// EvidenceAgeSeconds is the age of the evidence now (-1 when unknown).
+	EvidenceAgeSeconds int64     `json:"evidence_age_seconds"`
+	Models             []string  `json:"models,omitempty"`
+	EvaluatedAt        time.Time `json:"evaluated_at,omitzero"`
+	ExpiresAt          time.Time `json:"expires_at,omitzero"`
+	// Connections is how many live connections present this evidence;
+	// Serving whether the worker's registry record is live.
+	Connections int       `json:"connections"`
+	Serving     bool      `json:"serving"`
+	HeartbeatAt time.Time `json:"heartbeat_at,omitzero"`
+}
+
+// workerLister is implemented by directories that can list live records
+// (KVDirectory).
+type workerLister interface {
+	Workers() []wire.WorkerRecord
+}
+
+// listWorkers serves GET /v1/attestation/workers to admin keys: the fleet
+// as the admission service judged it, refused workers included, with the
+// reasons an operator acts on. It shows claims summaries, never content.
+func (g *Gateway) listWorkers(c *fiber.Ctx) error {
+	if key, _ := c.Locals(localKey).(APIKey); !key.Admin {
+		return send(c, errForbidden())
+	}
+	return c.JSON(fiber.Map{"object": "list", "data": g.workerStatuses()})
+}
+
+func (g *Gateway) workerStatuses() []WorkerStatus {
+	now := g.cfg.Now()
+	byID := map[string]*WorkerStatus{}
+	if g.cfg.Admission != nil {
+		// Decisions come newest first: the first per worker is its latest.
+		for _, d := range g.cfg.Admission.Decisions() {
+			if byID[d.WorkerID] != nil || len(d.Connections) == 0 && now.Sub(d.EvaluatedAt) > refusedWindow {
+				continue
+			}
+			ws := &WorkerStatus{
+				WorkerID: d.WorkerID, EvidenceID: d.EvidenceID, Decision: "refused", Reasons: d.Reasons,
+				Policy: d.Policy, Claims: d.Claims, EvidenceAgeSeconds: -1, Models: d.Models,
+				EvaluatedAt: d.EvaluatedAt, ExpiresAt: d.ExpiresAt, Connections: len(d.Connections),
+			}
+			if d.Allow {
+				ws.Decision = "admitted"
+			}
+			if d.Claims != nil && !d.Claims.CreatedAt.IsZero() {
+				ws.EvidenceAgeSeconds = int64(now.Sub(d.Claims.CreatedAt) / time.Second)
+			}
+			byID[d.WorkerID] = ws
+		}
+	}
+	if l, ok := g.cfg.Directory.(workerLister); ok {
+		for _, rec := range l.Workers() {
+			ws := byID[rec.ID]
+			if ws == nil {
+				ws = &WorkerStatus{WorkerID: rec.ID, EvidenceID: rec.EvidenceID, Decision: "unjudged", EvidenceAgeSeconds: -1}
+				for _, m := range rec.Models {
+					ws.Models = append(ws.Models, m.ID)
+				}
+				byID[rec.ID] = ws
+			}
+			ws.Serving, ws.HeartbeatAt = true, rec.HeartbeatAt
+		}
+	}
+	out := make([]WorkerStatus, 0, len(byID))
+	for _, ws := range byID {
+		out = append(out, *ws)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })
+	return out
+}
