@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -192,7 +191,7 @@ func (g *Gateway) storeHeaderReceipt(reqID string, h nats.Header) {
 	if v == "" {
 		return
 	}
-	b, err := base64.RawURLEncoding.DecodeString(v)
+	b, err := attest.DecodeBase64URL(v)
 	if err != nil {
 		return
 	}

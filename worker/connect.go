@@ -421,8 +421,6 @@ func short(id string) string {
 // bucket bound on whichever connection serves now, since connections come
 // and go with epochs while the notary stays.
 type evidencePublisher struct {
-	jetstream.KeyValue // only Put is used; the rest is never called
-
 	mu     sync.Mutex
 	target jetstream.KeyValue
 	known  map[string]bool

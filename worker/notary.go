@@ -26,7 +26,7 @@ import (
 // before any receipt that names it leaves the worker.
 type KeeperNotary struct {
 	keeper *enclave.Keeper
-	kv     jetstream.KeyValue
+	kv     EvidenceStore
 	now    func() time.Time
 
 	mu        sync.Mutex
@@ -35,12 +35,18 @@ type KeeperNotary struct {
 
 // NewKeeperNotary returns a Notary over keeper publishing into kv (see
 // EnsureEvidenceBucket). It publishes the current epoch's bundle at once.
-func NewKeeperNotary(ctx context.Context, keeper *enclave.Keeper, kv jetstream.KeyValue) (*KeeperNotary, error) {
+func NewKeeperNotary(ctx context.Context, keeper *enclave.Keeper, kv EvidenceStore) (*KeeperNotary, error) {
 	n := &KeeperNotary{keeper: keeper, kv: kv, now: time.Now, published: map[string]bool{}}
 	if err := n.PublishEpoch(ctx, keeper.Current()); err != nil {
 		return nil, err
 	}
 	return n, nil
+}
+
+// EvidenceStore is where a notary publishes bundles: the evidence bucket,
+// or anything that forwards Put to it.
+type EvidenceStore interface {
+	Put(ctx context.Context, key string, value []byte) (uint64, error)
 }
 
 // EnsureEvidenceBucket creates or opens the evidence bucket.

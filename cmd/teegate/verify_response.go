@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -160,7 +159,7 @@ func readBundle(path string) ([]byte, error) {
 	}
 	raw = bytes.TrimSpace(raw)
 	if len(raw) > 0 && raw[0] != '{' {
-		dec, err := base64.RawURLEncoding.Strict().DecodeString(string(raw))
+		dec, err := attest.DecodeBase64URL(string(raw))
 		if err != nil {
 			return nil, fmt.Errorf("evidence: %s is neither bundle JSON nor base64url: %w", path, attest.ErrMalformed)
 		}

@@ -146,7 +146,9 @@ func (r *resolved) config() string {
 }
 
 func safeName(s string) bool {
-	if s == "" || len(s) > 64 {
+	if s == "" || len(s) > 64 || strings.EqualFold(s, "include") {
+		// "include" is a directive of the config language wherever a key
+		// may stand.
 		return false
 	}
 	for i := 0; i < len(s); i++ {
