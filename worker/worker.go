@@ -603,6 +603,11 @@ func (w *Worker) serve(sv *serving, req micro.Request) {
 	start := time.Now()
 	h := nats.Header(req.Headers())
 	reqID := h.Get(wire.HdrRequestID)
+	if reqID == "" || len(reqID) > 128 || wire.Token(reqID) != reqID {
+		// Receipts name the request; a caller that sent no usable id
+		// (not the gateway) gets one made here.
+		reqID = newRequestID()
+	}
 	log := w.log.With("request_id", reqID)
 	if v := h.Get(wire.HdrVersion); v != wire.Version {
 		w.replyError(req, http.StatusServiceUnavailable, wire.CodeVersion,
@@ -823,4 +828,10 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, nc *nats
 			return seq, err
 		}
 	}
+}
+
+func newRequestID() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "req_" + hex.EncodeToString(b[:])
 }
