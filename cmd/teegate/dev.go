@@ -185,12 +185,23 @@ func printBanner(w io.Writer, st *stack.Stack, key, model string) {
 			fmt.Fprintf(w, "  Worker %s was REFUSED by the policy: %s\n", wk.ID(), strings.Join(a.Reasons, "; "))
 		}
 	}
+	self, err := os.Executable()
+	if err != nil {
+		self = "teegate"
+	}
 	fmt.Fprintf(w, `
 Try it:
   curl -s %[1]s/v1/chat/completions -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' -d '{"model":"%[3]s","messages":[{"role":"user","content":"Tell me about lighthouses."}]}'
 
+Verify an answer offline (its receipt chains to the simulated TEE's evidence):
+  printf '%%s' '{"model":"%[3]s","messages":[{"role":"user","content":"Hello"}]}' > req.json
+  curl -s -D hdr.txt -o resp.json %[1]s/v1/chat/completions -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' --data-binary @req.json
+  sed -n 's/^teegate-receipt: *//Ip' hdr.txt | tr -d '\r' > receipt.txt
+  curl -s -o evidence.json %[1]s/v1/attestation/evidence/$(sed -n 's/^teegate-evidence-id: *//Ip' hdr.txt | tr -d '\r') -H 'Authorization: Bearer %[2]s'
+  %[4]s verify response --allow-simulated --request req.json --response resp.json --receipt receipt.txt --evidence evidence.json
+
 Press Ctrl-C to stop.
-`, st.URL, key, model)
+`, st.URL, key, model, self)
 }
 
 func orNone(s string) string {

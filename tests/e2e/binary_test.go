@@ -251,7 +251,7 @@ func TestDevBinaryPrintsWorkingCurl(t *testing.T) {
 	var curlLine string
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
-		if l := strings.TrimSpace(sc.Text()); strings.HasPrefix(l, "curl ") {
+		if l := strings.TrimSpace(sc.Text()); strings.HasPrefix(l, "curl ") && curlLine == "" {
 			curlLine = l
 		}
 	}
@@ -269,6 +269,28 @@ func TestDevBinaryPrintsWorkingCurl(t *testing.T) {
 	}
 	if json.Unmarshal(res, &cc) != nil || len(cc.Choices) == 0 || cc.Choices[0].Message.Content == "" {
 		t.Fatalf("curl got %s", res)
+	}
+	// The printed verify lines work as printed, in a fresh folder.
+	var verifyLines []string
+	in := false
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(l, "Verify an answer offline"):
+			in = true
+		case in && l == "":
+			in = false
+		case in:
+			verifyLines = append(verifyLines, l)
+		}
+	}
+	if len(verifyLines) < 3 {
+		t.Fatalf("no verify lines in banner:\n%s", out)
+	}
+	sh := exec.Command("sh", "-e", "-c", strings.Join(verifyLines, "\n"))
+	sh.Dir = t.TempDir()
+	if vout, err := sh.CombinedOutput(); err != nil {
+		t.Fatalf("the printed verify lines failed: %v\n%s", err, vout)
 	}
 	p.stop(t)
 
