@@ -29,9 +29,7 @@ type KVDirectory struct {
 	mu      sync.RWMutex
 	workers map[string]wire.WorkerRecord
 	seen    map[string]time.Time
-	ready   chan struct{}
-	stop    context.CancelFunc
-	done    chan struct{}
+	watch   *kvWatch
 }
 
 // OpenDirectory watches the registry and returns once it is loaded.
@@ -42,51 +40,28 @@ func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*KVDirectory, e
 	if err != nil {
 		return nil, fmt.Errorf("opening worker registry: %w", err)
 	}
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("watching worker registry: %w", err)
+	d := &KVDirectory{now: time.Now, workers: map[string]wire.WorkerRecord{}, seen: map[string]time.Time{}}
+	if d.watch, err = watchBucket(ctx, kv, "worker registry", d.apply); err != nil {
+		return nil, err
 	}
-	d := &KVDirectory{now: time.Now, workers: map[string]wire.WorkerRecord{}, seen: map[string]time.Time{},
-		ready: make(chan struct{}), stop: cancel, done: make(chan struct{})}
-	go d.run(w)
-	select {
-	case <-d.ready:
-		return d, nil
-	case <-ctx.Done():
-		d.Close()
-		return nil, fmt.Errorf("loading worker registry: %w", ctx.Err())
-	}
+	return d, nil
 }
 
-func (d *KVDirectory) run(w jetstream.KeyWatcher) {
-	defer close(d.done)
-	defer w.Stop()
-	readied := false
-	for e := range w.Updates() {
-		if e == nil {
-			if !readied {
-				readied = true
-				close(d.ready)
-			}
-			continue
+func (d *KVDirectory) apply(e jetstream.KeyValueEntry) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if e.Operation() == jetstream.KeyValuePut {
+		var rec wire.WorkerRecord
+		if json.Unmarshal(e.Value(), &rec) == nil {
+			d.workers[e.Key()] = rec
+			// Liveness is judged by when we saw the record, not by the
+			// worker's clock.
+			d.seen[e.Key()] = e.Created()
 		}
-		d.mu.Lock()
-		if e.Operation() == jetstream.KeyValuePut {
-			var rec wire.WorkerRecord
-			if json.Unmarshal(e.Value(), &rec) == nil {
-				d.workers[e.Key()] = rec
-				// Liveness is judged by when we saw the record, not by the
-				// worker's clock.
-				d.seen[e.Key()] = e.Created()
-			}
-		} else {
-			delete(d.workers, e.Key())
-			delete(d.seen, e.Key())
-		}
-		d.mu.Unlock()
+		return
 	}
+	delete(d.workers, e.Key())
+	delete(d.seen, e.Key())
 }
 
 func (d *KVDirectory) live(id string, now time.Time) bool {
@@ -152,6 +127,5 @@ func (d *KVDirectory) Workers() []wire.WorkerRecord {
 
 // Close stops the watch.
 func (d *KVDirectory) Close() {
-	d.stop()
-	<-d.done
+	d.watch.close()
 }

@@ -40,9 +40,7 @@ type KVKeys struct {
 
 	mu    sync.RWMutex
 	keys  map[string]APIKey
-	ready chan struct{}
-	stop  context.CancelFunc
-	done  chan struct{}
+	watch *kvWatch
 }
 
 // OpenKeys opens (creating if needed) the key bucket and starts watching it.
@@ -52,21 +50,24 @@ func OpenKeys(ctx context.Context, js jetstream.JetStream) (*KVKeys, error) {
 	if err != nil {
 		return nil, err
 	}
-	wctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	w, err := kv.WatchAll(wctx)
-	if err != nil {
-		cancel()
-		return nil, fmt.Errorf("watching api keys: %w", err)
+	k := &KVKeys{kv: kv, keys: map[string]APIKey{}}
+	if k.watch, err = watchBucket(ctx, kv, "api keys", k.apply); err != nil {
+		return nil, err
 	}
-	k := &KVKeys{kv: kv, keys: map[string]APIKey{}, ready: make(chan struct{}), stop: cancel, done: make(chan struct{})}
-	go k.run(w)
-	select {
-	case <-k.ready:
-		return k, nil
-	case <-ctx.Done():
-		k.Close()
-		return nil, fmt.Errorf("loading api keys: %w", ctx.Err())
+	return k, nil
+}
+
+func (k *KVKeys) apply(e jetstream.KeyValueEntry) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if e.Operation() == jetstream.KeyValuePut {
+		var rec APIKey
+		if json.Unmarshal(e.Value(), &rec) == nil {
+			k.keys[e.Key()] = rec
+		}
+		return
 	}
+	delete(k.keys, e.Key())
 }
 
 // EnsureKeysBucket creates or opens the API key bucket.
@@ -76,31 +77,6 @@ func EnsureKeysBucket(ctx context.Context, js jetstream.JetStream) (jetstream.Ke
 		return nil, fmt.Errorf("opening api key bucket: %w", err)
 	}
 	return kv, nil
-}
-
-func (k *KVKeys) run(w jetstream.KeyWatcher) {
-	defer close(k.done)
-	defer w.Stop()
-	readied := false
-	for e := range w.Updates() {
-		if e == nil {
-			if !readied {
-				readied = true
-				close(k.ready)
-			}
-			continue
-		}
-		k.mu.Lock()
-		if e.Operation() == jetstream.KeyValuePut {
-			var rec APIKey
-			if json.Unmarshal(e.Value(), &rec) == nil {
-				k.keys[e.Key()] = rec
-			}
-		} else {
-			delete(k.keys, e.Key())
-		}
-		k.mu.Unlock()
-	}
 }
 
 // Lookup implements KeyStore.
@@ -131,8 +107,7 @@ func (k *KVKeys) WaitFor(ctx context.Context, secret string) error {
 
 // Close stops the watch.
 func (k *KVKeys) Close() {
-	k.stop()
-	<-k.done
+	k.watch.close()
 }
 
 // KeyID is the bucket key of an API key secret: hex SHA-256.
