@@ -12,6 +12,7 @@ import (
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	subs := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
 		"quote":      runVerifyQuote,
+		"gpu":        runVerifyGPU,
 		"response":   runVerifyResponse,
 		"transcript": runVerifyTranscript,
 	}
