@@ -34,6 +34,7 @@ type Epoch struct {
 	keeper *Keeper
 	mu     sync.RWMutex // guards the keys against retirement
 	sign   ed25519.PrivateKey
+	pre    *presigner // signs with sign, nonce commitments made ahead
 	hpke   hpke.PrivateKey
 	batch  *Batcher
 }
@@ -63,6 +64,9 @@ func (e *Epoch) Sign(msg []byte) ([]byte, error) {
 	defer e.mu.RUnlock()
 	if e.sign == nil {
 		return nil, ErrEpochRetired
+	}
+	if e.pre != nil {
+		return e.pre.sign(msg), nil
 	}
 	return ed25519.Sign(e.sign, msg), nil
 }
@@ -131,6 +135,10 @@ func (e *Epoch) retire() {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if e.pre != nil {
+		e.pre.close()
+		e.pre = nil
+	}
 	clear(e.sign)
 	e.sign, e.hpke = nil, nil
 }

@@ -158,6 +158,9 @@ func (k *Keeper) Rotate(ctx context.Context) (*Epoch, error) {
 		return nil, fmt.Errorf("rotating keys: %w", err)
 	}
 	e := &Epoch{keeper: k, sign: sk, hpke: hk, Started: k.now()}
+	if e.pre, err = newPresigner(sk); err != nil {
+		return nil, fmt.Errorf("rotating keys: %w", err)
+	}
 	if _, err := rand.Read(e.Nonce[:]); err != nil {
 		return nil, fmt.Errorf("rotating keys: epoch nonce: %w", err)
 	}

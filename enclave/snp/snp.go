@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"syscall"
-	"time"
 
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/client"
 
 	"github.com/teegate/teegate/enclave"
+	"github.com/teegate/teegate/enclave/internal/devcall"
 )
 
 // Names of the two kernel interfaces, as Reporter.Interface reports them.
@@ -42,7 +40,8 @@ var (
 	ErrClosed = errors.New("SEV-SNP reporter closed")
 )
 
-// Options configure Open.
+// Options configure Open. The fields stay in step with devcall.Options,
+// which Open converts them to.
 type Options struct {
 	// DevicePath is the SEV guest device; empty means DefaultDevicePath.
 	DevicePath string
@@ -63,11 +62,8 @@ type source struct {
 // Reporter produces SEV-SNP reports. Safe for concurrent use; requests are
 // served one at a time.
 type Reporter struct {
-	src       source
-	sem       chan struct{}
-	retries   int
-	closed    chan struct{}
-	closeOnce sync.Once
+	iface string
+	dev   *devcall.Caller
 }
 
 var _ enclave.CPUSource = (*Reporter)(nil)
@@ -89,15 +85,21 @@ func Open(ctx context.Context, opts Options) (*Reporter, error) {
 // FromQuoteProvider wraps a go-sev-guest QuoteProvider (configfs-tsm, the
 // ioctl provider, or a fake from go-sev-guest's testing package). Its
 // GetRawQuote returns the report followed by the certificate table.
-func FromQuoteProvider(p client.QuoteProvider) *Reporter {
-	return newReporter(source{name: InterfaceConfigfs, report: p.GetRawQuote}, 0)
+func FromQuoteProvider(p client.QuoteProvider) *Reporter { return newReporter(providerSource(p), 0) }
+
+func providerSource(p client.QuoteProvider) source {
+	return source{name: InterfaceConfigfs, report: p.GetRawQuote}
 }
 
 // FromDevice wraps an opened go-sev-guest Device. It asks for an extended
 // report (report plus certificate table) and falls back to a plain report
 // when the host offers no certificates. Close closes the device.
 func FromDevice(d client.Device) *Reporter {
-	return newReporter(source{name: InterfaceDevice, report: deviceReport(d), close: d.Close}, 0)
+	return newReporter(deviceSource(d), 0)
+}
+
+func deviceSource(d client.Device) source {
+	return source{name: InterfaceDevice, report: deviceReport(d), close: d.Close}
 }
 
 func deviceReport(d client.Device) func([64]byte) ([]byte, error) {
@@ -121,20 +123,22 @@ func deviceReport(d client.Device) func([64]byte) ([]byte, error) {
 }
 
 func newReporter(src source, retries int) *Reporter {
-	switch {
-	case retries == 0:
-		retries = 3
-	case retries < 0:
-		retries = 0
-	}
-	return &Reporter{src: src, sem: make(chan struct{}, 1), retries: retries, closed: make(chan struct{})}
+	return &Reporter{iface: src.name, dev: devcall.New(devcall.Config{
+		What:      "SEV-SNP report",
+		Interface: src.name,
+		Call:      src.report,
+		Close:     src.close,
+		Retries:   retries,
+		ErrFailed: ErrReportFailed,
+		ErrClosed: ErrClosed,
+	})}
 }
 
 // Kind is "sev-snp".
 func (r *Reporter) Kind() string { return enclave.KindSEVSNP }
 
 // Interface names the kernel interface in use, for the worker's log.
-func (r *Reporter) Interface() string { return r.src.name }
+func (r *Reporter) Interface() string { return r.iface }
 
 // CPUEvidence returns an SEV-SNP report (with its certificate table when
 // the host provides one) over reportData.
@@ -151,64 +155,11 @@ func (r *Reporter) CPUEvidence(ctx context.Context, reportData [64]byte) (enclav
 // request abandoned through ctx finishes in the background while holding
 // the interface.
 func (r *Reporter) Report(ctx context.Context, reportData [64]byte) ([]byte, error) {
-	select {
-	case r.sem <- struct{}{}:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for the SEV-SNP report interface: %w", ctx.Err())
-	case <-r.closed:
-		return nil, ErrClosed
+	raw, err := r.dev.Do(ctx, reportData)
+	if err != nil {
+		return nil, err
 	}
-	select {
-	case <-r.closed:
-		<-r.sem
-		return nil, ErrClosed
-	default:
-	}
-	type result struct {
-		raw []byte
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		defer func() { <-r.sem }()
-		raw, err := r.reportRetrying(ctx, reportData)
-		done <- result{raw, err}
-	}()
-	var res result
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		return nil, fmt.Errorf("requesting SEV-SNP report: %w", ctx.Err())
-	}
-	if res.err != nil {
-		return nil, res.err
-	}
-	return checkReport(res.raw, reportData)
-}
-
-func (r *Reporter) reportRetrying(ctx context.Context, rd [64]byte) ([]byte, error) {
-	wait := 50 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		raw, err := r.src.report(rd)
-		if err == nil {
-			return raw, nil
-		}
-		if attempt >= r.retries || !busy(err) {
-			return nil, fmt.Errorf("requesting SEV-SNP report via %s: %w: %w", r.src.name, ErrReportFailed, err)
-		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("requesting SEV-SNP report via %s: %w", r.src.name, ctx.Err())
-		case <-t.C:
-		}
-		wait *= 2
-	}
-}
-
-func busy(err error) bool {
-	return errors.Is(err, syscall.EBUSY) || errors.Is(err, syscall.EAGAIN)
+	return checkReport(raw, reportData)
 }
 
 // checkReport makes sure the first ReportSize bytes are an SEV-SNP report
@@ -230,18 +181,6 @@ func checkReport(raw []byte, want [64]byte) ([]byte, error) {
 	return raw, nil
 }
 
-// Close releases the interface. Requests after Close fail with ErrClosed.
-func (r *Reporter) Close() error {
-	var err error
-	r.closeOnce.Do(func() {
-		close(r.closed)
-		// Wait for a request in flight; the semaphore stays taken.
-		r.sem <- struct{}{}
-		if r.src.close != nil {
-			if cerr := r.src.close(); cerr != nil {
-				err = fmt.Errorf("closing SEV-SNP report interface: %w", cerr)
-			}
-		}
-	})
-	return err
-}
+// Close releases the interface, after a request in flight has finished.
+// Requests after Close fail with ErrClosed.
+func (r *Reporter) Close() error { return r.dev.Close() }

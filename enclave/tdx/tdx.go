@@ -34,7 +34,8 @@ var (
 	ErrClosed = errors.New("TDX quoter closed")
 )
 
-// Options configure Open.
+// Options configure Open. The fields stay in step with devcall.Options,
+// which Open converts them to.
 type Options struct {
 	// DevicePath is the TDX guest device; empty means DefaultDevicePath.
 	DevicePath string
@@ -79,8 +80,10 @@ func Open(ctx context.Context, opts Options) (*Quoter, error) {
 // FromProvider wraps a go-tdx-guest QuoteProvider (configfs-tsm, or a fake
 // from go-tdx-guest's testing package). IsSupported is not consulted: the
 // caller chose the provider.
-func FromProvider(p client.QuoteProvider) *Quoter {
-	return newQuoter(source{name: InterfaceConfigfs, quote: p.GetRawQuote}, 0)
+func FromProvider(p client.QuoteProvider) *Quoter { return newQuoter(providerSource(p), 0) }
+
+func providerSource(p client.QuoteProvider) source {
+	return source{name: InterfaceConfigfs, quote: p.GetRawQuote}
 }
 
 // FromDevice wraps an opened go-tdx-guest Device (the /dev/tdx_guest

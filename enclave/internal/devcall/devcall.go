@@ -16,6 +16,18 @@ const DefaultRetries = 3
 // firstWait is the pause before the first retry; it doubles after each.
 const firstWait = 50 * time.Millisecond
 
+// Options are the knobs enclave/tdx and enclave/snp expose as their own
+// Options, which convert to this type: keep the fields in step.
+type Options struct {
+	// DevicePath is the guest device; empty means the package's default.
+	DevicePath string
+	// DisableConfigfs skips configfs-tsm and goes straight to the device.
+	DisableConfigfs bool
+	// Retries is how often a busy interface (EBUSY, EAGAIN) is retried;
+	// 0 means DefaultRetries, negative means never.
+	Retries int
+}
+
 // Config describes one interface and how its failures are reported.
 type Config struct {
 	// What names the evidence in error messages: "TDX quote",
@@ -61,6 +73,12 @@ func New(cfg Config) *Caller {
 // ends first, Do returns ctx's error and the call goes on in the background,
 // holding the interface so that the next request does not collide with it.
 func (c *Caller) Do(ctx context.Context, reportData [64]byte) ([]byte, error) {
+	// select picks at random among ready cases, so without this check a
+	// request whose ctx has already ended could still reach the interface
+	// and, finishing first, even succeed.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("waiting for the %s interface: %w", c.cfg.What, err)
+	}
 	select {
 	case c.sem <- struct{}{}:
 	case <-ctx.Done():

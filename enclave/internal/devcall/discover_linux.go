@@ -3,6 +3,7 @@
 package devcall
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -10,26 +11,32 @@ import (
 	"github.com/google/go-configfs-tsm/report"
 )
 
-// Discovery says where to look for a guest's attestation interface.
+// Discovery is what one kind of guest looks for.
 type Discovery struct {
 	// Provider is what configfs-tsm's "provider" attribute reads in this
 	// kind of guest (Linux Documentation/ABI/testing/configfs-tsm):
 	// "tdx_guest", "sev_guest".
 	Provider string
-	// DisableConfigfs skips configfs-tsm and goes straight to the device.
-	DisableConfigfs bool
-	// DevicePath is the guest device to fall back to.
-	DevicePath string
+	// DefaultDevicePath is the guest device used when Options.DevicePath
+	// is empty.
+	DefaultDevicePath string
 	// ErrNoDevice is wrapped when neither interface is available.
 	ErrNoDevice error
 }
 
-// Discover returns configfs() when configfs-tsm is backed by d.Provider,
-// and otherwise what device(d.DevicePath) opens. When neither can be used
-// it fails with d.ErrNoDevice and the reason each was passed over.
-func Discover[S any](d Discovery, configfs func() S, device func(path string) (S, error)) (S, error) {
+// Opener is a guest device not yet opened: go-tdx-guest's and
+// go-sev-guest's LinuxDevice.
+type Opener interface {
+	Open(path string) error
+}
+
+// Discover returns configfs when configfs-tsm is backed by d.Provider and
+// opts allows it; otherwise it opens dev and returns wrap(dev). When
+// neither can be used it fails with d.ErrNoDevice, naming the reason each
+// was passed over.
+func Discover[S any, D Opener](d Discovery, opts Options, configfs S, dev D, wrap func(D) S) (S, error) {
 	var why []string
-	if !d.DisableConfigfs {
+	if !opts.DisableConfigfs {
 		prov, err := configfsProvider()
 		switch {
 		case err != nil:
@@ -37,16 +44,15 @@ func Discover[S any](d Discovery, configfs func() S, device func(path string) (S
 		case prov != d.Provider:
 			why = append(why, fmt.Sprintf("configfs-tsm: provider is %q, not %q", prov, d.Provider))
 		default:
-			return configfs(), nil
+			return configfs, nil
 		}
 	}
-	s, err := device(d.DevicePath)
-	if err != nil {
+	if err := dev.Open(cmp.Or(opts.DevicePath, d.DefaultDevicePath)); err != nil {
 		why = append(why, err.Error())
 		var zero S
 		return zero, fmt.Errorf("%w: %s", d.ErrNoDevice, strings.Join(why, "; "))
 	}
-	return s, nil
+	return wrap(dev), nil
 }
 
 // configfsProvider reads which TSM provider backs configfs-tsm. The
