@@ -209,7 +209,7 @@ func (v *Verifier) do(req *http.Request, next doFunc) (*http.Response, error) {
 	if hv == "" {
 		return nil, fail("receipt", ErrNoReceipt)
 	}
-	sr, err := attest.ParseReceipt([]byte(hv))
+	sr, err := attest.ParseReceiptHeader(hv)
 	if err != nil {
 		return nil, fail("receipt", err)
 	}
