@@ -149,7 +149,7 @@ func ParseReceiptChunk(b []byte) (*SignedReceipt, []byte, error) {
 // decodeHeader is DecodeBase64URL on bytes, without copying them to a
 // string first.
 func decodeHeader(b []byte) ([]byte, error) {
-	if bytes.ContainsAny(b, "\r\n") {
+	if bytes.IndexByte(b, '\r') >= 0 || bytes.IndexByte(b, '\n') >= 0 { // vectorized, unlike ContainsAny
 		return nil, errLineBreak
 	}
 	out := make([]byte, base64.RawURLEncoding.DecodedLen(len(b)))
