@@ -251,6 +251,33 @@ func (d *jsonReader) member(n int) (key string, more bool, err error) {
 	return key, true, nil
 }
 
+// object reads one object whose members read reads: it returns the
+// member's bit after reading its value, or 0, having read nothing, for a
+// member the format does not have. Unknown and repeated members are
+// ErrMalformed (what names the object in the message: "", "usage "…).
+func (d *jsonReader) object(seen *uint32, what string, read func(key string) (uint32, error)) error {
+	if err := d.openObject(); err != nil {
+		return err
+	}
+	for n := 0; ; n++ {
+		key, more, err := d.member(n)
+		if err != nil || !more {
+			return err
+		}
+		bit, err := read(key)
+		if bit == 0 {
+			return fmt.Errorf("unknown %smember at offset %d: %w", what, d.i, ErrMalformed)
+		}
+		if err != nil {
+			return err
+		}
+		if *seen&bit != 0 {
+			return fmt.Errorf("repeated %smember at offset %d: %w", what, d.i, ErrMalformed)
+		}
+		*seen |= bit
+	}
+}
+
 // end checks that only whitespace follows.
 func (d *jsonReader) end() error {
 	d.skipSpace()

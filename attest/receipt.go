@@ -198,7 +198,7 @@ func (r Receipt) MarshalJSON() ([]byte, error) {
 
 // Members of a receipt body, as bits of receiptWire.seen.
 const (
-	rmCreated uint16 = 1 << iota
+	rmCreated uint32 = 1 << iota
 	rmEvidenceID
 	rmModel
 	rmNonce
@@ -215,7 +215,7 @@ const (
 
 // receiptWire is a receipt body as read, before its values are checked.
 type receiptWire struct {
-	seen                               uint16
+	seen                               uint32
 	created, evidenceID, model, nonce  string
 	requestID, requestSHA, responseSHA string
 	stream                             bool
@@ -228,89 +228,58 @@ type receiptWire struct {
 // checked by receiptWire.receipt once the whole input was read, so that a
 // syntax error anywhere in an envelope is reported as such, as before.
 func readReceiptBody(d *jsonReader, w *receiptWire) error {
-	if err := d.openObject(); err != nil {
-		return err
-	}
-	for n := 0; ; n++ {
-		key, more, err := d.member(n)
-		if err != nil || !more {
-			return err
-		}
-		var bit uint16
+	return d.object(&w.seen, "", func(key string) (bit uint32, err error) {
 		switch key {
 		case "created":
-			bit = rmCreated
 			w.created, err = d.str()
+			return rmCreated, err
 		case "evidence_id":
-			bit = rmEvidenceID
 			w.evidenceID, err = d.str()
+			return rmEvidenceID, err
 		case "model":
-			bit = rmModel
 			w.model, err = d.str()
+			return rmModel, err
 		case "nonce":
-			bit = rmNonce
 			w.nonce, err = d.str()
+			return rmNonce, err
 		case "request_id":
-			bit = rmRequestID
 			w.requestID, err = d.str()
+			return rmRequestID, err
 		case "request_sha256":
-			bit = rmRequestSHA256
 			w.requestSHA, err = d.str()
+			return rmRequestSHA256, err
 		case "response_sha256":
-			bit = rmResponseSHA256
 			w.responseSHA, err = d.str()
+			return rmResponseSHA256, err
 		case "stream":
-			bit = rmStream
 			w.stream, err = d.bool()
+			return rmStream, err
 		case "usage":
-			bit = rmUsage
-			err = readUsage(d, w)
+			return rmUsage, readUsage(d, w)
 		case "version":
-			bit = rmVersion
 			w.version, err = d.uint(maxSafeInt)
-		default:
-			return fmt.Errorf("unknown member at offset %d: %w", d.i, ErrMalformed)
+			return rmVersion, err
 		}
-		if err != nil {
-			return err
-		}
-		if w.seen&bit != 0 {
-			return fmt.Errorf("repeated member at offset %d: %w", d.i, ErrMalformed)
-		}
-		w.seen |= bit
-	}
+		return 0, nil
+	})
 }
 
 // readUsage reads the usage object of a receipt body.
 func readUsage(d *jsonReader, w *receiptWire) error {
-	if err := d.openObject(); err != nil {
-		return err
-	}
-	for n := 0; ; n++ {
-		key, more, err := d.member(n)
-		if err != nil || !more {
-			return err
-		}
-		var bit uint16
-		var dst *uint64
+	return d.object(&w.seen, "usage ", func(key string) (bit uint32, err error) {
 		switch key {
 		case "completion_tokens":
-			bit, dst = rmCompletionTokens, &w.completion
+			w.completion, err = d.uint(maxSafeInt)
+			return rmCompletionTokens, err
 		case "prompt_tokens":
-			bit, dst = rmPromptTokens, &w.prompt
+			w.prompt, err = d.uint(maxSafeInt)
+			return rmPromptTokens, err
 		case "total_tokens":
-			bit, dst = rmTotalTokens, &w.total
-		default:
-			return fmt.Errorf("unknown usage member at offset %d: %w", d.i, ErrMalformed)
+			w.total, err = d.uint(maxSafeInt)
+			return rmTotalTokens, err
 		}
-		if w.seen&bit != 0 {
-			return fmt.Errorf("repeated usage member at offset %d: %w", d.i, ErrMalformed)
-		}
-		w.seen |= bit
-		if *dst, err = d.uint(maxSafeInt); err != nil {
-			return err
-		}
-	}
+		return 0, nil
+	})
 }
 
 // receipt checks the values read and returns the receipt: every member
@@ -459,13 +428,13 @@ func (sr *SignedReceipt) HeaderValue() string {
 
 // Members of an envelope and of its batch proof, as bits of seen fields.
 const (
-	emBatch uint8 = 1 << iota
+	emBatch uint32 = 1 << iota
 	emReceipt
 	emSignature
 )
 
 const (
-	bmEvidenceID uint8 = 1 << iota
+	bmEvidenceID uint32 = 1 << iota
 	bmLeafIndex
 	bmProof
 	bmRoot
@@ -474,7 +443,7 @@ const (
 
 // envelopeWire is an envelope as read, before its values are checked.
 type envelopeWire struct {
-	seen    uint8
+	seen    uint32
 	receipt receiptWire
 	sig     [ed25519.SignatureSize]byte
 	sigLen  int
@@ -484,7 +453,7 @@ type envelopeWire struct {
 // batchWire is a batch proof as read. Proof entries past MaxProofLen are
 // counted, not kept; the first bad entry is remembered in proofErr.
 type batchWire struct {
-	seen                uint8
+	seen                uint32
 	evidenceID, root    string
 	leafIndex, treeSize uint64
 	proof               [][32]byte
@@ -493,78 +462,43 @@ type batchWire struct {
 }
 
 func readEnvelope(d *jsonReader, w *envelopeWire) error {
-	if err := d.openObject(); err != nil {
-		return err
-	}
-	for n := 0; ; n++ {
-		key, more, err := d.member(n)
-		if err != nil || !more {
-			return err
-		}
-		var bit uint8
+	return d.object(&w.seen, "", func(key string) (bit uint32, err error) {
 		switch key {
 		case "batch":
-			bit = emBatch
-			err = readBatch(d, &w.batch)
+			return emBatch, readBatch(d, &w.batch)
 		case "receipt":
-			bit = emReceipt
-			err = readReceiptBody(d, &w.receipt)
+			return emReceipt, readReceiptBody(d, &w.receipt)
 		case "signature":
-			bit = emSignature
 			var s string
 			if s, err = d.str(); err == nil {
 				w.sigLen, err = decodeSignature(s, &w.sig)
 			}
-		default:
-			return fmt.Errorf("unknown member at offset %d: %w", d.i, ErrMalformed)
+			return emSignature, err
 		}
-		if err != nil {
-			return err
-		}
-		if w.seen&bit != 0 {
-			return fmt.Errorf("repeated member at offset %d: %w", d.i, ErrMalformed)
-		}
-		w.seen |= bit
-	}
+		return 0, nil
+	})
 }
 
 func readBatch(d *jsonReader, b *batchWire) error {
-	if err := d.openObject(); err != nil {
-		return err
-	}
-	for n := 0; ; n++ {
-		key, more, err := d.member(n)
-		if err != nil || !more {
-			return err
-		}
-		var bit uint8
+	return d.object(&b.seen, "batch ", func(key string) (bit uint32, err error) {
 		switch key {
 		case "evidence_id":
-			bit = bmEvidenceID
 			b.evidenceID, err = d.str()
+			return bmEvidenceID, err
 		case "leaf_index":
-			bit = bmLeafIndex
 			b.leafIndex, err = d.uint(math.MaxUint64)
+			return bmLeafIndex, err
 		case "proof":
-			bit = bmProof
-			err = readProof(d, b)
+			return bmProof, readProof(d, b)
 		case "root":
-			bit = bmRoot
 			b.root, err = d.str()
+			return bmRoot, err
 		case "tree_size":
-			bit = bmTreeSize
 			b.treeSize, err = d.uint(math.MaxUint64)
-		default:
-			return fmt.Errorf("unknown batch member at offset %d: %w", d.i, ErrMalformed)
+			return bmTreeSize, err
 		}
-		if err != nil {
-			return err
-		}
-		if b.seen&bit != 0 {
-			return fmt.Errorf("repeated batch member at offset %d: %w", d.i, ErrMalformed)
-		}
-		b.seen |= bit
-	}
+		return 0, nil
+	})
 }
 
 func readProof(d *jsonReader, b *batchWire) error {
