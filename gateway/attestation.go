@@ -112,6 +112,9 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 		return send(c, errInvalid("nonce", "The 'nonce' parameter is required, at most 256 bytes."))
 	}
 	if _, ok := g.cfg.Directory.Model(model); !ok {
+		if g.knownModel(model) { // only refused workers ask to serve it
+			return send(c, errNoCapacity())
+		}
 		return send(c, errModelNotFound(model))
 	}
 	msg := nats.NewMsg(wire.AttestSubject(model))

@@ -110,6 +110,10 @@ func TestAdmissionProductionRefusesSimulated(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Fatalf("unknown model: %d", resp.StatusCode)
 	}
+	// Nor can it be asked for fresh evidence.
+	if r, b := getAs(t, s.URL+"/v1/attestation?model=teegate-builtin&nonce=n1", stacktest.APIKey); r.StatusCode != 503 {
+		t.Fatalf("fresh evidence from a refused-only model: %d %s", r.StatusCode, b)
+	}
 	// The refused worker lists nothing.
 	if _, b := getAs(t, s.URL+"/v1/models", stacktest.APIKey); strings.Contains(string(b), "teegate-builtin") {
 		t.Fatalf("models lists a refused worker's model: %s", b)
