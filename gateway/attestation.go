@@ -111,11 +111,8 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 	if nonce == "" || len(nonce) > 256 {
 		return send(c, errInvalid("nonce", "The 'nonce' parameter is required, at most 256 bytes."))
 	}
-	if _, ok := g.cfg.Directory.Model(model); !ok {
-		if g.knownModel(model) { // only refused workers ask to serve it
-			return send(c, errNoCapacity())
-		}
-		return send(c, errModelNotFound(model))
+	if e := g.route(model); e != nil {
+		return send(c, e)
 	}
 	msg := nats.NewMsg(wire.AttestSubject(model))
 	msg.Header.Set(wire.HdrVersion, wire.Version)

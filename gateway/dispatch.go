@@ -35,16 +35,10 @@ func (g *Gateway) infer(op string) fiber.Handler {
 		if apiErr != nil {
 			return send(c, apiErr)
 		}
-		if _, ok := g.cfg.Directory.Model(p.Model); !ok {
-			// No admitted worker serves it. If a refused one asks to, the
-			// model exists but no attested worker is available.
-			if g.knownModel(p.Model) {
-				reqID, _ := c.Locals(localReqID).(string)
-				return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
-			}
-			return send(c, errModelNotFound(p.Model))
-		}
 		reqID, _ := c.Locals(localReqID).(string)
+		if e := g.route(p.Model); e != nil {
+			return g.finish(c, reqID, send(c, e), e.Status)
+		}
 		key, _ := c.Locals(localKey).(APIKey)
 		start, _ := c.Locals(localStart).(time.Time)
 		deadline := start.Add(g.cfg.RequestTimeout)

@@ -26,6 +26,20 @@ const refusedWindow = 4 * wire.RecordTTL
 // whatever the policy said about it. A model that no admitted worker
 // serves but a refused one wants is unavailable (503), not unknown (404):
 // the client asked for the right model at a bad time.
+// route says whether a request for model can be sent on: nil when an
+// admitted worker serves it; the 503 "no attested worker" when only refused
+// workers ask to serve it (the model exists, nobody may serve it now); 404
+// model_not_found otherwise.
+func (g *Gateway) route(model string) *APIError {
+	if _, ok := g.cfg.Directory.Model(model); ok {
+		return nil
+	}
+	if g.knownModel(model) {
+		return errNoCapacity()
+	}
+	return errModelNotFound(model)
+}
+
 func (g *Gateway) knownModel(model string) bool {
 	if g.cfg.Admission == nil {
 		return false
