@@ -34,9 +34,7 @@ type KVDirectory struct {
 
 // OpenDirectory watches the registry and returns once it is loaded.
 func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*KVDirectory, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: wire.RegistryBucket, Description: "teegate worker registry", History: 1, TTL: wire.RecordTTL * 4,
-	})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, wire.RegistryConfig())
 	if err != nil {
 		return nil, fmt.Errorf("opening worker registry: %w", err)
 	}

@@ -51,13 +51,7 @@ type EvidenceStore interface {
 
 // EnsureEvidenceBucket creates or opens the evidence bucket.
 func EnsureEvidenceBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      wire.EvidenceBucket,
-		Description: "teegate evidence bundles by id",
-		History:     1,
-		MaxBytes:    1 << 30,
-		TTL:         30 * 24 * time.Hour,
-	})
+	kv, err := js.CreateOrUpdateKeyValue(ctx, wire.EvidenceConfig())
 	if err != nil {
 		return nil, fmt.Errorf("opening evidence bucket: %w", err)
 	}

@@ -313,40 +313,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
-// registryConfig and evidenceConfig create the buckets when nobody did;
-// a worker under admission may only bind them (the gateway creates them).
-var (
-	registryConfig = jetstream.KeyValueConfig{
-		Bucket: wire.RegistryBucket, Description: "teegate worker registry", History: 1, TTL: wire.RecordTTL * 4,
-	}
-	evidenceConfig = jetstream.KeyValueConfig{
-		Bucket: wire.EvidenceBucket, Description: "teegate evidence bundles by id",
-		History: 1, MaxBytes: 1 << 30, TTL: 30 * 24 * time.Hour,
-	}
-)
-
 // EnsureRegistry creates or opens the worker registry bucket.
 func EnsureRegistry(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, registryConfig)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, wire.RegistryConfig())
 	if err != nil {
 		return nil, fmt.Errorf("opening worker registry: %w", err)
-	}
-	return kv, nil
-}
-
-// bindBucket opens an existing bucket, which needs only the stream-info
-// permission an admitted worker has, and creates it only when it is
-// missing (a server without admission).
-func bindBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, cfg.Bucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, cfg)
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, cfg.Bucket)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening bucket %s: %w", cfg.Bucket, err)
 	}
 	return kv, nil
 }
@@ -359,11 +330,11 @@ func (w *Worker) serveOn(ctx context.Context, sv *serving) error {
 	if err != nil {
 		return fmt.Errorf("connecting to jetstream: %w", err)
 	}
-	if sv.kv, err = bindBucket(ctx, js, registryConfig); err != nil {
+	if sv.kv, err = wire.BindBucket(ctx, js, wire.RegistryConfig()); err != nil {
 		return err
 	}
 	if w.cfg.Keeper != nil {
-		if sv.ev, err = bindBucket(ctx, js, evidenceConfig); err != nil {
+		if sv.ev, err = wire.BindBucket(ctx, js, wire.EvidenceConfig()); err != nil {
 			return err
 		}
 	}
