@@ -380,6 +380,20 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 	if len(chain) == 0 {
 		return nil, fmt.Errorf("empty chain: %w", ErrCollateralFormat)
 	}
+	path, err := chainPath(chain, roots, now)
+	if err != nil {
+		if ie, ok := err.(x509.CertificateInvalidError); ok && ie.Reason == x509.Expired {
+			return nil, fmt.Errorf("%v: %w", err, ErrCollateralExpired)
+		}
+		return nil, fmt.Errorf("%v: %w", err, ErrCollateralSignature)
+	}
+	return path, nil
+}
+
+// chainPath verifies chain[0] to roots at now with the rest of chain as
+// intermediates (never as roots) and returns the first path, leaf first.
+// The error is crypto/x509's, for the caller to classify.
+func chainPath(chain []*x509.Certificate, roots *x509.CertPool, now time.Time) ([]*x509.Certificate, error) {
 	inter := x509.NewCertPool()
 	for _, c := range chain[1:] {
 		inter.AddCert(c)
@@ -389,10 +403,7 @@ func verifyChain(chain []*x509.Certificate, roots *x509.CertPool, now time.Time)
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
 	})
 	if err != nil {
-		if ie, ok := err.(x509.CertificateInvalidError); ok && ie.Reason == x509.Expired {
-			return nil, fmt.Errorf("%v: %w", err, ErrCollateralExpired)
-		}
-		return nil, fmt.Errorf("%v: %w", err, ErrCollateralSignature)
+		return nil, err
 	}
 	return paths[0], nil
 }

@@ -3,7 +3,8 @@
 // certificate and its SGX extensions, TCB info (v2/v3, SGX and TDX), QE
 // identity (v2), CRLs, TCB level matching, and the signature-part checks
 // common to SGX v3 and TDX v4/v5 quotes (PCK chain, QE report signature,
-// attestation-key binding, quote signature). Collateral comes from an offline
+// attestation-key binding, quote signature) with the QE report certification
+// data layout they share. Collateral comes from an offline
 // file (LoadCollateralFile, CollateralFromPCS) or a Getter such as HTTPGetter,
 // which fetches from an Intel PCS or a PCCS and caches until the collateral's
 // next update. Everything is pure Go; the clock is always passed in. Every

@@ -1,7 +1,6 @@
 package pcs
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/asn1"
 	"fmt"
@@ -219,11 +218,4 @@ func MarshalPCKExtensions(e *PCKExtensions) ([]byte, error) {
 		return nil, err
 	}
 	return asn1.Marshal(top)
-}
-
-// equalFold6 compares a 6-byte FMSPC with its hex form, case-insensitively
-// (Intel serves upper case; some tools write lower case).
-func fmspcEqual(fmspc [6]byte, hexStr string) bool {
-	want, err := decodeHexFixed(hexStr, 6)
-	return err == nil && bytes.Equal(fmspc[:], want)
 }

@@ -7,11 +7,14 @@ import (
 	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"math/big"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/teegate/teegate/attest/claims"
 )
 
 // TEE is the kind of quote being verified.
@@ -112,6 +115,21 @@ type TCBResult struct {
 	NextUpdate time.Time
 }
 
+// Claims maps r to normalized TCB claims; the caller adds what comes from
+// the quote body (TEETCBSVN for TDX).
+func (r *TCBResult) Claims() *claims.TCB {
+	c := &claims.TCB{
+		Status:            r.Status,
+		AdvisoryIDs:       r.AdvisoryIDs,
+		FMSPC:             hex.EncodeToString(r.FMSPC[:]),
+		CollateralExpired: r.CollateralExpired,
+	}
+	if !r.TCBDate.IsZero() {
+		c.TCBDate = r.TCBDate.UTC().Format(time.RFC3339)
+	}
+	return c
+}
+
 // VerifyQuote runs the checks common to SGX and TDX quotes, in an order
 // that makes each corruption fail with its own error: PCK chain, QE report
 // signature, attestation-key binding, quote signature, then collateral and
@@ -187,21 +205,14 @@ func VerifyPCKChain(pemChain []byte, roots *x509.CertPool, now time.Time) ([]*x5
 	if err != nil {
 		return nil, fmt.Errorf("parsing PCK chain: %v: %w", err, ErrPCKChain)
 	}
-	inter := x509.NewCertPool()
-	for _, c := range certs[1:] {
-		inter.AddCert(c)
-	}
-	paths, err := certs[0].Verify(x509.VerifyOptions{
-		Roots: roots, Intermediates: inter, CurrentTime: now,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	})
+	path, err := chainPath(certs, roots, now)
 	if err != nil {
 		return nil, fmt.Errorf("verifying PCK chain: %v: %w", err, ErrPCKChain)
 	}
-	if len(paths[0]) < 2 {
+	if len(path) < 2 {
 		return nil, fmt.Errorf("verifying PCK chain: leaf is a root: %w", ErrPCKChain)
 	}
-	return paths[0], nil
+	return path, nil
 }
 
 // PCKCAKind tells the PCK CA kind from its common name.

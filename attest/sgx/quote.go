@@ -1,6 +1,7 @@
 package sgx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -49,47 +50,16 @@ type Quote struct {
 	Trailing []byte
 }
 
-type reader struct {
-	b   []byte
-	off int
-	err error
-}
-
-func (r *reader) take(n int, what string) []byte {
-	if r.err != nil {
-		return nil
-	}
-	if n < 0 || len(r.b)-r.off < n {
-		r.err = fmt.Errorf("parsing SGX quote: %s: need %d bytes at offset %d, have %d: %w", what, n, r.off, len(r.b)-r.off, ErrQuoteFormat)
-		return nil
-	}
-	s := r.b[r.off : r.off+n]
-	r.off += n
-	return s
-}
-
-func (r *reader) u16(what string) uint16 {
-	if s := r.take(2, what); s != nil {
-		return binary.LittleEndian.Uint16(s)
-	}
-	return 0
-}
-
-func (r *reader) u32(what string) uint32 {
-	if s := r.take(4, what); s != nil {
-		return binary.LittleEndian.Uint32(s)
-	}
-	return 0
-}
-
 // ParseQuote parses an SGX ECDSA quote, version 3.
 func ParseQuote(b []byte) (*Quote, error) {
-	r := &reader{b: b}
-	q := &Quote{}
-	h := r.take(HeaderSize, "header")
-	if r.err != nil {
-		return nil, r.err
+	// Header, ISV enclave report, signature data length, quote signature and
+	// attestation key are fixed; the QE report certification data follows.
+	const fixed = HeaderSize + pcs.EnclaveReportSize + 4 + 64 + 64
+	if len(b) < HeaderSize {
+		return nil, fmt.Errorf("parsing SGX quote: header: %d bytes, need %d: %w", len(b), HeaderSize, ErrQuoteFormat)
 	}
+	q := &Quote{}
+	h := b[:HeaderSize]
 	q.Header = Header{
 		Version:            binary.LittleEndian.Uint16(h[0:2]),
 		AttestationKeyType: binary.LittleEndian.Uint16(h[2:4]),
@@ -108,37 +78,33 @@ func ParseQuote(b []byte) (*Quote, error) {
 	if q.Header.TEEType != TEETypeSGX {
 		return nil, fmt.Errorf("parsing SGX quote: TEE type %#x: %w", q.Header.TEEType, ErrUnsupportedVersion)
 	}
-	if rep, _ := pcs.ParseEnclaveReport(r.take(pcs.EnclaveReportSize, "enclave report")); rep != nil {
-		q.Report = *rep
+	if len(b) < fixed {
+		return nil, fmt.Errorf("parsing SGX quote: %d bytes, need at least %d: %w", len(b), fixed, ErrQuoteFormat)
 	}
-	sigLen := r.u32("signature data length")
-	sigEnd := r.off + int(sigLen)
-	copy(q.Signature[:], r.take(64, "quote signature"))
-	copy(q.AttestationKey[:], r.take(64, "attestation key"))
-	if rep, _ := pcs.ParseEnclaveReport(r.take(pcs.EnclaveReportSize, "QE report")); rep != nil {
-		q.QEReport = *rep
+	off := HeaderSize
+	rep, err := pcs.ParseEnclaveReport(b[off : off+pcs.EnclaveReportSize])
+	if err != nil {
+		return nil, fmt.Errorf("parsing SGX quote: %w", err)
 	}
-	copy(q.QEReportSignature[:], r.take(64, "QE report signature"))
-	authLen := r.u16("QE auth data size")
-	q.QEAuthData = clone(r.take(int(authLen), "QE auth data"))
-	q.Certification.Type = r.u16("certification data type")
-	certLen := r.u32("certification data size")
-	q.Certification.Data = clone(r.take(int(certLen), "certification data"))
-	if r.err != nil {
-		return nil, r.err
+	q.Report = *rep
+	off += pcs.EnclaveReportSize
+	sigLen := uint64(binary.LittleEndian.Uint32(b[off:]))
+	off += 4
+	copy(q.Signature[:], b[off:])
+	copy(q.AttestationKey[:], b[off+64:])
+	cd, n, err := pcs.ParseQEReportCertData(b[fixed:])
+	if err != nil {
+		return nil, fmt.Errorf("parsing SGX quote: at offset %d: %w", fixed, err)
 	}
-	if r.off != sigEnd {
+	if uint64(128+n) != sigLen {
 		return nil, fmt.Errorf("parsing SGX quote: signature data size %d inconsistent: %w", sigLen, ErrQuoteFormat)
 	}
-	q.Trailing = clone(b[r.off:])
+	q.QEReport = cd.QEReport
+	q.QEReportSignature = cd.QEReportSignature
+	q.QEAuthData = cd.QEAuthData
+	q.Certification = CertificationData{Type: cd.CertType, Data: cd.CertData}
+	q.Trailing = bytes.Clone(b[fixed+n:])
 	return q, nil
-}
-
-func clone(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return append([]byte{}, b...)
 }
 
 // SignedLen is the length of the signed prefix (header and enclave report).
@@ -159,19 +125,20 @@ func (q *Quote) AppendSigned(dst []byte) []byte {
 
 // Marshal encodes the quote; for a parsed quote it returns the input bytes.
 func (q *Quote) Marshal() []byte {
-	sigSize := 64 + 64 + pcs.EnclaveReportSize + 64 + 2 + len(q.QEAuthData) + 6 + len(q.Certification.Data)
+	cd := pcs.QEReportCertData{
+		QEReport:          q.QEReport,
+		QEReportSignature: q.QEReportSignature,
+		QEAuthData:        q.QEAuthData,
+		CertType:          q.Certification.Type,
+		CertData:          q.Certification.Data,
+	}
+	sigSize := 64 + 64 + cd.Size()
 	out := make([]byte, 0, q.SignedLen()+4+sigSize+len(q.Trailing))
 	out = q.AppendSigned(out)
 	out = binary.LittleEndian.AppendUint32(out, uint32(sigSize))
 	out = append(out, q.Signature[:]...)
 	out = append(out, q.AttestationKey[:]...)
-	out = q.QEReport.AppendMarshal(out)
-	out = append(out, q.QEReportSignature[:]...)
-	out = binary.LittleEndian.AppendUint16(out, uint16(len(q.QEAuthData)))
-	out = append(out, q.QEAuthData...)
-	out = binary.LittleEndian.AppendUint16(out, q.Certification.Type)
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(q.Certification.Data)))
-	out = append(out, q.Certification.Data...)
+	out = cd.AppendMarshal(out)
 	return append(out, q.Trailing...)
 }
 

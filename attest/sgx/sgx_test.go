@@ -24,7 +24,10 @@ func readFile(t testing.TB, name string) []byte {
 }
 
 func at(s string) func() time.Time {
-	tm, _ := time.Parse(time.RFC3339, s)
+	tm, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		panic(err)
+	}
 	return func() time.Time { return tm }
 }
 

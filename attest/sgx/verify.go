@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/teegate/teegate/attest/claims"
@@ -128,16 +127,7 @@ func (q *Quote) claims(v *pcs.Verdict) *claims.Claims {
 		},
 	}
 	if v != nil && v.TCB != nil {
-		t := v.TCB
-		c.TCB = &claims.TCB{
-			Status:            t.Status,
-			AdvisoryIDs:       t.AdvisoryIDs,
-			FMSPC:             strings.ToLower(hex.EncodeToString(t.FMSPC[:])),
-			CollateralExpired: t.CollateralExpired,
-		}
-		if !t.TCBDate.IsZero() {
-			c.TCB.TCBDate = t.TCBDate.UTC().Format(time.RFC3339)
-		}
+		c.TCB = v.TCB.Claims()
 		c.Sources["tcb"] = SourceCollateral
 	}
 	return c

@@ -1,6 +1,7 @@
 package tdx
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -167,33 +168,24 @@ func ParseQuote(b []byte) (*Quote, error) {
 		return nil, fmt.Errorf("parsing quote: certification data type %d, want %d: %w", certType, CertTypeQEReport, ErrUnsupportedVersion)
 	}
 	certEnd := r.off + int(certSize)
-	qe, _ := pcs.ParseEnclaveReport(r.take(pcs.EnclaveReportSize, "QE report"))
-	if qe != nil {
-		q.Certification.QEReport = *qe
+	cd, n, err := pcs.ParseQEReportCertData(b[r.off:])
+	if err != nil {
+		return nil, fmt.Errorf("parsing quote: at offset %d: %w", r.off, err)
 	}
-	copy(q.Certification.QEReportSignature[:], r.take(64, "QE report signature"))
-	authLen := r.u16("QE auth data size")
-	q.Certification.QEAuthData = clone(r.take(int(authLen), "QE auth data"))
-	q.Certification.PCK.Type = r.u16("PCK certification data type")
-	pckLen := r.u32("PCK certification data size")
-	q.Certification.PCK.Data = clone(r.take(int(pckLen), "PCK certification data"))
-	if r.err != nil {
-		return nil, r.err
+	r.off += n
+	q.Certification = QEReportCertificationData{
+		QEReport:          cd.QEReport,
+		QEReportSignature: cd.QEReportSignature,
+		QEAuthData:        cd.QEAuthData,
+		PCK:               CertificationData{Type: cd.CertType, Data: cd.CertData},
 	}
 	// Intel's verifier rejects certification data whose parts do not add
 	// up to the declared sizes; so do we, which also keeps Marshal exact.
 	if r.off != certEnd || r.off != sigEnd {
 		return nil, fmt.Errorf("parsing quote: certification data sizes inconsistent: %w", ErrQuoteFormat)
 	}
-	q.Trailing = clone(b[r.off:])
+	q.Trailing = bytes.Clone(b[r.off:])
 	return q, nil
-}
-
-func clone(b []byte) []byte {
-	if b == nil {
-		return nil
-	}
-	return append([]byte{}, b...)
 }
 
 func parseHeader(h []byte, out *Header) {
@@ -278,7 +270,14 @@ func (q *Quote) AppendSigned(dst []byte) []byte {
 // Marshal encodes the quote; for a parsed quote it returns the input bytes.
 func (q *Quote) Marshal() []byte {
 	c := &q.Certification
-	certSize := pcs.EnclaveReportSize + 64 + 2 + len(c.QEAuthData) + 6 + len(c.PCK.Data)
+	cd := pcs.QEReportCertData{
+		QEReport:          c.QEReport,
+		QEReportSignature: c.QEReportSignature,
+		QEAuthData:        c.QEAuthData,
+		CertType:          c.PCK.Type,
+		CertData:          c.PCK.Data,
+	}
+	certSize := cd.Size()
 	sigSize := 64 + 64 + 6 + certSize
 	out := make([]byte, 0, q.SignedLen()+4+sigSize+len(q.Trailing))
 	out = q.AppendSigned(out)
@@ -287,13 +286,7 @@ func (q *Quote) Marshal() []byte {
 	out = append(out, q.AttestationKey[:]...)
 	out = binary.LittleEndian.AppendUint16(out, CertTypeQEReport)
 	out = binary.LittleEndian.AppendUint32(out, uint32(certSize))
-	out = c.QEReport.AppendMarshal(out)
-	out = append(out, c.QEReportSignature[:]...)
-	out = binary.LittleEndian.AppendUint16(out, uint16(len(c.QEAuthData)))
-	out = append(out, c.QEAuthData...)
-	out = binary.LittleEndian.AppendUint16(out, c.PCK.Type)
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(c.PCK.Data)))
-	out = append(out, c.PCK.Data...)
+	out = cd.AppendMarshal(out)
 	return append(out, q.Trailing...)
 }
 

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/teegate/teegate/attest/claims"
@@ -147,17 +146,8 @@ func (q *Quote) claims(v *pcs.Verdict) *claims.Claims {
 		},
 	}
 	if v != nil && v.TCB != nil {
-		t := v.TCB
-		c.TCB = &claims.TCB{
-			Status:            t.Status,
-			AdvisoryIDs:       t.AdvisoryIDs,
-			TEETCBSVN:         hexs(b.TEETCBSVN[:]),
-			FMSPC:             strings.ToLower(hexs(t.FMSPC[:])),
-			CollateralExpired: t.CollateralExpired,
-		}
-		if !t.TCBDate.IsZero() {
-			c.TCB.TCBDate = t.TCBDate.UTC().Format(time.RFC3339)
-		}
+		c.TCB = v.TCB.Claims()
+		c.TCB.TEETCBSVN = hexs(b.TEETCBSVN[:])
 		c.Sources["tcb"] = SourceCollateral
 	}
 	return c
