@@ -67,7 +67,7 @@ func FuzzDigestSSE(f *testing.F) {
 		payloads := oracleSSEPayloads(stream)
 		first := -1
 		for i, p := range payloads {
-			if isReceiptEvent(p) {
+			if IsReceiptEvent(p) {
 				first = i
 				break
 			}

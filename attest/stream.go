@@ -194,7 +194,7 @@ func DigestSSE(r io.Reader) (*StreamResult, error) {
 			continue
 		}
 		payload = bytes.TrimPrefix(payload, []byte(" "))
-		if isReceiptEvent(payload) {
+		if IsReceiptEvent(payload) {
 			sr, ev, err := ParseReceiptChunk(payload)
 			if err != nil {
 				return nil, fmt.Errorf("reading SSE receipt: %w", err)
@@ -211,10 +211,13 @@ func DigestSSE(r io.Reader) (*StreamResult, error) {
 	return nil, fmt.Errorf("reading SSE stream: %w", ErrNoReceiptEvent)
 }
 
-// isReceiptEvent is a cheap pre-check followed by a real top-level member
-// test, so a completion that merely mentions the member name in its text is
-// not mistaken for the receipt.
-func isReceiptEvent(payload []byte) bool {
+// IsReceiptEvent reports whether an SSE data payload is the receipt event:
+// a JSON object with a top-level "teegate_receipt" member. DigestSSE and
+// the streaming client both use it, so their digests cannot diverge. A
+// cheap pre-check comes first, then a real top-level member test, so a
+// completion that merely mentions the member name is not mistaken for the
+// receipt.
+func IsReceiptEvent(payload []byte) bool {
 	if len(payload) == 0 || payload[0] != '{' || !bytes.Contains(payload, []byte(`"`+ChunkReceiptMember+`"`)) {
 		return false
 	}

@@ -80,6 +80,16 @@ func flipReceiptHeader(resp *http.Response, marker string) {
 	resp.Header.Set(attest.HeaderReceipt, base64.RawURLEncoding.EncodeToString(flipAfter(raw, marker)))
 }
 
+// flipBody is a tamper that flips the byte after marker in the body of
+// every answer to a request that match accepts.
+func flipBody(match func(*http.Request) bool, marker string) tamper {
+	return tamper{response: func(req *http.Request, resp *http.Response) {
+		if match(req) {
+			editBody(resp, func(b []byte) []byte { return flipAfter(b, marker) })
+		}
+	}}
+}
+
 func isEvidence(req *http.Request) bool {
 	return strings.Contains(req.URL.Path, "/attestation/evidence/")
 }
@@ -247,11 +257,7 @@ func TestTamperingFails(t *testing.T) {
 		want   error
 		cause  string
 	}{
-		{"unary body", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
-			if isChat(req) {
-				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"content":"`) })
-			}
-		}}}, attest.ErrResponseHash, "response hash"},
+		{"unary body", false, setup{cfg: allowSim(), tamper: flipBody(isChat, `"content":"`)}, attest.ErrResponseHash, "response hash"},
 		{"unary request", false, setup{cfg: allowSim(), tamper: tamper{request: func(req *http.Request) {
 			if isChat(req) {
 				b, _ := io.ReadAll(req.Body)
@@ -278,11 +284,7 @@ func TestTamperingFails(t *testing.T) {
 				resp.Header.Set(HeaderEvidence, base64.RawURLEncoding.EncodeToString(flipAfter(raw, `"cpu_evidence":"`)))
 			}
 		}}}, attest.ErrBundleSignature, "evidence"},
-		{"unary fetched evidence", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
-			if isEvidence(req) {
-				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"cpu_evidence":"`) })
-			}
-		}}}, attest.ErrBundleSignature, "evidence"},
+		{"unary fetched evidence", false, setup{cfg: allowSim(), tamper: flipBody(isEvidence, `"cpu_evidence":"`)}, attest.ErrBundleSignature, "evidence"},
 		{"unary evidence not served", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
 			if isEvidence(req) {
 				resp.StatusCode = http.StatusNotFound
@@ -304,11 +306,7 @@ func TestTamperingFails(t *testing.T) {
 		{"unary unbound key", false, setup{cfg: allowSim(), forge: true}, attest.ErrBindingReportData, "binding"},
 		{"unary simulated not allowed", false, setup{}, attest.ErrSimulatedNotAllowed, "evidence"},
 		{"unary policy", false, setup{cfg: Config{Options: Options{AllowSimulated: true, Policy: denySimulated}}}, ErrPolicy, "policy"},
-		{"stream chunk", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
-			if isChat(req) {
-				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"content":"`) })
-			}
-		}}}, attest.ErrResponseHash, "response hash"},
+		{"stream chunk", true, setup{cfg: allowSim(), tamper: flipBody(isChat, `"content":"`)}, attest.ErrResponseHash, "response hash"},
 		{"stream rechunked", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
 			if isChat(req) {
 				// Same bytes, but one payload split into two data lines.
@@ -317,11 +315,7 @@ func TestTamperingFails(t *testing.T) {
 				})
 			}
 		}}}, attest.ErrResponseHash, "response hash"},
-		{"stream receipt signature", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
-			if isChat(req) {
-				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"signature":"`) })
-			}
-		}}}, attest.ErrReceiptSignature, "signature"},
+		{"stream receipt signature", true, setup{cfg: allowSim(), tamper: flipBody(isChat, `"signature":"`)}, attest.ErrReceiptSignature, "signature"},
 		{"stream receipt missing", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
 			if isChat(req) {
 				editBody(resp, func(b []byte) []byte {
@@ -338,16 +332,8 @@ func TestTamperingFails(t *testing.T) {
 				})
 			}
 		}}}, ErrDataAfterReceipt, "stream"},
-		{"stream inline evidence", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}, tamper: tamper{response: func(req *http.Request, resp *http.Response) {
-			if isChat(req) {
-				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"cpu_evidence":"`) })
-			}
-		}}}, attest.ErrBundleSignature, "evidence"},
-		{"stream fetched evidence", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
-			if isEvidence(req) {
-				editBody(resp, func(b []byte) []byte { return flipAfter(b, `"signature":"`) })
-			}
-		}}}, attest.ErrBundleSignature, "evidence"},
+		{"stream inline evidence", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}, tamper: flipBody(isChat, `"cpu_evidence":"`)}, attest.ErrBundleSignature, "evidence"},
+		{"stream fetched evidence", true, setup{cfg: allowSim(), tamper: flipBody(isEvidence, `"signature":"`)}, attest.ErrBundleSignature, "evidence"},
 		{"stream nonce", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{request: func(req *http.Request) {
 			if isChat(req) {
 				req.Header.Set(HeaderNonce, "attacker-chosen")

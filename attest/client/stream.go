@@ -2,7 +2,6 @@ package client
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 
@@ -137,7 +136,7 @@ func (s *streamReader) processLine(line []byte) error {
 		// SDKs stop reading at [DONE]: the receipt must come before it.
 		return fail("receipt", fmt.Errorf("%w: %w", ErrNoReceipt, attest.ErrNoReceiptEvent))
 	}
-	if !isReceiptEvent(payload) {
+	if !attest.IsReceiptEvent(payload) {
 		s.h.Write(payload)
 		return nil
 	}
@@ -154,19 +153,4 @@ func (s *streamReader) processLine(line []byte) error {
 	}
 	s.seen = true
 	return nil
-}
-
-// isReceiptEvent is attest.DigestSSE's test for the receipt event: a JSON
-// object with a top-level teegate_receipt member. It must stay identical,
-// or the digests computed here and offline would differ.
-func isReceiptEvent(payload []byte) bool {
-	if len(payload) == 0 || payload[0] != '{' || !bytes.Contains(payload, []byte(`"`+attest.ChunkReceiptMember+`"`)) {
-		return false
-	}
-	var top map[string]json.RawMessage
-	if json.Unmarshal(payload, &top) != nil {
-		return false
-	}
-	_, ok := top[attest.ChunkReceiptMember]
-	return ok
 }

@@ -140,18 +140,21 @@ func (c *checker) verify(ctx context.Context, ex *exchange) (*Result, error) {
 	if sr.Receipt.Stream != ex.stream {
 		return nil, fail("stream", fmt.Errorf("receipt says stream=%t: %w", sr.Receipt.Stream, ErrStreamMismatch))
 	}
-	for _, raw := range ex.candidates {
-		if _, err := c.av.Bundle(ctx, raw); err != nil {
+	offered := make([]*attest.Verified, len(ex.candidates))
+	for i, raw := range ex.candidates {
+		v, err := c.av.Bundle(ctx, raw)
+		if err != nil {
 			return nil, fail("evidence", err)
 		}
+		offered[i] = v
 	}
-	ev, err := c.bundle(ctx, ex, sr.Receipt.EvidenceID)
+	ev, err := c.bundle(ctx, ex, offered, sr.Receipt.EvidenceID)
 	if err != nil {
 		return nil, err
 	}
 	var fresh *attest.Verified
 	if sr.Batch != nil {
-		if fresh, err = c.bundle(ctx, ex, sr.Batch.EvidenceID); err != nil {
+		if fresh, err = c.bundle(ctx, ex, offered, sr.Batch.EvidenceID); err != nil {
 			return nil, err
 		}
 	}
@@ -188,20 +191,16 @@ func (c *checker) verify(ctx context.Context, ex *exchange) (*Result, error) {
 	return res, nil
 }
 
-// bundle resolves a verified bundle by id: from the verdict cache, from
-// the offered candidates, or by fetching it.
-func (c *checker) bundle(ctx context.Context, ex *exchange, id string) (*attest.Verified, error) {
-	if v, ok := c.av.Known(id); ok {
-		return v, nil
-	}
-	for _, raw := range ex.candidates {
-		if attest.BundleID(raw) == id {
-			v, err := c.av.Bundle(ctx, raw)
-			if err != nil {
-				return nil, fail("evidence", err)
-			}
+// bundle resolves a verified bundle by id: from the offered candidates
+// (already verified), from the verdict cache, or by fetching it.
+func (c *checker) bundle(ctx context.Context, ex *exchange, offered []*attest.Verified, id string) (*attest.Verified, error) {
+	for _, v := range offered {
+		if v.ID == id {
 			return v, nil
 		}
+	}
+	if v, ok := c.av.Known(id); ok {
+		return v, nil
 	}
 	if ex.fetch == nil {
 		return nil, fail("evidence", fmt.Errorf("bundle %.16s not provided: %w", id, attest.ErrEvidenceMismatch))
