@@ -166,7 +166,12 @@ func (b *Batcher) run(batch []*batchWaiter) {
 	tree := merkle.New(hashes)
 	root := tree.Root()
 	raw, id, err := b.fresh(b.ctx, root)
+	// Count before waking the waiters, so that Stats read after Add
+	// returns includes this batch.
 	b.batches.Add(1)
+	if err == nil {
+		b.leaves.Add(int64(len(batch)))
+	}
 	for i, w := range batch {
 		if err != nil {
 			w.ch <- batchOutcome{err: fmt.Errorf("producing fresh bundle: %w", err)}
@@ -181,9 +186,6 @@ func (b *Batcher) run(batch []*batchWaiter) {
 			Proof:  attest.BatchProof{EvidenceID: id, LeafIndex: uint64(i), TreeSize: uint64(len(batch)), Proof: path, Root: root},
 			Bundle: raw,
 		}}
-	}
-	if err == nil {
-		b.leaves.Add(int64(len(batch)))
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()

@@ -74,6 +74,7 @@ func (p *presigner) fill() {
 		select {
 		case p.pool <- n:
 		case <-p.stop:
+			n.forget()
 			return
 		}
 	}
@@ -88,11 +89,18 @@ func (p *presigner) make() presigned {
 	_, _ = rand.Read(in[off:]) // never fails (crypto/rand); the counter covers it regardless
 	d := sha512.Sum512(in[:])
 	r, _ := new(edwards25519.Scalar).SetUniformBytes(d[:]) // 64 bytes: cannot fail
+	// in holds the secret prefix and d is r before reduction.
+	clear(in[:])
+	clear(d[:])
 	var out presigned
 	out.r = r
 	copy(out.rr[:], new(edwards25519.Point).ScalarBaseMult(r).Bytes())
 	return out
 }
+
+// forget erases the nonce: r together with the public signature made with
+// it gives away the signing scalar (a = (S - r)/k).
+func (n presigned) forget() { n.r.Set(edwards25519.NewScalar()) }
 
 // sign returns an Ed25519 signature of msg.
 func (p *presigner) sign(msg []byte) []byte {
@@ -102,7 +110,9 @@ func (p *presigner) sign(msg []byte) []byte {
 	default:
 		n = p.make()
 	}
-	return p.signWith(n, msg)
+	sig := p.signWith(n, msg)
+	n.forget()
+	return sig
 }
 
 // signWith completes a signature with the pair n, which must never be used
@@ -129,7 +139,7 @@ func (p *presigner) close() {
 		for drained := false; !drained; {
 			select {
 			case n := <-p.pool:
-				n.r.Set(edwards25519.NewScalar())
+				n.forget()
 			default:
 				drained = true
 			}
@@ -138,5 +148,3 @@ func (p *presigner) close() {
 		clear(p.prefix[:])
 	})
 }
-
-func newZero() *edwards25519.Scalar { return edwards25519.NewScalar() }

@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"fmt"
 	"testing"
+
+	"filippo.io/edwards25519"
 )
 
 func newTestPresigner(t testing.TB) (*presigner, ed25519.PublicKey) {
@@ -63,8 +65,8 @@ func TestPresignerClose(t *testing.T) {
 	p, _ := newTestPresigner(t)
 	p.close()
 	p.close() // idempotent
-	if p.a.Equal(newZero()) != 1 {
-		t.Fatal("signing scalar not cleared")
+	if p.a.Equal(edwards25519.NewScalar()) != 1 || p.prefix != [32]byte{} {
+		t.Fatal("signing scalar or nonce prefix not cleared")
 	}
 	select {
 	case <-p.done:

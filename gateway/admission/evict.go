@@ -153,7 +153,9 @@ func (s *Service) evictLocked(c *conn, why string) {
 	}
 	c.evicting = true
 	s.evicted.Add(1)
-	if s.cfg.Sys == nil {
+	// After Stop (a Recheck racing it) no notice goes out and no task may
+	// join s.wg, which Stop may already be waiting on.
+	if s.cfg.Sys == nil || s.stopped {
 		return
 	}
 	k := c.key

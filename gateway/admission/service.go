@@ -275,20 +275,7 @@ func (s *Service) Start(ctx context.Context) error {
 // openEvidence binds the evidence bucket, creating it (with the worker's
 // settings) when absent.
 func openEvidence(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.KeyValue(ctx, wire.EvidenceBucket)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: wire.EvidenceBucket, Description: "teegate evidence bundles by id",
-			History: 1, MaxBytes: 1 << 30, TTL: 30 * 24 * time.Hour,
-		})
-		if errors.Is(err, jetstream.ErrBucketExists) {
-			kv, err = js.KeyValue(ctx, wire.EvidenceBucket)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("opening evidence bucket: %w", err)
-	}
-	return kv, nil
+	return wire.BindBucket(ctx, js, wire.EvidenceConfig())
 }
 
 func (s *Service) unsubscribe() {
@@ -325,13 +312,9 @@ func (c *conn) stopTimers() {
 // spawn runs f on its own goroutine, bounded by Concurrency, unless the
 // service is stopping.
 func (s *Service) spawn(f func()) {
-	s.mu.Lock()
-	if s.stopped {
-		s.mu.Unlock()
+	if !s.enter() {
 		return
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
 	s.sem <- struct{}{}
 	go func() {
 		defer func() { <-s.sem; s.wg.Done() }()
@@ -445,16 +428,24 @@ func (s *Service) track(k connKey, v *verdict) {
 // f that already started.
 func (s *Service) after(d time.Duration, f func()) *time.Timer {
 	return time.AfterFunc(d, func() {
-		s.mu.Lock()
-		if s.stopped {
-			s.mu.Unlock()
+		if !s.enter() {
 			return
 		}
-		s.wg.Add(1)
-		s.mu.Unlock()
 		defer s.wg.Done()
 		f()
 	})
+}
+
+// enter counts one more task for Stop to wait on, unless the service is
+// stopping; the caller calls s.wg.Done when it returns true.
+func (s *Service) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stopped {
+		return false
+	}
+	s.wg.Add(1)
+	return true
 }
 
 func (s *Service) forget(k connKey, c *conn) {

@@ -28,8 +28,6 @@ func newTestEngine(t testing.TB, cfg Config) *Engine {
 	return e
 }
 
-func strp(s string) *string { return &s }
-
 func deref(p *string) string {
 	if p == nil {
 		return "<nil>"
