@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 )
 
 // command is one subcommand: it parses its own flags and runs.
@@ -99,8 +100,31 @@ func parse(fs *flag.FlagSet, args []string) error {
 		return errUsage
 	}
 	if fs.NArg() > 0 {
+		// Shown like a flag error: the complaint, then the flags.
 		fmt.Fprintf(fs.Output(), "unexpected arguments: %v\n", fs.Args())
+		fs.Usage()
 		return errUsage
 	}
 	return nil
+}
+
+// usageErrorf explains a bad invocation of fs's command on one line, shows
+// its flags and returns errUsage.
+func usageErrorf(fs *flag.FlagSet, format string, a ...any) error {
+	fmt.Fprintf(fs.Output(), "%s: %s\n", fs.Name(), fmt.Sprintf(format, a...))
+	fs.Usage()
+	return errUsage
+}
+
+// parseNow reads a --now flag: the time to verify or evaluate at, the
+// current time when the flag was not given.
+func parseNow(arg string) (time.Time, error) {
+	if arg == "" {
+		return time.Now(), nil
+	}
+	t, err := time.Parse(time.RFC3339, arg)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("--now: not an RFC 3339 time: %q", arg)
+	}
+	return t, nil
 }

@@ -10,7 +10,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/teegate/teegate/attest/claims"
 	"github.com/teegate/teegate/policies"
@@ -49,14 +48,10 @@ func runPolicyEval(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "teegate policy eval: --claims and --policy are required")
 		return errUsage
 	}
-	now := time.Now()
-	if *nowArg != "" {
-		t, err := time.Parse(time.RFC3339, *nowArg)
-		if err != nil {
-			fmt.Fprintf(stderr, "teegate policy eval: --now: not an RFC 3339 time: %q\n", *nowArg)
-			return errUsage
-		}
-		now = t
+	now, err := parseNow(*nowArg)
+	if err != nil {
+		fmt.Fprintf(stderr, "teegate policy eval: %v\n", err)
+		return errUsage
 	}
 
 	raw, err := os.ReadFile(*claimsPath)

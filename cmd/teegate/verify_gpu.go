@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/teegate/teegate/attest/claims"
 	"github.com/teegate/teegate/attest/nvidia"
@@ -46,39 +45,27 @@ func runVerifyGPU(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
-		if errors.Is(err, errUsage) && fs.NArg() > 0 {
-			fs.Usage() // parse names the stray arguments but shows no usage
-		}
 		return err
-	}
-	usageErr := func(format string, a ...any) error {
-		fmt.Fprintf(stderr, "teegate verify gpu: "+format+"\n", a...)
-		fs.Usage()
-		return errUsage
 	}
 	switch {
 	case (*reportPath == "") == (*evPath == ""):
-		return usageErr("give exactly one of --report or --nvidia-evidence")
+		return usageErrorf(fs, "give exactly one of --report or --nvidia-evidence")
 	case *reportPath != "" && *chainPath == "":
-		return usageErr("--report needs --chain")
+		return usageErrorf(fs, "--report needs --chain")
 	case *evPath != "" && *chainPath != "":
-		return usageErr("--chain goes with --report (the evidence JSON carries its chains)")
+		return usageErrorf(fs, "--chain goes with --report (the evidence JSON carries its chains)")
 	}
 	var nonce []byte
 	if *nonceHex != "" {
 		n, err := hex.DecodeString(strings.TrimPrefix(*nonceHex, "0x"))
 		if err != nil || len(n) != nvidia.NonceSize {
-			return usageErr("--nonce: want %d bytes of hex, got %q", nvidia.NonceSize, *nonceHex)
+			return usageErrorf(fs, "--nonce: want %d bytes of hex, got %q", nvidia.NonceSize, *nonceHex)
 		}
 		nonce = n
 	}
-	now := time.Now()
-	if *nowArg != "" {
-		t, err := time.Parse(time.RFC3339, *nowArg)
-		if err != nil {
-			return usageErr("--now: not an RFC 3339 time: %q", *nowArg)
-		}
-		now = t
+	now, err := parseNow(*nowArg)
+	if err != nil {
+		return usageErrorf(fs, "%v", err)
 	}
 
 	// Everything is read and decoded before anything is verified, so a

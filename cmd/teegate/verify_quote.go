@@ -42,11 +42,6 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	usageErr := func(format string, a ...any) error {
-		fmt.Fprintf(stderr, "teegate verify quote: "+format+"\n", a...)
-		fs.Usage()
-		return errUsage
-	}
 	var kind, path string
 	n := 0
 	for _, k := range []struct{ kind, path string }{{"tdx", *tdxPath}, {"sgx", *sgxPath}, {"snp", *snpPath}} {
@@ -57,19 +52,15 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 	}
 	switch {
 	case n != 1:
-		return usageErr("give exactly one of --tdx, --sgx, --snp")
+		return usageErrorf(fs, "give exactly one of --tdx, --sgx, --snp")
 	case *vcekPath != "" && kind != "snp":
-		return usageErr("--vcek goes with --snp")
+		return usageErrorf(fs, "--vcek goes with --snp")
 	case *collPath != "" && kind == "snp":
-		return usageErr("--collateral goes with --tdx or --sgx")
+		return usageErrorf(fs, "--collateral goes with --tdx or --sgx")
 	}
-	now := time.Now()
-	if *nowArg != "" {
-		t, err := time.Parse(time.RFC3339, *nowArg)
-		if err != nil {
-			return usageErr("--now: not an RFC 3339 time: %q", *nowArg)
-		}
-		now = t
+	now, err := parseNow(*nowArg)
+	if err != nil {
+		return usageErrorf(fs, "%v", err)
 	}
 	nowFn := func() time.Time { return now }
 
