@@ -29,19 +29,6 @@ type workersList struct {
 	Data   []gateway.WorkerStatus `json:"data"`
 }
 
-func getAs(t *testing.T, url, key string) (*http.Response, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
-}
-
 func listWorkers(t *testing.T, base, key string) workersList {
 	t.Helper()
 	resp, body := getAs(t, base+"/v1/attestation/workers", key)

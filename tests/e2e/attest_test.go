@@ -19,38 +19,8 @@ import (
 	"github.com/teegate/teegate/internal/stacktest"
 )
 
-func get(t *testing.T, url string) (*http.Response, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest("GET", url, nil)
-	req.Header.Set("Authorization", "Bearer "+stacktest.APIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
-}
-
 func simVerifier() *attest.Verifier {
 	return attest.NewVerifier(verifiers.Options(verifiers.Config{AllowSimulated: true}), 64)
-}
-
-func postHeaders(t *testing.T, url, body string, hdr map[string]string) (*http.Response, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+stacktest.APIKey)
-	req.Header.Set("Content-Type", "application/json")
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
 }
 
 // A non-stream receipt verifies against the exact request and response
@@ -58,7 +28,7 @@ func postHeaders(t *testing.T, url, body string, hdr map[string]string) (*http.R
 func TestReceiptNonStream(t *testing.T) {
 	s := stacktest.Start(t)
 	body := `{"model":"teegate-builtin","messages":[{"role":"user","content":"Tell me about gardens."}],"max_tokens":12}`
-	resp, respBody := postHeaders(t, s.URL+"/v1/chat/completions", body, nil)
+	resp, respBody := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, body)
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, respBody)
 	}
@@ -113,7 +83,7 @@ func TestReceiptNonStream(t *testing.T) {
 func TestReceiptStreamInlineEvidence(t *testing.T) {
 	s := stacktest.Start(t)
 	body := `{"model":"teegate-builtin","messages":[{"role":"user","content":"Tell me about bread."}],"max_tokens":12,"stream":true,"stream_options":{"include_usage":true}}`
-	resp, raw := postHeaders(t, s.URL+"/v1/chat/completions", body, map[string]string{"Teegate-Inline-Evidence": "1"})
+	resp, raw := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, body, "Teegate-Inline-Evidence", "1")
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, raw)
 	}
@@ -256,7 +226,7 @@ func TestFreshModeBatching(t *testing.T) {
 func TestInlineEvidenceHeader(t *testing.T) {
 	s := stacktest.Start(t)
 	body := `{"model":"teegate-builtin","messages":[{"role":"user","content":"hi"}],"max_tokens":3}`
-	resp, _ := postHeaders(t, s.URL+"/v1/chat/completions", body, map[string]string{"Teegate-Inline-Evidence": "1"})
+	resp, _ := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, body, "Teegate-Inline-Evidence", "1")
 	raw, err := base64.RawURLEncoding.DecodeString(resp.Header.Get("Teegate-Evidence"))
 	if err != nil || len(raw) == 0 {
 		t.Fatalf("no inline evidence: %v", err)

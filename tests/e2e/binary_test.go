@@ -153,27 +153,6 @@ func postTooLarge(t *testing.T, addr, key string, n int) (*http.Response, []byte
 	return resp, b
 }
 
-var expectClient = &http.Client{}
-
-func post(t *testing.T, url, key, body string, header ...string) (*http.Response, []byte) {
-	t.Helper()
-	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	resp, err := expectClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, b
-}
-
 // The checklist, against the real binary.
 func TestDevBinaryContract(t *testing.T) {
 	p := startDev(t, "--api-key", "sk-test")

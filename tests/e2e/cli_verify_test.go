@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -44,13 +43,7 @@ func TestVerifyResponseCLIAgainstDev(t *testing.T) {
 				i := strings.Index(last, `"evidence_id":"`)
 				evID = last[i+len(`"evidence_id":"`) : i+len(`"evidence_id":"`)+64]
 			}
-			req, _ := http.NewRequest("GET", base+"/v1/attestation/evidence/"+evID, nil)
-			req.Header.Set("Authorization", "Bearer sk-test")
-			er, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			evidence := readAll(t, er)
+			_, evidence := getAs(t, base+"/v1/attestation/evidence/"+evID, "sk-test")
 			files := map[string][]byte{"request": []byte(reqBody), "response": body, "receipt": receipt, "evidence": evidence}
 			run := func(f map[string][]byte) (string, error) {
 				args := []string{"verify", "response", "--allow-simulated",
@@ -92,19 +85,4 @@ func TestVerifyResponseCLIAgainstDev(t *testing.T) {
 		})
 	}
 	p.stop(t)
-}
-
-func readAll(t *testing.T, r *http.Response) []byte {
-	t.Helper()
-	defer r.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := r.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return []byte(b.String())
 }

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,7 +28,7 @@ func TestPolicyDecisionIsTheSameEverywhere(t *testing.T) {
 		t.Fatal(err)
 	}
 	reqBody := `{"model":"teegate-builtin","messages":[{"role":"user","content":"Tell me about soil."}],"max_tokens":8}`
-	resp, respBody := postHeaders(t, s.URL+"/v1/chat/completions", reqBody, nil)
+	resp, respBody := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, reqBody)
 	if resp.StatusCode != 200 {
 		t.Fatalf("%d %s", resp.StatusCode, respBody)
 	}
@@ -85,9 +83,8 @@ func TestPolicyDecisionIsTheSameEverywhere(t *testing.T) {
 	}
 	var gwReasons []string
 	stacktest.Eventually(t, 20*time.Second, func() bool {
-		req := mustReq(t, s.URL+"/v1/attestation/workers", admin)
-		r, err := httpDo(req)
-		if err != nil || r.status != 200 {
+		r, body, err := send("GET", s.URL+"/v1/attestation/workers", admin, "")
+		if err != nil || r.StatusCode != 200 {
 			return false
 		}
 		var list struct {
@@ -98,7 +95,7 @@ func TestPolicyDecisionIsTheSameEverywhere(t *testing.T) {
 				Policy     string   `json:"policy"`
 			} `json:"data"`
 		}
-		if json.Unmarshal(r.body, &list) != nil {
+		if json.Unmarshal(body, &list) != nil {
 			return false
 		}
 		for _, d := range list.Data {
@@ -140,29 +137,4 @@ func reasonsAfter(t *testing.T, msg string) []string {
 		t.Fatalf("no policy reasons in %q", msg)
 	}
 	return strings.Split(msg[i+len(marker):], "; ")
-}
-
-type httpResult struct {
-	status int
-	body   []byte
-}
-
-func mustReq(t *testing.T, url, key string) *http.Request {
-	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+key)
-	return req
-}
-
-func httpDo(req *http.Request) (httpResult, error) {
-	r, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return httpResult{}, err
-	}
-	defer r.Body.Close()
-	b, err := io.ReadAll(r.Body)
-	return httpResult{status: r.StatusCode, body: b}, err
 }

@@ -4,17 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 
-	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/internal/stack"
 	"github.com/teegate/teegate/internal/stacktest"
 	"github.com/teegate/teegate/worker/engine/builtin"
@@ -215,13 +212,7 @@ func TestSDKErrors(t *testing.T) {
 		}
 	})
 	t.Run("missing key 401", func(t *testing.T) {
-		req, _ := http.NewRequest("GET", s.URL+"/v1/models", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 401 {
+		if resp, _ := getAs(t, s.URL+"/v1/models", ""); resp.StatusCode != 401 {
 			t.Fatalf("got %d", resp.StatusCode)
 		}
 	})
@@ -304,12 +295,7 @@ func TestDeadline504(t *testing.T) {
 func TestHealthAndUnknownRoute(t *testing.T) {
 	s := stacktest.Start(t)
 	for path, want := range map[string]int{"/healthz": 200, "/readyz": 200, "/v2/nothing": 404} {
-		resp, err := http.Get(s.URL + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := getAs(t, s.URL+path, "")
 		if resp.StatusCode != want {
 			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
 		}
@@ -318,13 +304,3 @@ func TestHealthAndUnknownRoute(t *testing.T) {
 		}
 	}
 }
-
-// keyFor adds an extra key for tests that need one.
-func keyFor(t *testing.T, s *stack.Stack, secret string) {
-	t.Helper()
-	if err := s.AddKey(context.Background(), secret, gateway.APIKey{Name: "extra", Tenant: "t2"}); err != nil {
-		t.Fatal(err)
-	}
-}
-
-var _ = jetstream.ErrKeyNotFound
