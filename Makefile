@@ -15,9 +15,11 @@ help: ## show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "usage: make <target>\n\n"} /^[a-zA-Z_-]+:.*##/ { printf "  %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build bin/teegate and bin/teegate-worker
+build: ## build bin/teegate, bin/teegate-worker and bin/nats-server (the pinned module, the server teegate embeds)
 	$(GO) build -o $(BIN)/teegate ./cmd/teegate
 	$(GO) build -o $(BIN)/teegate-worker ./cmd/teegate-worker
+	@# The nats-server main package of the version go.mod pins: nothing is fetched from elsewhere.
+	$(GO) build -o $(BIN)/nats-server github.com/nats-io/nats-server/v2
 
 .PHONY: run
 run: build ## run the whole product on this machine (teegate dev): NATS, gateway, simulated-TEE worker, builtin engine

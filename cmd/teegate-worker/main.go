@@ -16,8 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go"
-
 	"github.com/teegate/teegate/cmd/internal/cliutil"
 	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/worker"
@@ -52,11 +50,8 @@ func main() {
 
 func run(args []string) int {
 	fs := flag.NewFlagSet("teegate-worker", flag.ContinueOnError)
-	defURL := nats.DefaultURL
-	if u := os.Getenv("TEEGATE_NATS_URL"); u != "" { // set by deploy/ego/enclave.json
-		defURL = u
-	}
-	natsURL := fs.String("nats", defURL, "NATS server URL (default $TEEGATE_NATS_URL)")
+	var nf cliutil.NATSFlags // -nats defaults to $NATS_URL, else $TEEGATE_NATS_URL (deploy/ego/enclave.json)
+	nf.Register(fs)
 	level := fs.String("log-level", "info", "log level")
 	conc := fs.Int("max-concurrency", 64, "requests served at once")
 	tee := fs.String("tee", "auto", "TEE to attest with: auto, none, or one of the kinds built in")
@@ -97,7 +92,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
 		return 1
 	}
-	if err := cliutil.RunWorker(ctx, *natsURL, ef, worker.Config{MaxConcurrency: *conc, Logger: log},
+	if err := cliutil.RunWorker(ctx, nf, ef, worker.Config{MaxConcurrency: *conc, Logger: log},
 		cliutil.WorkerOptions{Attester: att, Epoch: *epoch}); err != nil {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
 		return 1

@@ -36,7 +36,8 @@ func connectNATS(url, name string) (*nats.Conn, jetstream.JetStream, error) {
 
 func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlagSet("gateway", stderr)
-	natsURL := fs.String("nats", nats.DefaultURL, "NATS server URL")
+	var nf cliutil.NATSFlags
+	nf.Register(fs)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	level := fs.String("log-level", "info", "log level")
 	rl := fs.Float64("rate-limit", 0, "requests per second per API key (0: unlimited)")
@@ -49,9 +50,14 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nc, js, err := connectNATS(*natsURL, "teegate-gateway")
+	nc, err := nf.Connect("teegate-gateway", log)
 	if err != nil {
 		return err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return fmt.Errorf("connecting to jetstream: %w", err)
 	}
 	defer nc.Close()
 	keys, err := gateway.OpenKeys(ctx, js)
@@ -88,7 +94,8 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 
 func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlagSet("worker", stderr)
-	natsURL := fs.String("nats", nats.DefaultURL, "NATS server URL")
+	var nf cliutil.NATSFlags
+	nf.Register(fs)
 	level := fs.String("log-level", "info", "log level")
 	conc := fs.Int("max-concurrency", 64, "requests served at once")
 	tee := fs.String("tee", "simulated", "simulated (development only) or none; real TEEs: use the measured teegate-worker binary")
@@ -117,7 +124,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "unknown -tee %q\n", *tee)
 		return errUsage
 	}
-	return cliutil.RunWorker(ctx, *natsURL, ef, worker.Config{MaxConcurrency: *conc, Logger: log}, opts)
+	return cliutil.RunWorker(ctx, nf, ef, worker.Config{MaxConcurrency: *conc, Logger: log}, opts)
 }
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -31,7 +31,10 @@ type WorkerOptions struct {
 // admission judges it; a server without admission accepts it as it is);
 // without one it connects with whatever the URL carries, and serves
 // without receipts.
-func RunWorker(ctx context.Context, natsURL string, ef EngineFlags, wcfg worker.Config, opts WorkerOptions) error {
+func RunWorker(ctx context.Context, nf NATSFlags, ef EngineFlags, wcfg worker.Config, opts WorkerOptions) error {
+	if err := nf.Validate(); err != nil {
+		return err
+	}
 	eng, err := ef.Build()
 	if err != nil {
 		return err
@@ -44,12 +47,15 @@ func RunWorker(ctx context.Context, natsURL string, ef EngineFlags, wcfg worker.
 		}
 		wcfg.ID = id
 	}
-	base := []nats.Option{nats.Name("teegate-worker")}
+	base, err := nf.Options("teegate-worker", wcfg.Logger)
+	if err != nil {
+		return err
+	}
 	var wref atomic.Pointer[worker.Worker]
 	if opts.Attester == nil {
-		nc, err := nats.Connect(natsURL, append(base, nats.MaxReconnects(-1))...)
+		nc, err := nf.Connect("teegate-worker", wcfg.Logger)
 		if err != nil {
-			return fmt.Errorf("connecting to nats: %w", err)
+			return err
 		}
 		defer nc.Close()
 		wcfg.Conn = nc
@@ -65,7 +71,8 @@ func RunWorker(ctx context.Context, natsURL string, ef EngineFlags, wcfg worker.
 		defer stop()
 		wcfg.Keeper, wcfg.TEE = keeper, opts.Attester.Kind()
 		wcfg.Dial = func(o ...nats.Option) (*nats.Conn, error) {
-			return nats.Connect(natsURL, append(append([]nats.Option(nil), base...), o...)...)
+			// Evidence is the credential: no static one goes along.
+			return nf.Dial(append(append([]nats.Option(nil), base...), o...)...)
 		}
 	}
 	w, err := worker.New(wcfg)
