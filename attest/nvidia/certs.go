@@ -22,8 +22,16 @@ const (
 )
 
 // OIDDICETcbInfo is the TCG DICE extension that carries the firmware ID
-// (FWID) of the layer that holds the certified key: 2.23.133.5.4.1.
+// (FWID) of the layer that holds the certified key on Hopper GPUs and
+// NVSwitches: 2.23.133.5.4.1.
 var OIDDICETcbInfo = asn1.ObjectIdentifier{2, 23, 133, 5, 4, 1}
+
+// OIDDICETcbInfoBlackwell is the extension under which Blackwell leaf
+// certificates carry a TCG DICE TcbInfo (fwids at [6]): 2.23.133.5.4.1.1.
+// Hopper certificates do not carry it, and Blackwell certificates do not
+// carry 2.23.133.5.4.1, so the FWID is read from the extension of the
+// leaf's architecture only.
+var OIDDICETcbInfoBlackwell = asn1.ObjectIdentifier{2, 23, 133, 5, 4, 1, 1}
 
 // maxChainPEM bounds the PEM input; a 5-certificate chain is about 5 KiB.
 const maxChainPEM = 64 << 10
@@ -134,11 +142,12 @@ func leafFromPath(path []*x509.Certificate) (*leafInfo, error) {
 	if !ok || key.Curve != elliptic.P384() {
 		return nil, fmt.Errorf("%w: leaf key is not ECDSA P-384", ErrCertFormat)
 	}
-	fwid, err := certFWID(leaf)
+	arch := archFromCert(leaf)
+	fwid, err := certFWID(leaf, arch)
 	if err != nil {
 		return nil, err
 	}
-	li := &leafInfo{key: key, arch: archFromCert(leaf), fwid: fwid}
+	li := &leafInfo{key: key, arch: arch, fwid: fwid}
 	li.notBefore, li.notAfter = leaf.NotBefore, leaf.NotAfter
 	for _, c := range path[1:] {
 		if c.NotBefore.After(li.notBefore) {
@@ -202,42 +211,66 @@ type compositeDeviceID struct {
 	FWID     fwidEntry
 }
 
-// certFWID returns the FWID of the leaf's DICE extension, or nil when the
-// leaf has none. Both layouts registered under that OID are read: the
-// composite device identifier NVIDIA uses, and the DiceTcbInfo of the TCG
-// DICE Attestation Architecture (fwids [6] IMPLICIT SEQUENCE OF FWID, of
-// which the first is taken).
-func certFWID(c *x509.Certificate) ([]byte, error) {
+// fwidOID names the extension that carries the FWID for an architecture.
+func fwidOID(arch string) asn1.ObjectIdentifier {
+	if arch == ArchBlackwell {
+		return OIDDICETcbInfoBlackwell
+	}
+	return OIDDICETcbInfo
+}
+
+// certFWID returns the FWID of the leaf's DICE extension for the leaf's
+// architecture (see fwidOID), or nil when the leaf has none. Under
+// 2.23.133.5.4.1 (Hopper, NVSwitch) NVIDIA uses the composite device
+// identifier; a DiceTcbInfo there is read too. Under 2.23.133.5.4.1.1
+// (Blackwell) only a DiceTcbInfo is accepted. Of a DiceTcbInfo's fwids
+// ([6] IMPLICIT SEQUENCE OF FWID) the first is the one the report carries.
+func certFWID(c *x509.Certificate, arch string) ([]byte, error) {
+	oid := fwidOID(arch)
 	for _, ext := range c.Extensions {
-		if !ext.Id.Equal(OIDDICETcbInfo) {
+		if !ext.Id.Equal(oid) {
 			continue
 		}
-		var cdi compositeDeviceID
-		if rest, err := asn1.Unmarshal(ext.Value, &cdi); err == nil && len(rest) == 0 {
-			return cdi.FWID.Digest, nil
-		}
-		var seq asn1.RawValue
-		if rest, err := asn1.Unmarshal(ext.Value, &seq); err != nil || len(rest) != 0 || seq.Tag != asn1.TagSequence {
-			return nil, fmt.Errorf("%w: unreadable DICE extension", ErrCertFormat)
-		}
-		inner := seq.Bytes
-		for len(inner) > 0 {
-			var f asn1.RawValue
-			rest, err := asn1.Unmarshal(inner, &f)
-			if err != nil {
-				return nil, fmt.Errorf("%w: unreadable DICE TcbInfo: %w", ErrCertFormat, err)
+		if arch != ArchBlackwell {
+			var cdi compositeDeviceID
+			if rest, err := asn1.Unmarshal(ext.Value, &cdi); err == nil && len(rest) == 0 {
+				return cdi.FWID.Digest, nil
 			}
-			inner = rest
-			if f.Class != asn1.ClassContextSpecific || f.Tag != 6 {
-				continue
-			}
-			var list []fwidEntry
-			if _, err := asn1.UnmarshalWithParams(f.FullBytes, &list, "tag:6"); err != nil || len(list) == 0 {
-				return nil, fmt.Errorf("%w: unreadable DICE TcbInfo fwids", ErrCertFormat)
-			}
-			return list[0].Digest, nil
 		}
-		return nil, nil
+		return tcbInfoFWID(ext.Value)
+	}
+	return nil, nil
+}
+
+// tcbInfoFWID reads the first FWID of a DER DiceTcbInfo (TCG DICE
+// Attestation Architecture §6.1.1: SEQUENCE { vendor [0], model [1],
+// version [2], svn [3], layer [4], index [5], fwids [6], flags [7],
+// vendorInfo [8], type [9] }, every member optional and IMPLICIT). A
+// TcbInfo without fwids yields nil.
+func tcbInfoFWID(der []byte) ([]byte, error) {
+	var seq asn1.RawValue
+	if rest, err := asn1.Unmarshal(der, &seq); err != nil || len(rest) != 0 || seq.Tag != asn1.TagSequence || !seq.IsCompound {
+		return nil, fmt.Errorf("%w: unreadable DICE TcbInfo extension", ErrCertFormat)
+	}
+	inner := seq.Bytes
+	for len(inner) > 0 {
+		var f asn1.RawValue
+		rest, err := asn1.Unmarshal(inner, &f)
+		if err != nil {
+			return nil, fmt.Errorf("%w: unreadable DICE TcbInfo: %w", ErrCertFormat, err)
+		}
+		inner = rest
+		if f.Class != asn1.ClassContextSpecific || f.Tag != 6 {
+			continue
+		}
+		var list []fwidEntry
+		if rest, err := asn1.UnmarshalWithParams(f.FullBytes, &list, "tag:6"); err != nil || len(rest) != 0 || len(list) == 0 {
+			return nil, fmt.Errorf("%w: unreadable DICE TcbInfo fwids", ErrCertFormat)
+		}
+		if len(list[0].Digest) == 0 {
+			return nil, fmt.Errorf("%w: empty FWID digest in DICE TcbInfo", ErrCertFormat)
+		}
+		return list[0].Digest, nil
 	}
 	return nil, nil
 }

@@ -85,6 +85,10 @@ func FuzzParseEvidenceJSON(f *testing.F) {
 		f.Add(readTestdata(f, n))
 	}
 	f.Add([]byte(`[{"arch":"HOPPER","certificate":"YQ==","evidence":"YQ==","nonce":""}]`))
+	near := nearPayload(f, readTestdata(f, "hopper_evidence.json"))
+	f.Add(near)
+	f.Add(jsonString(f, near))
+	f.Add([]byte(`{"arch":"HOPPER","nonce":"","evidence_list":[{"certificate":"YQ==","evidence":"YQ=="}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		evs, err := ParseNVIDIAEvidenceJSON(b)
 		if err != nil {
@@ -110,7 +114,30 @@ func FuzzParseCertChain(f *testing.F) {
 		if len(certs) == 0 {
 			t.Fatal("no certificates accepted")
 		}
-		_, _ = certFWID(certs[0])
+		for _, arch := range []string{ArchHopper, ArchBlackwell} {
+			_, _ = certFWID(certs[0], arch)
+		}
 		_ = archFromCert(certs[0])
+	})
+}
+
+// FuzzTCBInfoFWID feeds arbitrary DER to the Blackwell DiceTcbInfo reader,
+// seeded with the extension of the real Blackwell leaf.
+func FuzzTCBInfoFWID(f *testing.F) {
+	certs, err := ParseCertChain(readTestdata(f, "sdk_blackwell_chain.pem"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, ext := range certs[0].Extensions {
+		if ext.Id.Equal(OIDDICETcbInfoBlackwell) {
+			f.Add(ext.Value)
+		}
+	}
+	f.Add([]byte{0x30, 0x00})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fwid, err := tcbInfoFWID(b)
+		if err == nil && fwid != nil && len(fwid) == 0 {
+			t.Fatal("empty FWID accepted")
+		}
 	})
 }

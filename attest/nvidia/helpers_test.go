@@ -92,6 +92,8 @@ func realVectors(tb testing.TB) []vector {
 			nonce: mustHex(tb, "5bb22e377702d4e1e8215a903ba094826b9ac7f731dee1fe8102958bf2840aca"), arch: ArchHopper, driver: "580.159.03", vbios: "96.00.74.00.20"},
 		{name: "sdk switch", report: readHex(tb, "sdk_switch_report.hex"), chain: readTestdata(tb, "sdk_switch_chain.pem"),
 			nonce: mustHex(tb, "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"), arch: ArchNVSwitch, driver: "", vbios: "96.10.55.00.01"},
+		{name: "sdk blackwell", report: readHex(tb, "sdk_blackwell_report.hex"), chain: readTestdata(tb, "sdk_blackwell_chain.pem"),
+			nonce: mustHex(tb, "931d8dd0add203ac3d8b4fbde75e115278eefcdceac5b87671a748f32364dfcb"), arch: ArchBlackwell, driver: "575.32", vbios: "97.00.88.00.0F"},
 	}
 	for _, j := range []struct{ file, arch, driver, vbios string }{
 		{"hopper_evidence.json", ArchHopper, "590.12", "96.00.A5.00.01"},

@@ -40,7 +40,7 @@ func TestVerifyRealVectors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			leafFWID, err := certFWID(certs[0])
+			leafFWID, err := certFWID(certs[0], archFromCert(certs[0]))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -28,7 +28,7 @@ func runVerifyGPU(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := newFlagSet("verify gpu", stderr)
 	reportPath := fs.String("report", "", "attestation report `HEXFILE`: hex text as NVIDIA's samples ship it (whitespace ignored), or raw binary")
 	chainPath := fs.String("chain", "", "the device certificate chain `PEMFILE` (PEM, leaf first) that goes with --report")
-	evPath := fs.String("nvidia-evidence", "", "NVIDIA's evidence `JSONFILE` (a list of {arch, certificate, evidence, nonce}); every device is verified")
+	evPath := fs.String("nvidia-evidence", "", "NVIDIA evidence `JSONFILE`: NVIDIA's list of {arch, certificate, evidence, nonce}, or NEAR AI's / dstack's {arch, nonce, evidence_list} (also as a JSON string); every device is verified")
 	var rimPaths fileList
 	fs.Var(&rimPaths, "rim", "reference integrity manifest `FILE` to verify and compare (driver, VBIOS or NVSwitch BIOS RIM); repeat for several")
 	nonceHex := fs.String("nonce", "", "the expected 32-byte nonce, `HEX` (every device must carry it)")

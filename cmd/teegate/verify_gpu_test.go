@@ -121,6 +121,32 @@ func evidenceJSON(t testing.TB, names ...string) string {
 
 // simulatedGPU writes a simulated GPU's report (hex), chain and root, and
 // returns the report's bytes too.
+// nearEvidence rewrites an NVIDIA evidence list into the object NEAR AI and
+// dstack serve ({arch, nonce, evidence_list}), optionally as the JSON
+// string NEAR's "nvidia_payload" holds, and returns its path.
+func nearEvidence(t testing.TB, name string, asString bool) string {
+	t.Helper()
+	raw, err := os.ReadFile(gpuData + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var items []map[string]any
+	if err := json.Unmarshal(raw, &items); err != nil {
+		t.Fatal(err)
+	}
+	p := map[string]any{"arch": items[0]["arch"], "nonce": items[0]["nonce"]}
+	for _, it := range items {
+		delete(it, "arch")
+		delete(it, "nonce")
+	}
+	p["evidence_list"] = items
+	b, _ := json.Marshal(p)
+	if asString {
+		b, _ = json.Marshal(string(b))
+	}
+	return writeTemp(t, "near.json", b)
+}
+
 func simulatedGPU(t testing.TB, nonce [32]byte) (rep []byte, report, chain, root string) {
 	t.Helper()
 	rc, key, err := simgpu.NewRoot(nil)
@@ -208,6 +234,15 @@ func TestVerifyGPUOK(t *testing.T) {
 			{arch: "hopper", driver: "570.86.10", vbios: "96.00.AF.00.01", report: evReport("hopper_evidence_cert_hold.json"), matched: nvidia.MeasurementsNotChecked},
 			{arch: "nvswitch", vbios: "96.10.55.00.01", report: evReport("switch_evidence_ls10.json"), matched: nvidia.MeasurementsMatch, rims: 1},
 		}},
+		{"SDK Blackwell report: FWID from the Blackwell DICE extension", func(*testing.T) []string {
+			return []string{"--report", gpuData + "sdk_blackwell_report.hex", "--chain", gpuData + "sdk_blackwell_chain.pem", "--nonce", nvtrustNonce, "--now", nowGPU}
+		}, "nvidia", []wantDevice{{arch: "blackwell", driver: "575.32", vbios: "97.00.88.00.0F", report: reportBytes(t, "sdk_blackwell_report.hex"), nonce: nvtrustNonce, matched: nvidia.MeasurementsNotChecked}}},
+		{"evidence in NEAR AI / dstack shape {arch, nonce, evidence_list}", func(t *testing.T) []string {
+			return []string{"--nvidia-evidence", nearEvidence(t, "hopper_evidence.json", false), "--nonce", hopperEvidenceNonce, "--now", nowGPU}
+		}, "nvidia", []wantDevice{{arch: "hopper", driver: "590.12", vbios: "96.00.A5.00.01", report: evReport("hopper_evidence.json"), nonce: hopperEvidenceNonce, matched: nvidia.MeasurementsNotChecked}}},
+		{"evidence as NEAR's nvidia_payload string", func(t *testing.T) []string {
+			return []string{"--nvidia-evidence", nearEvidence(t, "hopper_evidence.json", true), "--nonce", hopperEvidenceNonce, "--now", nowGPU}
+		}, "nvidia", []wantDevice{{arch: "hopper", driver: "590.12", vbios: "96.00.A5.00.01", report: evReport("hopper_evidence.json"), nonce: hopperEvidenceNonce, matched: nvidia.MeasurementsNotChecked}}},
 		{"simulated GPU under --roots", func(*testing.T) []string {
 			return []string{"--report", simReport, "--chain", simChain, "--roots", simRoot, "--nonce", hex.EncodeToString(simNonce[:]), "--now", nowSwitchRIM}
 		}, "custom", []wantDevice{{arch: "simulated", driver: simgpu.DefaultDriverVersion, vbios: simgpu.DefaultVBIOSVersion, report: simBytes, nonce: hex.EncodeToString(simNonce[:]), matched: nvidia.MeasurementsNotChecked}}},
