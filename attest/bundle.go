@@ -76,9 +76,14 @@ func validCCMode(m string) bool {
 
 // WorkerIdentity names the worker that produced a bundle. Models is
 // optional; it is informational (routing), not a security claim.
+// Provider, optional, names who operates the machine (the party paid for
+// what it serves); like ID it is the worker's own statement, covered by
+// the bundle signature, which admission records and the usage ledger sums
+// by (docs/attestation.md §2).
 type WorkerIdentity struct {
-	ID     string
-	Models []string
+	ID       string
+	Models   []string
+	Provider string
 }
 
 // Bundle is an evidence bundle (DESIGN §3.1). Treat a decoded Bundle as
@@ -135,6 +140,8 @@ func (b *Bundle) Validate() error {
 		return fmt.Errorf("worker id length %d: %w", len(b.Worker.ID), ErrMalformed)
 	case len(b.Worker.Models) > maxModels:
 		return fmt.Errorf("%d models: %w", len(b.Worker.Models), ErrMalformed)
+	case len(b.Worker.Provider) > maxIdentityString:
+		return fmt.Errorf("worker provider length %d: %w", len(b.Worker.Provider), ErrMalformed)
 	}
 	for i, g := range b.GPUs {
 		if g.Arch == "" || len(g.Arch) > 32 || len(g.Report) == 0 {
@@ -202,7 +209,7 @@ func (b *Bundle) sizeHint() int {
 // empty), cert_chain, report],
 // hpke_pub, signature (omitted when withSig is false), signing_pub,
 // simulated_roots (omitted when empty), tee, version, worker[id, models
-// (omitted when empty)].
+// (omitted when empty), provider (omitted when empty)].
 func (b *Bundle) appendCanonical(dst []byte, withSig bool) []byte {
 	dst = append(dst, '{')
 	dst = appendKey(dst, "cpu_evidence", true)
@@ -269,6 +276,10 @@ func (b *Bundle) appendCanonical(dst []byte, withSig bool) []byte {
 		}
 		dst = append(dst, ']')
 	}
+	if b.Worker.Provider != "" {
+		dst = appendKey(dst, "provider", false)
+		dst = appendJSONString(dst, b.Worker.Provider)
+	}
 	dst = append(dst, '}', '}')
 	return dst
 }
@@ -301,8 +312,9 @@ type bundleJSON struct {
 	TEE            string    `json:"tee"`
 	Version        int       `json:"version"`
 	Worker         struct {
-		ID     string   `json:"id"`
-		Models []string `json:"models"`
+		ID       string   `json:"id"`
+		Models   []string `json:"models"`
+		Provider string   `json:"provider"`
 	} `json:"worker"`
 }
 
@@ -340,7 +352,7 @@ func DecodeBundle(raw []byte) (*Bundle, error) {
 		HPKEPub:     w.HPKEPub,
 		Signature:   w.Signature,
 		Created:     created,
-		Worker:      WorkerIdentity{ID: w.Worker.ID, Models: w.Worker.Models},
+		Worker:      WorkerIdentity{ID: w.Worker.ID, Models: w.Worker.Models, Provider: w.Worker.Provider},
 	}
 	copy(b.EpochNonce[:], w.EpochNonce)
 	if len(w.GPUs) > 0 {

@@ -123,6 +123,9 @@ func TestBundleRoundTrip(t *testing.T) {
 		t.Run(fmt.Sprint(n, "gpus"), func(t *testing.T) {
 			b := m.bundle(newFakeKeys("k"), [32]byte{1}, n)
 			b.Worker.ID = "w \"quoted\" \n é"
+			if n == 1 {
+				b.Worker.Provider = "provider \"p\" é"
+			}
 			if n == 3 {
 				b.SimulatedRoots = [][]byte{{1, 2, 3}}
 				b.Worker.Models = nil
@@ -170,6 +173,9 @@ func TestDecodeBundleRejects(t *testing.T) {
 		{"no signature", strings.Replace(raw, `"signature":`, `"signaturx":`, 1), ErrMalformed},
 		{"time offset", strings.Replace(raw, `10:00:00Z`, `10:00:00+00:00`, 1), ErrMalformed},
 		{"empty worker", strings.Replace(raw, `"id":"worker-1"`, `"id":""`, 1), ErrMalformed},
+		{"empty provider", strings.Replace(raw, `"id":"worker-1"`, `"id":"worker-1","provider":""`, 1), ErrNonCanonical},
+		{"provider before id", strings.Replace(raw, `"id":"worker-1"`, `"provider":"p","id":"worker-1"`, 1), ErrNonCanonical},
+		{"provider too long", strings.Replace(raw, `"id":"worker-1"`, `"id":"worker-1","provider":"`+strings.Repeat("p", 257)+`"`, 1), ErrMalformed},
 		{"missing gpus", strings.Replace(raw, `"gpus":[`, `"gpux":[`, 1), ErrMalformed},
 		{"cc_mode outside the schema", strings.Replace(raw, `"cc_mode":"on"`, `"cc_mode":"unknown"`, 1), ErrMalformed},
 		{"cc_mode case", strings.Replace(raw, `"cc_mode":"on"`, `"cc_mode":"ON"`, 1), ErrMalformed},

@@ -260,8 +260,12 @@ function decodeBundle(bytes) {
     if (report.length === 0) fail('ErrMalformed', 'empty GPU report');
     return { arch: g.arch, ccMode, certChain: bytesOf(g.cert_chain), report };
   });
-  checkMembers(o.worker, ['id'], ['models'], 'worker');
+  checkMembers(o.worker, ['id'], ['models', 'provider'], 'worker');
   checkString(o.worker.id, 1, 256, 'worker id');
+  if (Object.hasOwn(o.worker, 'provider')) {
+    if (o.worker.provider === '') fail('ErrNonCanonical', 'empty provider written');
+    checkString(o.worker.provider, 1, 256, 'worker provider');
+  }
   if (Object.hasOwn(o.worker, 'models')) {
     if (!Array.isArray(o.worker.models) || o.worker.models.length > 256) fail('ErrMalformed', 'bad worker models');
     // Optional members are omitted when empty (§4.1): [] is not canonical.
@@ -689,6 +693,7 @@ test('bundle negatives: each check fails with its error', () => {
     ['created before 2000', signBundle({ ...base, created: '1999-12-31T23:59:59Z' }), 'ErrMalformed'],
     ['empty model name', signBundle({ ...base, worker: { id: 'w', models: [''] } }), 'ErrMalformed'],
     ['empty models array', signBundle({ ...base, worker: { id: 'w', models: [] } }), 'ErrNonCanonical'],
+    ['empty provider', signBundle({ ...base, worker: { id: 'w', provider: '' } }), 'ErrNonCanonical'],
     ['CPU evidence byte', signBundle({ ...base, cpu_evidence: b64u(flip(fromB64u(base.cpu_evidence), 20)) }), 'ErrCPUEvidence'],
     ['epoch nonce byte, re-signed', signBundle({ ...base, epoch_nonce: b64u(flip(fromB64u(base.epoch_nonce), 0)) }), 'ErrBindingReportData'],
     ['hpke_pub byte, re-signed', signBundle({ ...base, hpke_pub: b64u(flip(fromB64u(base.hpke_pub), 31)) }), 'ErrBindingReportData'],
