@@ -207,4 +207,3 @@ func FuzzParseRecord(f *testing.F) {
 		}
 	})
 }
-
