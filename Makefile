@@ -7,6 +7,7 @@ PKGS  := ./...
 RACE_PKGS := ./gateway/... ./worker/... ./internal/...
 FUZZTIME ?= 20s
 BENCHTIME ?= 1s
+BENCHFLAGS ?=
 
 .DEFAULT_GOAL := help
 
@@ -39,7 +40,8 @@ node-deps: ## install the official OpenAI Node SDK used by the smoke tests
 	@if [ ! -d tests/node/node_modules/openai ]; then cd tests/node && npm ci --no-audit --no-fund --loglevel=error; fi
 
 .PHONY: bench
-bench: ## run the benchmarks (numbers go to docs/PERFORMANCE.md)
+bench: build ## side-by-side benchmark (teegate bench $(BENCHFLAGS); --quick, --json), then the Go benchmarks; numbers go to docs/PERFORMANCE.md
+	$(BIN)/teegate bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
 
 .PHONY: fuzz

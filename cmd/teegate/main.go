@@ -28,6 +28,7 @@ func commands() []command {
 		{"keys", "manage API keys: add, list, revoke", runKeys},
 		{"verify", "verify evidence, quotes, GPU reports and responses offline", runVerify},
 		{"policy", "evaluate a policy against claims; show the builtin policies", runPolicy},
+		{"bench", "measure the stack against a direct upstream call, side by side (--quick, --json)", runBench},
 		{"probe", "show the TEE and confidential GPUs this machine offers", runProbe},
 		{"version", "print the version", func(_ context.Context, _ []string, out, _ io.Writer) error {
 			_, err := fmt.Fprintln(out, "teegate", version)
