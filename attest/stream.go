@@ -87,6 +87,37 @@ func AppendReceiptChunk(dst []byte, m ChunkMeta, sr *SignedReceipt, evidence []b
 	return append(dst, '}')
 }
 
+// ResponsesReceiptEvent is the SSE event name and the "type" of the
+// receipt event of a Responses API stream. The official SDKs dispatch on
+// the type and pass an unknown one through: openai-go decodes it into its
+// event union with this Type, the Node SDK yields it as an object.
+const ResponsesReceiptEvent = "teegate.receipt"
+
+// AppendResponsesReceiptEvent appends the JSON payload of a Responses API
+// stream's receipt event, its last event (sent as "event: teegate.receipt"):
+//
+//	{"type":"teegate.receipt","sequence_number":seq,
+//	 "teegate_receipt":{envelope},"teegate_evidence":{bundle}}
+//
+// seq continues the stream's sequence numbers. Like the chat receipt chunk
+// it is found by its top-level teegate_receipt member (IsReceiptEvent), and
+// only that member and teegate_evidence are covered by anything. evidence,
+// if non-nil, must be canonical bundle bytes and is embedded verbatim.
+func AppendResponsesReceiptEvent(dst []byte, seq int64, sr *SignedReceipt, evidence []byte) []byte {
+	dst = append(dst, `{"type":"`+ResponsesReceiptEvent+`","sequence_number":`...)
+	if seq < 0 {
+		seq = 0
+	}
+	dst = appendJSONUint(dst, uint64(seq))
+	dst = append(dst, `,"`+ChunkReceiptMember+`":`...)
+	dst = sr.AppendJSON(dst)
+	if evidence != nil {
+		dst = append(dst, `,"`+ChunkEvidenceMember+`":`...)
+		dst = append(dst, evidence...)
+	}
+	return append(dst, '}')
+}
+
 // ParseReceipt reads a signed receipt from any of its delivery forms: the
 // Teegate-Receipt header value (base64url envelope), the envelope JSON, the
 // receipt chunk payload, or the chunk's whole "data: …" line.

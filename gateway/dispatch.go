@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -70,7 +71,7 @@ func (g *Gateway) infer(op string) fiber.Handler {
 		if p.Stream {
 			h.Set(wire.HdrStream, "1")
 			h.Set(wire.HdrWindow, strconv.Itoa(g.cfg.StreamWindow))
-			err = g.stream(c, msg, deadline, reqID)
+			err = g.stream(c, msg, deadline, reqID, op == wire.OpResponses)
 		} else {
 			err = g.unary(c, msg, deadline, reqID)
 		}
@@ -140,7 +141,11 @@ func (g *Gateway) finish(c *fiber.Ctx, reqID string, err error, status int) erro
 // stream forwards a stream request: it waits for the first message to pick
 // between an error reply and an SSE response, then relays the chunks from a
 // stream writer that flushes each one.
-func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID string) error {
+//
+// events marks a Responses API stream: its chunks are named SSE events
+// (wire.HdrEvent), its errors are "error" events, and it ends without
+// "data: [DONE]", as OpenAI's does.
+func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID string, events bool) error {
 	nc := g.cfg.Conn
 	window := g.cfg.StreamWindow
 	for attempt := 1; ; attempt++ {
@@ -199,7 +204,7 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID 
 		c.Set("X-Accel-Buffering", "no")
 		copyAttestation(c, first.Header)
 		c.Status(http.StatusOK)
-		r := &relay{nc: nc, sub: sub, ch: ch, window: window, deadline: deadline, g: g, reqID: reqID}
+		r := &relay{nc: nc, sub: sub, ch: ch, window: window, deadline: deadline, g: g, reqID: reqID, events: events}
 		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) { r.run(w, first) })
 		g.log.Info("stream started", "request_id", reqID, "status", 200)
 		return nil
@@ -215,6 +220,7 @@ type relay struct {
 	window   int
 	deadline time.Time
 	reqID    string
+	events   bool // a Responses API stream (see stream)
 
 	next    int    // next expected seq
 	acked   int    // last seq acknowledged to the worker
@@ -249,7 +255,7 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 				return
 			}
 		case <-dl.C:
-			writeEvent(w, errDeadline().Body())
+			r.fail(w, errDeadline())
 			_ = w.Flush()
 			r.cancel()
 			return
@@ -261,16 +267,27 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 // client is gone or the stream broke (the worker must stop).
 func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 	if wire.IsNoResponders(m) {
-		writeEvent(w, errNoCapacity().Body())
+		r.fail(w, errNoCapacity())
 		_ = w.Flush()
 		return true, true
 	}
 	seq, err := strconv.Atoi(m.Header.Get(wire.HdrSeq))
 	if err != nil || seq != r.next {
 		r.g.log.Warn("stream out of order", "request_id", r.reqID, "want", r.next, "got", seq)
-		writeEvent(w, errUpstream().Body())
+		r.fail(w, errUpstream())
 		_ = w.Flush()
 		return true, false
+	}
+	event := ""
+	if r.events {
+		// A Responses stream names every event; a name that could break
+		// the SSE framing is the worker's fault, not the client's.
+		if event = m.Header.Get(wire.HdrEvent); !wire.ValidEventName(event) && (event != "" || m.Header.Get(wire.HdrKind) == wire.KindData) {
+			r.g.log.Warn("stream event without a valid name", "request_id", r.reqID)
+			r.fail(w, errUpstream())
+			_ = w.Flush()
+			return true, false
+		}
 	}
 	r.next++
 	switch m.Header.Get(wire.HdrKind) {
@@ -278,7 +295,7 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		if m.Reply != "" {
 			r.control = m.Reply
 		}
-		writeEvent(w, m.Data)
+		writeNamedEvent(w, event, m.Data)
 		if err := w.Flush(); err != nil {
 			return false, false
 		}
@@ -291,22 +308,61 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		return false, true
 	case wire.KindEnd:
 		if len(m.Data) > 0 {
-			writeEvent(w, m.Data)
+			writeNamedEvent(w, event, m.Data)
 			r.g.storeChunkReceipt(r.reqID, m.Data)
 		}
-		_, _ = w.WriteString("data: [DONE]\n\n")
+		if !r.events {
+			_, _ = w.WriteString("data: [DONE]\n\n")
+		}
 		_ = w.Flush()
 		r.g.log.Info("stream finished", "request_id", r.reqID, "chunks", seq-1)
 		return true, true
 	case wire.KindError:
-		writeEvent(w, m.Data)
+		writeNamedEvent(w, event, m.Data)
 		_ = w.Flush()
 		r.g.log.Info("stream failed in worker", "request_id", r.reqID, "status", m.Header.Get(wire.HdrStatus))
 		return true, true
 	}
-	writeEvent(w, errUpstream().Body())
+	r.fail(w, errUpstream())
 	_ = w.Flush()
 	return true, false
+}
+
+// fail writes an error the gateway itself produced into the stream: a
+// data event {"error":…} for chat and completions, an "error" event with
+// the next sequence number for a Responses stream (which SDKs raise).
+func (r *relay) fail(w *bufio.Writer, e *APIError) {
+	if !r.events {
+		writeEvent(w, e.Body())
+		return
+	}
+	type event struct {
+		Type    string  `json:"type"`
+		Seq     int     `json:"sequence_number"`
+		Code    *string `json:"code"`
+		Message string  `json:"message"`
+		Param   *string `json:"param"`
+	}
+	ev := event{Type: "error", Seq: max(r.next-1, 0), Message: e.Message}
+	if e.Code != "" {
+		ev.Code = &e.Code
+	}
+	if e.Param != "" {
+		ev.Param = &e.Param
+	}
+	b, _ := json.Marshal(ev)
+	writeNamedEvent(w, "error", b)
+}
+
+// writeNamedEvent writes an SSE event with an "event:" field when name is
+// set (Responses streams), then its data as writeEvent does.
+func writeNamedEvent(w *bufio.Writer, name string, payload []byte) {
+	if name != "" {
+		_, _ = w.WriteString("event: ")
+		_, _ = w.WriteString(name)
+		_ = w.WriteByte('\n')
+	}
+	writeEvent(w, payload)
 }
 
 // cancel tells the worker to stop generating.

@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"github.com/gofiber/fiber/v2"
+
+	"github.com/teegate/teegate/worker/wire"
 )
 
 // APIError is an error the client sees, in OpenAI's shape.
@@ -71,6 +73,19 @@ func errForbidden() *APIError {
 func errModelNotFound(model string) *APIError {
 	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Param: "model", Code: "model_not_found",
 		Message: "The model `" + truncate(model, 256) + "` does not exist or you do not have access to it."}
+}
+
+// errStateless refuses a Responses parameter that needs stored state.
+func errStateless(param, what string) *APIError {
+	return &APIError{Status: http.StatusBadRequest, Type: "invalid_request_error", Param: param, Code: "stateless",
+		Message: "'" + param + "' is not supported: " + what + " " + wire.StatelessHint}
+}
+
+// errNoStoredResponse answers GET (and DELETE, cancel, input_items) of
+// /v1/responses/{id}: nothing is ever stored to answer with.
+func errNoStoredResponse() *APIError {
+	return &APIError{Status: http.StatusNotFound, Type: "invalid_request_error", Code: "response_not_found",
+		Message: "Responses are not stored, so none can be retrieved, cancelled or deleted. " + wire.StatelessHint}
 }
 
 func errNotFound() *APIError {

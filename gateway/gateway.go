@@ -127,6 +127,9 @@ func (g *Gateway) routes() {
 	v1.Post("/chat/completions", g.infer(wire.OpChat))
 	v1.Post("/completions", g.infer(wire.OpCompletions))
 	v1.Post("/embeddings", g.infer(wire.OpEmbeddings))
+	v1.Post("/responses", g.infer(wire.OpResponses))
+	// Stateless: no response is stored to get, delete, cancel or list.
+	v1.All("/responses/*", func(c *fiber.Ctx) error { return send(c, errNoStoredResponse()) })
 	v1.Get("/models", g.listModels)
 	v1.Get("/models/*", g.getModel)
 	v1.Get("/attestation", g.freshEvidence)

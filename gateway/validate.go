@@ -69,6 +69,12 @@ type request struct {
 	ResponseFormat      *struct {
 		Type *string `json:"type"`
 	} `json:"response_format"`
+	// Responses API.
+	Instructions       json.RawMessage `json:"instructions"`
+	MaxOutputTokens    *int            `json:"max_output_tokens"`
+	PreviousResponseID json.RawMessage `json:"previous_response_id"`
+	Conversation       json.RawMessage `json:"conversation"`
+	Background         *bool           `json:"background"`
 }
 
 var validRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true, "function": true}
@@ -137,6 +143,10 @@ func validate(op string, body []byte) (parsed, *APIError) {
 		if len(r.Prompt) == 0 || bytes.Equal(r.Prompt, []byte("null")) {
 			return p, errInvalid("prompt", "Missing required parameter: 'prompt'.")
 		}
+	case wire.OpResponses:
+		if e := validateResponses(&r); e != nil {
+			return p, e
+		}
 	case wire.OpEmbeddings:
 		if len(r.Input) == 0 || bytes.Equal(r.Input, []byte("null")) {
 			return p, errInvalid("input", "Missing required parameter: 'input'.")
@@ -167,6 +177,40 @@ func validate(op string, body []byte) (parsed, *APIError) {
 		return p, errInvalid("response_format.type", "Missing required parameter: 'response_format.type'.")
 	}
 	return p, nil
+}
+
+func isNull(raw json.RawMessage) bool {
+	raw = bytes.TrimSpace(raw)
+	return len(raw) == 0 || bytes.Equal(raw, []byte("null"))
+}
+
+// validateResponses checks what only the Responses API has. The gateway
+// keeps no state, so what would need it is refused here with a 400 that
+// says how to send the conversation instead; the worker refuses the same.
+func validateResponses(r *request) *APIError {
+	if !isNull(r.PreviousResponseID) {
+		return errStateless("previous_response_id", "earlier responses are not stored, so they cannot be continued.")
+	}
+	if !isNull(r.Conversation) {
+		return errStateless("conversation", "conversations are not stored.")
+	}
+	if r.Background != nil && *r.Background {
+		return errStateless("background", "background responses would have to be stored until fetched.")
+	}
+	in := bytes.TrimSpace(r.Input)
+	if isNull(in) {
+		return errInvalid("input", "Missing required parameter: 'input'.")
+	}
+	if in[0] != '"' && in[0] != '[' {
+		return errInvalid("input", "Invalid type for 'input': expected a string or an array of input items.")
+	}
+	if ins := bytes.TrimSpace(r.Instructions); !isNull(ins) && ins[0] != '"' {
+		return errInvalid("instructions", "Invalid type for 'instructions': expected a string.")
+	}
+	if r.MaxOutputTokens != nil && *r.MaxOutputTokens < 1 {
+		return errInvalid("max_output_tokens", "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 1.")
+	}
+	return nil
 }
 
 var errStopShape = errors.New("stop must be a string or an array of strings")

@@ -133,7 +133,11 @@ func (n *KeeperNotary) receipt(meta Meta, request []byte) attest.Receipt {
 func (n *KeeperNotary) Seal(ctx context.Context, meta Meta, request, response []byte) (nats.Header, error) {
 	r := n.receipt(meta, request)
 	r.ResponseSHA256 = sha256.Sum256(response)
-	r.Usage = usageOf(response)
+	if meta.Op == wire.OpResponses {
+		r.Usage = responsesUsageOf(response)
+	} else {
+		r.Usage = usageOf(response)
+	}
 	sr, evidence, err := n.sign(ctx, &r)
 	if err != nil {
 		return nil, err
@@ -155,12 +159,13 @@ func (n *KeeperNotary) Stream(_ context.Context, meta Meta, request []byte) Stre
 }
 
 type streamNotary struct {
-	n     *KeeperNotary
-	meta  Meta
-	r     attest.Receipt
-	h     *attest.StreamHasher
-	chunk attest.ChunkMeta
-	seen  bool
+	n      *KeeperNotary
+	meta   Meta
+	r      attest.Receipt
+	h      *attest.StreamHasher
+	chunk  attest.ChunkMeta
+	seen   bool
+	events int64 // payloads added: the receipt event's sequence_number in a Responses stream
 }
 
 // mayHaveUsage filters stream payloads before usageOf, which costs more
@@ -185,8 +190,23 @@ func mayHaveUsage(p []byte) bool {
 
 var usageWord = []byte("usage")
 
-func (s *streamNotary) Add(payload []byte) {
+func (s *streamNotary) Add(event string, payload []byte) {
 	_, _ = s.h.Write(payload)
+	s.events++
+	if s.meta.Op == wire.OpResponses {
+		// The usage of a Responses stream is in its terminal event's
+		// response object.
+		switch event {
+		case "response.completed", "response.incomplete", "response.failed":
+			var v [1]span
+			if topLevel(payload, responseMember, v[:]) && !v[0].absent() {
+				if u := responsesUsageOf(payload[v[0].start:v[0].end]); u.TotalTokens > 0 {
+					s.r.Usage = u
+				}
+			}
+		}
+		return
+	}
 	if !s.seen {
 		s.seen = true
 		if m, ok := chunkMetaOf(payload); ok {
@@ -208,6 +228,9 @@ func (s *streamNotary) Finish(ctx context.Context) ([]byte, error) {
 	}
 	if !s.meta.Inline {
 		evidence = nil
+	}
+	if s.meta.Op == wire.OpResponses {
+		return attest.AppendResponsesReceiptEvent(nil, s.events, sr, evidence), nil
 	}
 	if s.chunk.Object == "" {
 		s.chunk.Object = "chat.completion.chunk"
@@ -233,14 +256,21 @@ func (s *streamNotary) Finish(ctx context.Context) ([]byte, error) {
 // if a counter is outside what a receipt can carry (negative, or above
 // 2^53-1): an engine's bad accounting must not turn a finished completion
 // into a signing failure.
-func usageOf(body []byte) attest.Usage {
+func usageOf(body []byte) attest.Usage { return usageWith(body, counterMembers) }
+
+// responsesUsageOf reads the usage of a Responses API object:
+// input_tokens, output_tokens and total_tokens, which a receipt carries as
+// prompt_tokens, completion_tokens and total_tokens.
+func responsesUsageOf(body []byte) attest.Usage { return usageWith(body, responsesCounterMembers) }
+
+func usageWith(body []byte, counters []member) attest.Usage {
 	var v [1]span
 	if !topLevel(body, usageMember, v[:]) || v[0].absent() {
 		return attest.Usage{}
 	}
 	obj := body[v[0].start:v[0].end]
 	var c [3]span
-	if !topLevel(obj, counterMembers, c[:]) {
+	if !topLevel(obj, counters, c[:]) {
 		return attest.Usage{}
 	}
 	p, _ := intValue(obj, c[0])
@@ -278,7 +308,10 @@ type member struct {
 var (
 	usageMember    = []member{{"usage", 'o'}}
 	counterMembers = []member{{"prompt_tokens", 'i'}, {"completion_tokens", 'i'}, {"total_tokens", 'i'}}
-	chunkMembers   = []member{{"id", 's'}, {"object", 's'}, {"created", 'i'}, {"model", 's'}}
+	// Responses API: the same three counters under their names there.
+	responsesCounterMembers = []member{{"input_tokens", 'i'}, {"output_tokens", 'i'}, {"total_tokens", 'i'}}
+	responseMember          = []member{{"response", 'o'}}
+	chunkMembers            = []member{{"id", 's'}, {"object", 's'}, {"created", 'i'}, {"model", 's'}}
 )
 
 // span is a value's bounds in a body; start < 0 when the member is absent.

@@ -483,7 +483,7 @@ func TestSealAbsurdUsage(t *testing.T) {
 			t.Fatalf("usage %+v", sr.Receipt.Usage)
 		}
 		s := n.Stream(context.Background(), Meta{RequestID: "req-2", Model: "bench-model", Op: wire.OpChat}, req)
-		s.Add(resp)
+		s.Add("", resp)
 		if _, err := s.Finish(context.Background()); err != nil {
 			t.Fatalf("stream usage %s: %v", usage, err)
 		}
@@ -496,7 +496,7 @@ func TestStreamReceipt(t *testing.T) {
 	s := n.Stream(context.Background(), Meta{RequestID: "req-2", Model: "bench-model", Op: wire.OpChat}, req)
 	var sse bytes.Buffer
 	for _, p := range benchStream() {
-		s.Add(p)
+		s.Add("", p)
 		fmt.Fprintf(&sse, "data: %s\n\n", p)
 	}
 	chunk, err := s.Finish(context.Background())
@@ -570,7 +570,7 @@ func BenchmarkStreamNotary(b *testing.B) {
 		t0 := time.Now()
 		s := n.Stream(ctx, meta, req)
 		for _, p := range payloads {
-			s.Add(p)
+			s.Add("", p)
 		}
 		t1 := time.Now()
 		if _, err := s.Finish(ctx); err != nil {

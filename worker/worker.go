@@ -19,8 +19,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/worker/engine"
+	"github.com/teegate/teegate/worker/engine/responses"
 	"github.com/teegate/teegate/worker/wire"
 )
 
@@ -86,7 +88,11 @@ type Notary interface {
 
 // StreamNotary accumulates a stream's payloads for its receipt.
 type StreamNotary interface {
-	Add(payload []byte)
+	// Add takes each payload in order with its SSE event name ("" for
+	// chat and completions chunks, which have none).
+	Add(event string, payload []byte)
+	// Finish returns the receipt event's payload. Responses API streams
+	// send it as event attest.ResponsesReceiptEvent.
 	Finish(ctx context.Context) ([]byte, error)
 }
 
@@ -729,10 +735,14 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, nc *nats
 		}
 	}
 	seq := 0
-	send := func(kind string, data []byte, status int) error {
+	responsesAPI := meta.Op == wire.OpResponses
+	send := func(kind string, data []byte, status int, event string) error {
 		msg := nats.NewMsg(inbox)
 		msg.Header.Set(wire.HdrKind, kind)
 		msg.Header.Set(wire.HdrWorker, w.cfg.ID)
+		if event != "" {
+			msg.Header.Set(wire.HdrEvent, event)
+		}
 		if kind == wire.KindData {
 			seq++
 			msg.Header.Set(wire.HdrSeq, strconv.Itoa(seq))
@@ -765,18 +775,30 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, nc *nats
 				return seq, errors.New("waiting for credit: client stopped reading")
 			}
 		}
+		// failed sends an error: before any chunk as an HTTP error body; in
+		// a Responses stream that started, as its "error" event.
+		failed := func(e *engine.Error) {
+			if responsesAPI && seq > 0 {
+				_ = send(wire.KindError, responses.ErrorEvent(int64(seq), e), e.Status, "error")
+				return
+			}
+			_ = send(wire.KindError, e.Body(), e.Status, "")
+		}
 		payload, err := s.Next(ctx)
 		if errors.Is(err, io.EOF) {
 			var final []byte
 			if notary != nil {
 				final, err = notary.Finish(ctx)
 				if err != nil {
-					e := engine.Errorf(http.StatusInternalServerError, "server_error", "", "receipt_failed", "The worker could not issue a receipt.")
-					_ = send(wire.KindError, e.Body(), e.Status)
+					failed(engine.Errorf(http.StatusInternalServerError, "server_error", "", "receipt_failed", "The worker could not issue a receipt."))
 					return seq, fmt.Errorf("finishing receipt: %w", err)
 				}
 			}
-			return seq, send(wire.KindEnd, final, http.StatusOK)
+			event := ""
+			if responsesAPI && final != nil {
+				event = attest.ResponsesReceiptEvent
+			}
+			return seq, send(wire.KindEnd, final, http.StatusOK, event)
 		}
 		if err != nil {
 			e, ok := engine.AsError(err)
@@ -789,13 +811,21 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, nc *nats
 				}
 				e = engine.Errorf(http.StatusInternalServerError, "server_error", "", "", "The engine failed while streaming.")
 			}
-			_ = send(wire.KindError, e.Body(), e.Status)
+			failed(e)
 			return seq, fmt.Errorf("generating: %w", err)
 		}
-		if notary != nil {
-			notary.Add(payload)
+		event := ""
+		if responsesAPI {
+			event = engine.EventOf(s)
 		}
-		if err := send(wire.KindData, payload, 0); err != nil {
+		if responsesAPI && !wire.ValidEventName(event) {
+			failed(engine.Errorf(http.StatusBadGateway, "server_error", "", "bad_response", "The engine sent a stream event without a valid name."))
+			return seq, errors.New("generating: engine event without a valid name")
+		}
+		if notary != nil {
+			notary.Add(event, payload)
+		}
+		if err := send(wire.KindData, payload, 0, event); err != nil {
 			return seq, err
 		}
 	}

@@ -138,7 +138,7 @@ func verifiedEndpoint(req *http.Request) bool {
 	}
 	p := strings.TrimSuffix(req.URL.Path, "/")
 	return strings.HasSuffix(p, "/chat/completions") || strings.HasSuffix(p, "/completions") ||
-		strings.HasSuffix(p, "/embeddings")
+		strings.HasSuffix(p, "/embeddings") || strings.HasSuffix(p, "/responses")
 }
 
 // do sends req through next and verifies the answer.

@@ -1,7 +1,8 @@
 // Package client verifies teegate answers where they arrive: in the HTTP
 // client of the application that asked. A Verifier is an http.RoundTripper
 // wrapper (RoundTripper) or an openai-go middleware (Middleware) that, for
-// every POST to /v1/chat/completions, /v1/completions and /v1/embeddings,
+// every POST to /v1/chat/completions, /v1/completions, /v1/embeddings and
+// /v1/responses,
 // keeps the exact request bytes it sends, reads the receipt of the answer
 // (the Teegate-Receipt header, or the receipt event that ends a stream),
 // obtains the evidence bundle the receipt names (inline, from its cache, or

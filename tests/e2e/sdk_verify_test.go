@@ -70,11 +70,17 @@ func TestSDKVerifiesThousandCompletions(t *testing.T) {
 // chosen responses, the way a compromised gateway or network would.
 func tamperingProxy(t *testing.T, target string, tamper func(path string, body []byte) []byte) *httptest.Server {
 	t.Helper()
+	return tamperingProxyFor(t, target, "/chat/completions", tamper)
+}
+
+// tamperingProxyFor tampers with the answers to paths containing path.
+func tamperingProxyFor(t *testing.T, target, path string, tamper func(path string, body []byte) []byte) *httptest.Server {
+	t.Helper()
 	u, _ := url.Parse(target)
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.FlushInterval = -1
 	rp.ModifyResponse = func(r *http.Response) error {
-		if r.StatusCode != 200 || !strings.Contains(r.Request.URL.Path, "/chat/completions") {
+		if r.StatusCode != 200 || !strings.Contains(r.Request.URL.Path, path) {
 			return nil
 		}
 		b, err := io.ReadAll(r.Body)

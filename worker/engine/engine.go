@@ -15,6 +15,10 @@ const (
 	OpChatCompletions Op = "chat.completions"
 	OpCompletions     Op = "completions"
 	OpEmbeddings      Op = "embeddings"
+	// OpResponses is the OpenAI Responses API (POST /v1/responses). Its
+	// streams are named events (Event): every payload's SSE "event:" field
+	// is its JSON "type".
+	OpResponses Op = "responses"
 )
 
 // Path is the HTTP path of the operation under an OpenAI-compatible base URL.
@@ -26,6 +30,8 @@ func (o Op) Path() string {
 		return "/v1/completions"
 	case OpEmbeddings:
 		return "/v1/embeddings"
+	case OpResponses:
+		return "/v1/responses"
 	}
 	return ""
 }
@@ -73,6 +79,25 @@ type Stream interface {
 	Next(ctx context.Context) ([]byte, error)
 	// Close releases the stream; it cancels generation if it is still going.
 	Close() error
+}
+
+// EventStream is a Stream whose events carry an SSE event name (the
+// "event:" field), as Responses API streams do. The worker sends the name
+// with each payload and the gateway writes it before the payload's data
+// lines; streams of other operations have no names.
+type EventStream interface {
+	Stream
+	// Event is the event name of the payload Next returned last.
+	Event() string
+}
+
+// EventOf returns the event name of the payload s returned last: "" unless
+// s is an EventStream.
+func EventOf(s Stream) string {
+	if es, ok := s.(EventStream); ok {
+		return es.Event()
+	}
+	return ""
 }
 
 // Engine serves OpenAI-compatible calls. Implementations are safe for

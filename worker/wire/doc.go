@@ -12,7 +12,10 @@
 //
 // Stream: the worker sends ordered messages to the request's reply inbox:
 // zero or more KindData messages (one SSE data payload each, Seq 1, 2, …)
-// then exactly one KindEnd or KindError. Each KindData message has a reply
+// then exactly one KindEnd or KindError. Responses API streams
+// (OpResponses) name their events: each KindData and KindEnd message then
+// carries HdrEvent, the SSE "event:" field the gateway writes before its
+// data, and the stream ends without "data: [DONE]", as OpenAI's does. Each KindData message has a reply
 // subject owned by the worker: the gateway publishes acks there (HdrAck =
 // highest seq written to the client) so the worker never has more than the
 // request's window of unacknowledged chunks in flight, and publishes

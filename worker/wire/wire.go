@@ -92,6 +92,10 @@ const (
 	HdrEvidence    = "Teegate-Evidence"
 	HdrEvidenceID  = "Teegate-Evidence-Id"
 	HdrWorker      = "Teegate-Worker"
+	// HdrEvent is the SSE event name of a stream chunk (data or end):
+	// the gateway writes "event: <name>" before the chunk's data lines.
+	// Absent for chat and completions chunks; see ValidEventName.
+	HdrEvent = "Teegate-Event"
 	// HdrAck and HdrCancel travel gateway → worker on a chunk's reply subject.
 	HdrAck    = "Teegate-Ack"
 	HdrCancel = "Teegate-Cancel"
@@ -124,7 +128,32 @@ const (
 	OpChat        = "chat.completions"
 	OpCompletions = "completions"
 	OpEmbeddings  = "embeddings"
+	OpResponses   = "responses"
 )
+
+// StatelessHint ends every refusal of what would need stored responses
+// (previous_response_id, GET /v1/responses/{id}, …), on either side, so
+// the client reads one explanation wherever the refusal is made.
+const StatelessHint = "This gateway is stateless and stores no responses: send the whole conversation in 'input' " +
+	"(earlier user and assistant messages as message items, and function_call / function_call_output items for tool use)."
+
+// MaxEventName bounds an SSE event name in HdrEvent.
+const MaxEventName = 128
+
+// ValidEventName reports whether name may be written as an SSE "event:"
+// field: 1 to MaxEventName bytes of [A-Za-z0-9._-], so it can neither end
+// the line nor start another field.
+func ValidEventName(name string) bool {
+	if name == "" || len(name) > MaxEventName {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !tokenSafe(c) && c != '.' {
+			return false
+		}
+	}
+	return true
+}
 
 // SetDeadline stores t in h as unix milliseconds.
 func SetDeadline(h nats.Header, t time.Time) {
