@@ -73,7 +73,9 @@ func goodSNP() *claims.Claims {
 		"measurement": "ee00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000ee",
 		"host_data":   strings.Repeat("00", 32),
 	}
-	c.TCB = &claims.TCB{Status: claims.TCBUpToDate, TEETCBSVN: "0300000000000873"}
+	parts := claims.SNPTCBParts{BootLoader: 3, SNP: 24, Microcode: 219}
+	c.TCB = &claims.TCB{Status: claims.TCBUnknown, TEETCBSVN: "03000000000018db",
+		SNP: &claims.SNPTCB{ProductLine: "Milan", Signer: "vcek", Reported: parts, Committed: parts, Current: parts, Launch: parts}}
 	return c
 }
 

@@ -67,9 +67,61 @@ deny contains "TCB status is missing (no collateral was evaluated)" if not tcb_s
 
 tcb_status_named if is_string(tcb.status)
 
-deny contains sprintf("TCB status %s is not UpToDate and not tolerated (advisories: %s)", [tcb.status, concat(",", advisories)]) if {
+deny contains sprintf("TCB status %s is not UpToDate and not tolerated (advisories: %s)", [effective_tcb_status, concat(",", advisories)]) if {
 	is_string(tcb.status)
-	tcb.status != "UpToDate"
+	effective_tcb_status != "UpToDate"
+	not tcb_tolerated
+}
+
+# The status judged: the verifier's, except for SEV-SNP, whose status the
+# policy derives itself from the reported and committed TCB against the
+# minimums data.sev_snp.min_tcb states per product line (AMD security
+# bulletins). A verifier's OutOfDate is never upgraded; without a stated
+# minimum the status is Unknown.
+effective_tcb_status := "OutOfDate" if {
+	input.tee == "sev-snp"
+	count(snp_below) > 0
+} else := "OutOfDate" if {
+	input.tee == "sev-snp"
+	tcb.status == "OutOfDate"
+} else := "UpToDate" if {
+	input.tee == "sev-snp"
+	snp_minimum_stated
+} else := "Unknown" if {
+	input.tee == "sev-snp"
+} else := tcb.status
+
+# --- SEV-SNP TCB minimums -------------------------------------------------
+
+snp_tcb := tcb.snp if is_object(tcb.snp)
+
+snp_minimum := data.sev_snp.min_tcb[snp_tcb.product_line] if is_object(data.sev_snp.min_tcb[snp_tcb.product_line])
+
+snp_minimum_stated if is_object(snp_minimum)
+
+snp_tcb_present if is_object(snp_tcb)
+
+snp_below contains sprintf("%s %s SPL %v < %v", [which, component, have, want]) if {
+	some component, want in snp_minimum
+	some which in ["reported", "committed"]
+	have := object.get(snp_tcb, [which, component], -1)
+	have < want
+}
+
+deny contains "SEV-SNP TCB versions are missing from the claims" if {
+	input.tee == "sev-snp"
+	not snp_tcb_present
+}
+
+deny contains sprintf("SEV-SNP minimum TCB is not stated for product line %q (data.sev_snp.min_tcb)", [snp_tcb.product_line]) if {
+	input.tee == "sev-snp"
+	snp_tcb_present
+	not snp_minimum_stated
+}
+
+deny contains sprintf("SEV-SNP TCB is below the minimum stated for %s: %s", [snp_tcb.product_line, concat(", ", sort(snp_below))]) if {
+	input.tee == "sev-snp"
+	count(snp_below) > 0
 	not tcb_tolerated
 }
 
@@ -81,7 +133,7 @@ else := []
 # it, covers every advisory that applies, and has not expired.
 tcb_tolerated if {
 	some t in data.tcb.tolerated
-	t.status == tcb.status
+	t.status == effective_tcb_status
 	every id in advisories {
 		id in t.advisory_ids
 	}

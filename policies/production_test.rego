@@ -205,3 +205,92 @@ test_max_age_missing if {
 	some r in policy.deny with input as good with data.max_age_seconds as null
 	r == "max_age_seconds is not configured"
 }
+
+# --- SEV-SNP TCB minimums -------------------------------------------------
+
+snp_parts(bl, snp, ucode) := {"fmc": 0, "boot_loader": bl, "tee": 0, "snp": snp, "microcode": ucode}
+
+snp_good := json.patch(good, [
+	{"op": "replace", "path": "/tee", "value": "sev-snp"},
+	{"op": "replace", "path": "/measurements", "value": {"measurement": "ee"}},
+	{"op": "replace", "path": "/tcb", "value": {"status": "Unknown", "snp": {
+		"product_line": "Milan", "signer": "vcek",
+		"reported": snp_parts(3, 24, 219), "committed": snp_parts(3, 24, 219),
+	}}},
+])
+
+snp_min := {"min_tcb": {"Milan": {"boot_loader": 0, "tee": 0, "snp": 24, "microcode": 219}}}
+
+snp_reasons(inp) := r if {
+	r := policy.deny with input as inp
+		with data.reference as reference
+		with data.gpu as gpu
+		with data.tcb as tcb
+		with data.sev_snp as snp_min
+		with data.max_age_seconds as 3600
+		with data.max_clock_skew_seconds as 60
+		with data.min_tee_tcb_svn as {}
+		with data.min_gpus as 1
+}
+
+snp_denied(patch, reason) if {
+	some r in snp_reasons(json.patch(snp_good, patch))
+	contains(r, reason)
+}
+
+test_snp_at_minimum_allowed if count(snp_reasons(snp_good)) == 0
+
+test_snp_status_derived_up_to_date if {
+	policy.effective_tcb_status == "UpToDate" with input as snp_good with data.sev_snp as snp_min
+}
+
+# The real Milan fixture's TCB (bl 2, snp 5, microcode 0x44 = 68) is below
+# AMD-SB-3019's minimum: OutOfDate, refused.
+test_snp_milan_fixture_out_of_date if {
+	inp := json.patch(snp_good, [
+		{"op": "replace", "path": "/tcb/snp/reported", "value": snp_parts(2, 5, 68)},
+		{"op": "replace", "path": "/tcb/snp/committed", "value": snp_parts(2, 5, 68)},
+	])
+	policy.effective_tcb_status == "OutOfDate" with input as inp with data.sev_snp as snp_min
+	some r in snp_reasons(inp)
+	r == "SEV-SNP TCB is below the minimum stated for Milan: committed microcode SPL 68 < 219, committed snp SPL 5 < 24, reported microcode SPL 68 < 219, reported snp SPL 5 < 24"
+	some r2 in snp_reasons(inp)
+	startswith(r2, "TCB status OutOfDate is not UpToDate")
+}
+
+test_snp_committed_below if snp_denied([{"op": "replace", "path": "/tcb/snp/committed/snp", "value": 23}], "committed snp SPL 23 < 24")
+
+test_snp_reported_below if snp_denied([{"op": "replace", "path": "/tcb/snp/reported/microcode", "value": 218}], "reported microcode SPL 218 < 219")
+
+test_snp_component_missing if snp_denied([{"op": "remove", "path": "/tcb/snp/reported/snp"}], "reported snp SPL -1 < 24")
+
+test_snp_verifier_out_of_date_kept if snp_denied([{"op": "replace", "path": "/tcb/status", "value": "OutOfDate"}], "TCB status OutOfDate")
+
+test_snp_no_minimum_for_product_line if {
+	inp := json.patch(snp_good, [{"op": "replace", "path": "/tcb/snp/product_line", "value": "Genoa"}])
+	some r in snp_reasons(inp)
+	r == "SEV-SNP minimum TCB is not stated for product line \"Genoa\" (data.sev_snp.min_tcb)"
+	some r2 in snp_reasons(inp)
+	startswith(r2, "TCB status Unknown is not UpToDate")
+}
+
+test_snp_versions_missing if snp_denied([{"op": "remove", "path": "/tcb/snp"}], "SEV-SNP TCB versions are missing")
+
+test_snp_no_minimums_at_all if {
+	some r in policy.deny with input as snp_good with data.reference as reference with data.sev_snp as {}
+	startswith(r, "TCB status Unknown")
+}
+
+test_snp_out_of_date_tolerated if {
+	inp := json.patch(snp_good, [{"op": "replace", "path": "/tcb/snp/reported/snp", "value": 5}])
+	r := policy.deny with input as inp
+		with data.reference as reference
+		with data.gpu as gpu
+		with data.tcb as {"tolerated": [{"status": "OutOfDate", "advisory_ids": [], "until": "2027-01-01T00:00:00Z"}]}
+		with data.sev_snp as snp_min
+		with data.max_age_seconds as 3600
+		with data.max_clock_skew_seconds as 60
+		with data.min_tee_tcb_svn as {}
+		with data.min_gpus as 1
+	count(r) == 0
+}

@@ -13,8 +13,9 @@ const (
 	TEESimulated = "simulated"
 )
 
-// TCB statuses as Intel names them (TDX/SGX). SEV-SNP and simulated
-// evidence use "UpToDate" when their own checks pass.
+// TCB statuses as Intel names them (TDX/SGX). SEV-SNP uses UpToDate and
+// OutOfDate when the verifier was given minimums for the product line, and
+// Unknown otherwise; simulated evidence uses UpToDate.
 const (
 	TCBUpToDate                          = "UpToDate"
 	TCBSWHardeningNeeded                 = "SWHardeningNeeded"
@@ -23,6 +24,8 @@ const (
 	TCBOutOfDate                         = "OutOfDate"
 	TCBOutOfDateConfigurationNeeded      = "OutOfDateConfigurationNeeded"
 	TCBRevoked                           = "Revoked"
+	// TCBUnknown: the verifier had no reference to judge the TCB by.
+	TCBUnknown = "Unknown"
 )
 
 // Claims is the normalized, verified view of one piece of evidence (an
@@ -74,6 +77,36 @@ type TCB struct {
 	FMSPC string `json:"fmspc,omitempty"`
 	// CollateralExpired is true when the collateral's nextUpdate is past.
 	CollateralExpired bool `json:"collateral_expired,omitempty"`
+	// SNP holds the SEV-SNP TCB versions by component (SEV-SNP only), for
+	// policies that state minimums per product line.
+	SNP *SNPTCB `json:"snp,omitempty"`
+}
+
+// SNPTCB is an SEV-SNP report's TCB, decomposed for the product line.
+type SNPTCB struct {
+	// ProductLine is the AMD product line whose ARK certified the
+	// endorsement key: Milan, Genoa, Turin.
+	ProductLine string `json:"product_line"`
+	// Signer is "vcek" or "vlek".
+	Signer string `json:"signer"`
+	// Reported is the TCB the endorsement key certifies (REPORTED_TCB).
+	Reported SNPTCBParts `json:"reported"`
+	// Committed is the TCB the firmware cannot roll back below
+	// (COMMITTED_TCB).
+	Committed SNPTCBParts `json:"committed"`
+	// Current and Launch are the running TCB and the TCB at guest launch.
+	Current SNPTCBParts `json:"current"`
+	Launch  SNPTCBParts `json:"launch"`
+}
+
+// SNPTCBParts are the security patch levels of one TCB_VERSION (FMC is zero
+// before Turin).
+type SNPTCBParts struct {
+	FMC        int `json:"fmc"`
+	BootLoader int `json:"boot_loader"`
+	TEE        int `json:"tee"`
+	SNP        int `json:"snp"`
+	Microcode  int `json:"microcode"`
 }
 
 // GPU is the verified view of one GPU's attestation report.

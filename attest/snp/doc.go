@@ -1,13 +1,17 @@
 // Package snp verifies AMD SEV-SNP attestation reports offline and turns
-// them into normalized claims (DESIGN §3.4), using google/go-sev-guest for
-// the report layout, the VCEK/VLEK certificate chain to the AMD ARK and the
-// ECDSA P-384 report signature. Verify takes the raw report (optionally
-// followed by the extended-request certificate table), the VCEK when the
-// report does not carry it, and the trusted ASK/ARK (default: the AMD roots
-// embedded in go-sev-guest); it never touches the network and builds with
-// CGO_ENABLED=0. It establishes that the report is genuine and consistent
-// with its VCEK; judging the measurement, debug bit and TCB level is left
-// to policies. Every failure wraps one of the Err* sentinels. Importing
-// go-sev-guest registers its command-line flags on the global FlagSet; this
-// package never parses flags.
+// them into normalized claims (DESIGN §3.4). It uses go-sev-guest's abi and
+// kds packages for the report layout and the VCEK/VLEK extensions, and Go's
+// crypto/x509 for the rest: the VCEK chain through the ASK (or the VLEK
+// chain through the ASVK) to the ARK, the AMD CRL of the ARK, and the ECDSA
+// P-384 report signature. Verify takes the raw report (optionally followed
+// by the extended-request certificate table), the VCEK/VLEK when the report
+// does not carry it, the trusted chain (default: the AMD VCEK and VLEK
+// chains of Milan, Genoa and Turin embedded in roots/), CRLs, and the
+// minimum TCB per product line against which it derives the TCB status
+// (Unknown without one, never UpToDate by default). It never touches the
+// network, builds with CGO_ENABLED=0, and links nothing that registers
+// flags or reads the environment at init (go-sev-guest's verify, validate
+// and trust packages are deliberately not used). Judging the measurement
+// and the debug bit is left to policies. Every failure wraps one of the
+// Err* sentinels.
 package snp

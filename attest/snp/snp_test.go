@@ -85,8 +85,13 @@ func TestVerifyMilan(t *testing.T) {
 			}
 			// REPORTED_TCB 0x4405000000000002: bootloader 2, TEE 0, SNP 5,
 			// microcode 0x44, the TCB the VCEK certifies.
-			if c.TCB == nil || c.TCB.Status != claims.TCBUpToDate || c.TCB.TEETCBSVN != "0200000000000544" {
+			// Without minimums the status is Unknown, never UpToDate.
+			if c.TCB == nil || c.TCB.Status != claims.TCBUnknown || c.TCB.TEETCBSVN != "0200000000000544" {
 				t.Errorf("tcb = %+v", c.TCB)
+			}
+			wantTCB := claims.SNPTCBParts{BootLoader: 2, SNP: 5, Microcode: 0x44}
+			if s := c.TCB.SNP; s == nil || s.ProductLine != "Milan" || s.Signer != "vcek" || s.Reported != wantTCB || s.Committed != wantTCB {
+				t.Errorf("tcb.snp = %+v", c.TCB.SNP)
 			}
 			if c.Sources["measurements"] == "" || c.Sources["tcb"] == "" {
 				t.Errorf("sources = %v", c.Sources)

@@ -34,6 +34,13 @@ type Config struct {
 	// reference measurements.
 	RIMRoots *x509.CertPool
 	RIMs     []*nvidia.RIM
+	// SNPCertChain, when set, is the trusted AMD KDS cert_chain PEM (ASK
+	// and/or ASVK, then ARK) instead of the embedded AMD roots; VLEK-signed
+	// reports need an ASVK (the embedded roots carry one per product line).
+	SNPCertChain []byte
+	// SNPMinimumTCB states the lowest acceptable SEV-SNP TCB per product
+	// line; without an entry the claimed status is Unknown.
+	SNPMinimumTCB map[string]snp.TCBParts
 	// MaxAge rejects older bundles (0: no limit).
 	MaxAge time.Duration
 	Now    func() time.Time
@@ -76,7 +83,7 @@ func Options(cfg Config) attest.VerifyOptions {
 				if o.SimulatedRoots != nil {
 					return nil, fmt.Errorf("verifying SEV-SNP report: %w", attest.ErrUnknownTEE)
 				}
-				return snp.Verify(ctx, ev, snp.Options{Now: o.Now})
+				return snp.Verify(ctx, ev, snp.Options{Now: o.Now, CertChain: cfg.SNPCertChain, MinimumTCB: cfg.SNPMinimumTCB})
 			}),
 		},
 		GPU: attest.GPUVerifierFunc(func(ctx context.Context, ev attest.GPUEvidence, o attest.GPUOptions) (*claims.GPU, error) {

@@ -32,11 +32,12 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 	sgxPath := fs.String("sgx", "", "Intel SGX quote file (v3, raw binary) or Open Enclave/EGo remote report")
 	snpPath := fs.String("snp", "", "AMD SEV-SNP attestation report file (raw, optionally followed by its certificate table)")
 	vcekPath := fs.String("vcek", "", "SEV-SNP: VCEK or VLEK certificate (DER) when the report does not carry it")
+	snpChainPath := fs.String("snp-chain", "", "SEV-SNP: trusted AMD KDS cert_chain `PEMFILE` (ASK or ASVK, then ARK) instead of the embedded AMD VCEK and VLEK roots")
 	collPath := fs.String("collateral", "", "TDX/SGX: offline Intel collateral JSON (TCB info, QE identity, CRLs) to evaluate the TCB")
 	asJSON := fs.Bool("json", false, "print the claims as JSON")
 	nowArg := fs.String("now", "", "verification time, RFC 3339 (default: the current time)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: teegate verify quote --tdx FILE | --sgx FILE | --snp FILE [--vcek FILE] [--collateral FILE] [--json] [--now RFC3339]")
+		fmt.Fprintln(stderr, "usage: teegate verify quote --tdx FILE | --sgx FILE | --snp FILE [--vcek FILE] [--snp-chain PEMFILE] [--collateral FILE] [--json] [--now RFC3339]")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
@@ -55,6 +56,8 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 		return usageErrorf(fs, "give exactly one of --tdx, --sgx, --snp")
 	case *vcekPath != "" && kind != "snp":
 		return usageErrorf(fs, "--vcek goes with --snp")
+	case *snpChainPath != "" && kind != "snp":
+		return usageErrorf(fs, "--snp-chain goes with --snp")
 	case *collPath != "" && kind == "snp":
 		return usageErrorf(fs, "--collateral goes with --tdx or --sgx")
 	}
@@ -86,6 +89,11 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 		if *vcekPath != "" {
 			if opts.VCEK, err = os.ReadFile(*vcekPath); err != nil {
 				return fmt.Errorf("verify quote: reading %s: %w", *vcekPath, err)
+			}
+		}
+		if *snpChainPath != "" {
+			if opts.CertChain, err = os.ReadFile(*snpChainPath); err != nil {
+				return fmt.Errorf("verify quote: reading %s: %w", *snpChainPath, err)
 			}
 		}
 		v, err = verifySNPReport(ctx, raw, opts)
@@ -189,13 +197,22 @@ func verifySNPReport(ctx context.Context, raw []byte, opts snp.Options) (verifie
 	for _, k := range []string{"measurement", "host_data", "family_id", "image_id"} {
 		f[k] = c.Measurements[k]
 	}
+	signer := "VCEK"
 	if c.TCB != nil {
 		f["reported_tcb"] = c.TCB.TEETCBSVN
 		f["tcb_status"] = c.TCB.Status
+		if s := c.TCB.SNP; s != nil {
+			f["product_line"], f["signer"] = s.ProductLine, s.Signer
+			signer = strings.ToUpper(s.Signer)
+		}
+	}
+	ica := "ASK"
+	if signer == "VLEK" {
+		ica = "ASVK"
 	}
 	return verifiedQuote{
 		what:   "SEV-SNP report",
-		checks: "report signature, VCEK chain to the AMD ARK, report TCB and chip id against the VCEK",
+		checks: "report signature, " + signer + " chain through the " + ica + " to the AMD ARK, report TCB and chip id against the " + signer,
 		fields: f,
 		claims: c,
 	}, nil
@@ -255,6 +272,9 @@ func failedCheck(err error) string {
 		{snp.ErrSignature, "report signature"},
 		{snp.ErrCertChain, "VCEK certificate chain"},
 		{snp.ErrTCB, "report TCB against VCEK"},
+		{snp.ErrRevoked, "AMD certificate revoked"},
+		{snp.ErrCRLExpired, "stale AMD CRL"},
+		{snp.ErrCRL, "AMD CRL"},
 		{context.Canceled, "interrupted"},
 	} {
 		if errors.Is(err, m.target) {

@@ -109,7 +109,13 @@ func TestVerifyQuoteOK(t *testing.T) {
 			name: "sev-snp with vcek",
 			args: []string{"--snp", quotes + "attestation_milan.bin", "--vcek", quotes + "vcek_milan.der", "--now", nowSNP},
 			hex:  []string{"measurement", "host_data", "report_data", "reported_tcb"},
-			want: map[string]any{"tee": "sev-snp", "debug": true},
+			want: map[string]any{"tee": "sev-snp", "debug": true, "tcb_status": "Unknown", "product_line": "Milan", "signer": "vcek"},
+		},
+		{
+			name: "sev-snp under the KDS chain given with --snp-chain",
+			args: []string{"--snp", quotes + "attestation_milan.bin", "--vcek", quotes + "vcek_milan.der", "--snp-chain", "../../attest/snp/testdata/ask_ark_milan_vcek_kds.pem", "--now", nowSNP},
+			hex:  []string{"measurement", "host_data", "report_data", "reported_tcb"},
+			want: map[string]any{"tee": "sev-snp", "product_line": "Milan"},
 		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -212,6 +218,9 @@ func TestVerifyQuoteFailures(t *testing.T) {
 		{"snp report data flipped", func(t *testing.T) []string {
 			return []string{"--snp", flipped(t, "attestation_milan.bin", snpReportData), "--vcek", quotes + "vcek_milan.der", "--now", nowSNP}
 		}, "verify quote: report signature: "},
+		{"snp under another product line's chain", func(t *testing.T) []string {
+			return []string{"--snp", quotes + "attestation_milan.bin", "--vcek", quotes + "vcek_milan.der", "--snp-chain", "../../attest/snp/testdata/ask_ark_genoa.pem", "--now", nowSNP}
+		}, "verify quote: VCEK certificate chain: "},
 		{"snp without vcek", func(t *testing.T) []string {
 			return []string{"--snp", quotes + "attestation_milan.bin", "--now", nowSNP}
 		}, "verify quote: VCEK missing"},
