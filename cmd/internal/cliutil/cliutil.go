@@ -54,6 +54,8 @@ type EngineFlags struct {
 	TTFT     time.Duration
 	PerToken time.Duration
 	Timeout  time.Duration
+	// Responses is how the openai engine serves POST /v1/responses.
+	Responses string
 }
 
 // Register adds the engine flags to fs.
@@ -65,6 +67,8 @@ func (f *EngineFlags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.TTFT, "latency-ttft", 0, "builtin engine: time to first token to imitate GPU decoding (e.g. 150ms)")
 	fs.DurationVar(&f.PerToken, "latency-per-token", 0, "builtin engine: time per token to imitate GPU decoding (e.g. 20ms)")
 	fs.DurationVar(&f.Timeout, "engine-timeout", 10*time.Minute, "openai engine: timeout of one non-stream call")
+	fs.StringVar(&f.Responses, "responses", "auto", "openai engine: POST /v1/responses as passthrough (to the engine's own /v1/responses, byte for byte),\n"+
+		"translate (to chat completions) or auto (passthrough until the engine says it has no such endpoint)")
 }
 
 // Build makes the engine the flags describe.
@@ -80,7 +84,11 @@ func (f *EngineFlags) Build() (engine.Engine, error) {
 		if f.URL == "" {
 			return nil, errors.New("-engine openai needs -engine-url")
 		}
-		e, err := oaengine.New(oaengine.Config{BaseURL: f.URL, APIKey: f.APIKey, Timeout: f.Timeout})
+		mode, err := oaengine.ParseResponsesMode(f.Responses)
+		if err != nil {
+			return nil, err
+		}
+		e, err := oaengine.New(oaengine.Config{BaseURL: f.URL, APIKey: f.APIKey, Timeout: f.Timeout, Responses: mode})
 		if err != nil {
 			return nil, fmt.Errorf("building openai engine: %w", err)
 		}

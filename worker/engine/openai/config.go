@@ -50,8 +50,43 @@ type Config struct {
 	MaxResponseBytes int64
 	// MaxEventBytes bounds one stream event's data (see NewSSEReader).
 	MaxEventBytes int
+	// Responses says how POST /v1/responses reaches the server:
+	// ResponsesPassthrough sends it to the server's own /v1/responses and
+	// relays the answer unchanged; ResponsesTranslate turns it into a chat
+	// completions call (package responses); ResponsesAuto ("", the
+	// default) passes through until the server answers that it has no
+	// such endpoint (404, 405 or 501 not about a model), then translates,
+	// asking again after ResponsesProbe.
+	Responses ResponsesMode
+	// ResponsesProbe is how long ResponsesAuto remembers that the server
+	// lacks /v1/responses (default DefaultResponsesProbe).
+	ResponsesProbe time.Duration
 	// Now is the clock for the model cache; nil means time.Now.
 	Now func() time.Time
+}
+
+// ResponsesMode is Config.Responses.
+type ResponsesMode string
+
+// The Responses modes.
+const (
+	ResponsesAuto        ResponsesMode = "auto"
+	ResponsesPassthrough ResponsesMode = "passthrough"
+	ResponsesTranslate   ResponsesMode = "translate"
+)
+
+// DefaultResponsesProbe is the default Config.ResponsesProbe.
+const DefaultResponsesProbe = 10 * time.Minute
+
+// ParseResponsesMode reads a --responses flag value.
+func ParseResponsesMode(s string) (ResponsesMode, error) {
+	switch m := ResponsesMode(strings.ToLower(s)); m {
+	case "", ResponsesAuto:
+		return ResponsesAuto, nil
+	case ResponsesPassthrough, ResponsesTranslate:
+		return m, nil
+	}
+	return "", fmt.Errorf("%w: responses mode %q is not auto, passthrough or translate", ErrInvalidConfig, s)
 }
 
 // Validate reports whether c can build an Engine.
@@ -79,6 +114,15 @@ func (c Config) normalized() (Config, error) {
 			return c, fmt.Errorf("%w: %s is negative", ErrInvalidConfig, d.name)
 		}
 	}
+	mode, err := ParseResponsesMode(string(c.Responses))
+	if err != nil {
+		return c, err
+	}
+	c.Responses = mode
+	if c.ResponsesProbe < 0 {
+		return c, fmt.Errorf("%w: ResponsesProbe is negative", ErrInvalidConfig)
+	}
+	c.ResponsesProbe = orDefault(c.ResponsesProbe, DefaultResponsesProbe)
 	if c.MaxResponseBytes < 0 || c.MaxEventBytes < 0 {
 		return c, fmt.Errorf("%w: size limits must not be negative", ErrInvalidConfig)
 	}

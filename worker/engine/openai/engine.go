@@ -13,9 +13,11 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/teegate/teegate/worker/engine"
+	"github.com/teegate/teegate/worker/engine/responses"
 )
 
 const (
@@ -49,6 +51,10 @@ type Engine struct {
 	cached   []engine.Model
 	cachedAt time.Time
 	cacheOK  bool
+
+	// noResponsesUntil: in ResponsesAuto, the server said it has no
+	// /v1/responses; translate until then (Unix nanoseconds, 0: unknown).
+	noResponsesUntil atomic.Int64
 }
 
 var _ engine.Engine = (*Engine)(nil)
@@ -107,6 +113,13 @@ func (e *Engine) Close() error {
 // engine_unavailable with ErrUnavailable, or 504 engine_timeout with
 // ErrTimeout. When ctx itself ends, the error wraps ctx.Err() instead.
 func (e *Engine) Do(ctx context.Context, call engine.Call) (*engine.Result, error) {
+	if call.Op == engine.OpResponses {
+		return e.respond(ctx, call)
+	}
+	return e.do(ctx, call)
+}
+
+func (e *Engine) do(ctx context.Context, call engine.Call) (*engine.Result, error) {
 	path := call.Op.Path()
 	if path == "" {
 		return nil, fmt.Errorf("calling engine: %w: %q", ErrUnknownOp, string(call.Op))
@@ -123,8 +136,66 @@ func (e *Engine) Do(ctx context.Context, call engine.Call) (*engine.Result, erro
 		body:      call.Body,
 		requestID: call.RequestID,
 		stream:    call.Stream,
+		events:    call.Op == engine.OpResponses,
 		maxBody:   e.cfg.MaxResponseBytes,
 	})
+}
+
+// respond serves POST /v1/responses as Config.Responses says: passed
+// through to the server's own endpoint, byte for byte, or translated to
+// chat completions (package responses), whose result the client's SDK
+// sees the same way.
+func (e *Engine) respond(ctx context.Context, call engine.Call) (*engine.Result, error) {
+	switch e.cfg.Responses {
+	case ResponsesPassthrough:
+		return e.do(ctx, call)
+	case ResponsesTranslate:
+		return e.translate(ctx, call)
+	}
+	if until := e.noResponsesUntil.Load(); until != 0 && e.cfg.Now().UnixNano() < until {
+		return e.translate(ctx, call)
+	}
+	res, err := e.do(ctx, call)
+	if ee, ok := engine.AsError(err); ok && noEndpoint(ee) {
+		e.noResponsesUntil.Store(e.cfg.Now().Add(e.cfg.ResponsesProbe).UnixNano())
+		return e.translate(ctx, call)
+	}
+	return res, err
+}
+
+// noEndpoint reports whether a server's error says it has no such
+// endpoint, rather than refusing this request (an unknown model is a 404
+// too, with code model_not_found).
+func noEndpoint(e *engine.Error) bool {
+	switch e.Status {
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return e.Code == nil || *e.Code != CodeModelNotFound
+	}
+	return false
+}
+
+// translate answers a Responses request with a chat completions call.
+func (e *Engine) translate(ctx context.Context, call engine.Call) (*engine.Result, error) {
+	req, err := responses.ParseRequest(call.Body)
+	if err != nil {
+		return nil, err
+	}
+	chat := engine.Call{Op: engine.OpChatCompletions, Body: req.ChatBody(), Stream: req.Stream, RequestID: call.RequestID}
+	res, err := e.do(ctx, chat)
+	if err != nil {
+		return nil, err
+	}
+	id := responses.ResponseID(call.RequestID)
+	created := e.cfg.Now().Unix()
+	if req.Stream {
+		now := func() int64 { return e.cfg.Now().Unix() }
+		return &engine.Result{Stream: responses.NewChatStream(req, id, created, now, res.Stream)}, nil
+	}
+	body, err := responses.FromChat(req, id, created, res.Body)
+	if err != nil {
+		return nil, err
+	}
+	return &engine.Result{Body: body}, nil
 }
 
 type request struct {
@@ -135,6 +206,7 @@ type request struct {
 	body      []byte
 	requestID string
 	stream    bool
+	events    bool // a Responses API stream
 	maxBody   int64
 }
 
@@ -206,7 +278,9 @@ func (e *Engine) send(ctx context.Context, r request) (*engine.Result, error) {
 			return nil, clientError(r.what, badResponse("inference engine did not answer the stream request with an event stream"), ErrBadResponse, nil)
 		}
 	}
-	return &engine.Result{Stream: newStream(ctx, reqCtx, cancel, resp.Body, e.cfg)}, nil
+	st := newStream(ctx, reqCtx, cancel, resp.Body, e.cfg)
+	st.events = r.events
+	return &engine.Result{Stream: st}, nil
 }
 
 // readBody reads a success body whole, allocating once when the length is

@@ -34,8 +34,9 @@ var utf8BOM = []byte{0xEF, 0xBB, 0xBF}
 // SSEReader reads the data payloads of a text/event-stream body, following
 // the WHATWG event-stream interpretation rules (HTML Living Standard, section
 // 9.2.6): lines end in CRLF, LF or a lone CR; lines starting with ':' are
-// comments; "data" fields of one event are joined with '\n'; the event,
-// id and retry fields (and unknown ones) are ignored; an event whose data
+// comments; "data" fields of one event are joined with '\n'; the last
+// "event" field names the event (Event); the id and retry fields (and
+// unknown ones) are ignored; an event whose data
 // buffer is empty is not dispatched; an incomplete event at end of input is
 // discarded. It does not interpret payloads: "[DONE]" is returned like any
 // other.
@@ -49,6 +50,7 @@ type SSEReader struct {
 	maxLine   int
 	data      []byte // current event's data buffer, each value followed by '\n'
 	hasData   bool
+	event     []byte // current event's type buffer (the "event" field)
 	skipLF    bool // the last line ended in CR: a following LF belongs to it
 	bomDone   bool
 	srcErr    error // first error from src, surfaced once buffered lines are used
@@ -77,6 +79,7 @@ func (s *SSEReader) Next() ([]byte, error) {
 	}
 	s.data = s.data[:0]
 	s.hasData = false
+	s.event = s.event[:0]
 	for {
 		line, err := s.readLine()
 		if err != nil {
@@ -85,6 +88,7 @@ func (s *SSEReader) Next() ([]byte, error) {
 		}
 		if len(line) == 0 {
 			if !s.hasData {
+				s.event = s.event[:0] // the spec resets the type buffer too
 				continue
 			}
 			return s.data[:len(s.data)-1], nil
@@ -99,6 +103,14 @@ func (s *SSEReader) Next() ([]byte, error) {
 				value = value[1:]
 			}
 		}
+		if string(name) == "event" {
+			if len(value) > s.maxLine {
+				s.fail = fmt.Errorf("reading event name: %w", ErrEventTooLarge)
+				return nil, s.fail
+			}
+			s.event = append(s.event[:0], value...)
+			continue
+		}
 		if string(name) != "data" {
 			continue
 		}
@@ -111,6 +123,10 @@ func (s *SSEReader) Next() ([]byte, error) {
 		s.hasData = true
 	}
 }
+
+// Event returns the "event" field of the event Next returned last ("" when
+// it had none). The slice is valid until the next call to Next.
+func (s *SSEReader) Event() []byte { return s.event }
 
 // readLine returns the next complete line without its terminator; the slice
 // aliases the buffer and is valid until the next read.

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,9 +34,18 @@ type stream struct {
 	err       error // terminal result, io.EOF included; owned by Next
 	closed    atomic.Bool
 	once      sync.Once
+	// events: a Responses API stream, whose events are named and which
+	// ends with the body after a terminal event (no [DONE]).
+	events   bool
+	event    string
+	terminal bool
 }
 
-var _ engine.Stream = (*stream)(nil)
+var _ engine.EventStream = (*stream)(nil)
+
+// Event is the SSE event name of the payload Next returned last (Responses
+// streams; "" otherwise).
+func (s *stream) Event() string { return s.event }
 
 func newStream(parent, reqCtx context.Context, cancel context.CancelCauseFunc, body io.ReadCloser, cfg Config) *stream {
 	s := &stream{
@@ -82,7 +92,17 @@ func (s *stream) Next(ctx context.Context) ([]byte, error) {
 			s.drain()
 			return nil, s.finish(io.EOF)
 		}
+		if s.events {
+			s.event = eventName(s.sse.Event(), p)
+			switch s.event {
+			case "response.completed", "response.incomplete", "response.failed":
+				s.terminal = true
+			}
+		}
 		return p, nil
+	}
+	if s.events && s.terminal && err == io.EOF {
+		return nil, s.finish(io.EOF) // a Responses stream ends with its body
 	}
 	return nil, s.finish(s.classify(ctx, err))
 }
@@ -111,6 +131,21 @@ func (s *stream) drain() {
 	t := time.AfterFunc(drainGrace, func() { s.cancel(errReleased) })
 	io.CopyN(io.Discard, s.body, drainMax)
 	t.Stop()
+}
+
+// eventName is an event's SSE name, or for a server that sends none, its
+// JSON "type" (OpenAI always sends both, equal).
+func eventName(field, payload []byte) string {
+	if len(field) > 0 {
+		return string(field)
+	}
+	var v struct {
+		Type string `json:"type"`
+	}
+	if json.Unmarshal(payload, &v) != nil {
+		return ""
+	}
+	return v.Type
 }
 
 func (s *stream) finish(err error) error {
