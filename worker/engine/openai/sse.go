@@ -51,7 +51,7 @@ type SSEReader struct {
 	data      []byte // current event's data buffer, each value followed by '\n'
 	hasData   bool
 	event     []byte // current event's type buffer (the "event" field)
-	skipLF    bool // the last line ended in CR: a following LF belongs to it
+	skipLF    bool   // the last line ended in CR: a following LF belongs to it
 	bomDone   bool
 	srcErr    error // first error from src, surfaced once buffered lines are used
 	fail      error // sticky error returned by Next
