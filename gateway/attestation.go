@@ -21,10 +21,15 @@ import (
 // token counts: never content.
 const ReceiptsBucket = "teegate_receipts"
 
+// ReceiptsMaxBytes caps the receipts bucket; the oldest receipts go first
+// when it is full.
+const ReceiptsMaxBytes = 1 << 30
+
 // EnsureReceiptsBucket creates or opens the receipts bucket.
 func EnsureReceiptsBucket(ctx context.Context, js jetstream.JetStream, ttl time.Duration) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := wire.EnsureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: ReceiptsBucket, Description: "teegate receipts by request id", History: 1, TTL: ttl,
+		MaxBytes: ReceiptsMaxBytes, MaxValueSize: 64 << 10,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening receipts bucket: %w", err)
@@ -76,7 +81,15 @@ func (g *Gateway) getEvidence(c *fiber.Ctx) error {
 		g.log.Error("reading evidence failed", "err", err)
 		return send(c, errInternal())
 	}
+	if attest.BundleID(e.Value()) != id {
+		// The id is the hash of the bytes: anything else is not this
+		// bundle, whoever wrote it.
+		g.log.Error("stored evidence does not hash to its id", "evidence", id[:16])
+		return send(c, errEvidenceNotFound())
+	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+	// Checked against its id above, so the bytes under this URL never
+	// change.
 	c.Set(fiber.HeaderCacheControl, "public, max-age=31536000, immutable")
 	return c.Send(e.Value())
 }
@@ -108,8 +121,8 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 	if model == "" {
 		return send(c, errInvalid("model", "Missing required parameter: 'model'."))
 	}
-	if nonce == "" || len(nonce) > 256 {
-		return send(c, errInvalid("nonce", "The 'nonce' parameter is required, at most 256 bytes."))
+	if nonce == "" || len(nonce) > 256 || !validNonce(nonce) {
+		return send(c, errInvalid("nonce", "The 'nonce' parameter is required: UTF-8 text of at most 256 bytes."))
 	}
 	if e := g.route(model); e != nil {
 		return send(c, e)
@@ -119,15 +132,23 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 	msg.Header.Set(wire.HdrNonce, nonce)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	reply, err := g.cfg.Conn.RequestMsgWithContext(ctx, msg)
+	reply, err := g.request(ctx, msg)
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
 		return send(c, errNoCapacity())
 	case err != nil:
 		return send(c, errDeadline())
 	}
-	if reply.Header.Get(wire.HdrKind) != wire.KindResponse {
+	if reply.Header.Get(wire.HdrKind) != wire.KindResponse || checkHeaders(reply.Header) != nil {
 		return send(c, errUpstream())
+	}
+	if !g.cfg.Unattested {
+		// The answer must at least be a bundle; the client checks that it
+		// is bound to its nonce.
+		if _, err := attest.DecodeBundle(reply.Data); err != nil {
+			g.log.Warn("refusing fresh evidence that is not a bundle", "err", err)
+			return send(c, errUpstream())
+		}
 	}
 	c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 	copyAttestation(c, reply.Header)
@@ -191,20 +212,16 @@ func (g *Gateway) storeHeaderReceipt(reqID string, h nats.Header) {
 	if v == "" {
 		return
 	}
-	b, err := attest.DecodeBase64URL(v)
-	if err != nil {
+	sr, err := attest.ParseReceiptHeader(v)
+	if err != nil || sr.Receipt.RequestID != reqID {
 		return
 	}
-	g.receipts.put(reqID, b)
+	g.receipts.put(reqID, sr.AppendJSON(nil))
 }
 
-// storeChunkReceipt keeps the receipt carried by a stream's final chunk.
-func (g *Gateway) storeChunkReceipt(reqID string, chunk []byte) {
-	if g.receipts == nil || len(chunk) == 0 {
-		return
-	}
-	sr, _, err := attest.ParseReceiptChunk(chunk)
-	if err != nil {
+// storeReceipt keeps a checked receipt.
+func (g *Gateway) storeReceipt(reqID string, sr *attest.SignedReceipt) {
+	if g.receipts == nil || sr == nil {
 		return
 	}
 	g.receipts.put(reqID, sr.AppendJSON(nil))

@@ -34,7 +34,7 @@ type KVDirectory struct {
 
 // OpenDirectory watches the registry and returns once it is loaded.
 func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*KVDirectory, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, wire.RegistryConfig())
+	kv, err := wire.EnsureBucket(ctx, js, wire.RegistryConfig())
 	if err != nil {
 		return nil, fmt.Errorf("opening worker registry: %w", err)
 	}
@@ -50,7 +50,9 @@ func (d *KVDirectory) apply(e jetstream.KeyValueEntry) {
 	defer d.mu.Unlock()
 	if e.Operation() == jetstream.KeyValuePut {
 		var rec wire.WorkerRecord
-		if json.Unmarshal(e.Value(), &rec) == nil {
+		// A record is stored under its evidence id (admitted workers may
+		// write no other key) or, without admission, its worker id.
+		if json.Unmarshal(e.Value(), &rec) == nil && (e.Key() == rec.EvidenceID || e.Key() == rec.ID) {
 			d.workers[e.Key()] = rec
 			// Liveness is judged by when we saw the record, not by the
 			// worker's clock.

@@ -6,15 +6,32 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 
+	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/worker/wire"
 )
+
+// validNonce: UTF-8 text without control characters.
+func validNonce(n string) bool {
+	if !utf8.ValidString(n) {
+		return false
+	}
+	for _, r := range n {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
 
 // Client-facing headers that carry attestation material.
 const (
@@ -59,6 +76,11 @@ func (g *Gateway) infer(op string) fiber.Handler {
 			if len(n) > 256 {
 				return send(c, errInvalid("Teegate-Nonce", "The Teegate-Nonce header is longer than 256 bytes."))
 			}
+			if !validNonce(n) {
+				// Receipts carry the nonce as UTF-8 text: other bytes would be
+				// recorded lossily, and distinct nonces would collide.
+				return send(c, errInvalid("Teegate-Nonce", "The Teegate-Nonce header must be UTF-8 text without control characters."))
+			}
 			h.Set(wire.HdrNonce, n)
 		}
 		if c.Get(HeaderInline) != "" {
@@ -84,7 +106,7 @@ func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID s
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for attempt := 1; ; attempt++ {
-		reply, err := g.cfg.Conn.RequestMsgWithContext(ctx, msg)
+		reply, err := g.request(ctx, msg)
 		switch {
 		case errors.Is(err, nats.ErrNoResponders):
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
@@ -104,14 +126,33 @@ func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID s
 		if err != nil || status < 200 || status > 599 {
 			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 		}
+		ct, err := replyContentType(reply.Header)
+		if err == nil {
+			err = checkHeaders(reply.Header)
+		}
+		if err != nil {
+			g.log.Warn("refusing a worker reply", "request_id", reqID, "err", err)
+			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+		}
+		success := status < 300 && reply.Header.Get(wire.HdrKind) == wire.KindResponse
+		if status < 300 && !success {
+			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+		}
+		var sr *attest.SignedReceipt
+		if success && !g.cfg.Unattested {
+			if sr, err = checkReceipt(reply.Header, reqID); err != nil {
+				g.log.Warn("refusing a success without a receipt", "request_id", reqID, "err", err)
+				return g.finish(c, reqID, send(c, errNoReceipt()), http.StatusBadGateway)
+			}
+		}
 		copyAttestation(c, reply.Header)
-		g.storeHeaderReceipt(reqID, reply.Header)
+		if sr != nil {
+			g.storeReceipt(reqID, sr)
+		} else {
+			g.storeHeaderReceipt(reqID, reply.Header)
+		}
 		if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 			c.Set(fiber.HeaderRetryAfter, "1")
-		}
-		ct := reply.Header.Get(wire.HdrContentType)
-		if ct == "" {
-			ct = fiber.MIMEApplicationJSON
 		}
 		c.Set(fiber.HeaderContentType, ct)
 		return g.finish(c, reqID, c.Status(status).Send(reply.Data), status)
@@ -149,7 +190,7 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID 
 	nc := g.cfg.Conn
 	window := g.cfg.StreamWindow
 	for attempt := 1; ; attempt++ {
-		inbox := nc.NewInbox()
+		inbox := g.newInbox()
 		// Capacity beyond the window: the worker never has more than window
 		// data chunks unacknowledged, plus one end or error message.
 		ch := make(chan *nats.Msg, window+8)
@@ -190,12 +231,33 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID 
 			if status == http.StatusServiceUnavailable {
 				c.Set(fiber.HeaderRetryAfter, "1")
 			}
+			if _, err := replyContentType(first.Header); err != nil {
+				return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+			}
 			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
 			return g.finish(c, reqID, c.Status(status).Send(first.Data), status)
 		case wire.KindData, wire.KindEnd:
 		default:
 			_ = sub.Unsubscribe()
 			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+		}
+		if err := checkHeaders(first.Header); err != nil {
+			_ = sub.Unsubscribe()
+			g.log.Warn("refusing a worker stream", "request_id", reqID, "err", err)
+			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+		}
+		r := &relay{nc: nc, sub: sub, ch: ch, window: window, deadline: deadline, g: g, reqID: reqID, events: events}
+		if first.Header.Get(wire.HdrKind) == wire.KindData {
+			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			r.control, err = g.ackSubject(actx, first)
+			cancel()
+			if err != nil {
+				// Nothing is published to a subject the worker may not own;
+				// the worker stops when its chunks meet no inbox.
+				_ = sub.Unsubscribe()
+				g.log.Warn("refusing a worker stream", "request_id", reqID, "err", err)
+				return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+			}
 		}
 		start, _ := c.Locals(localStart).(time.Time)
 		c.Set("openai-processing-ms", strconv.FormatInt(time.Since(start).Milliseconds(), 10))
@@ -204,8 +266,15 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID 
 		c.Set("X-Accel-Buffering", "no")
 		copyAttestation(c, first.Header)
 		c.Status(http.StatusOK)
-		r := &relay{nc: nc, sub: sub, ch: ch, window: window, deadline: deadline, g: g, reqID: reqID, events: events}
-		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) { r.run(w, first) })
+		conn := c.Context().Conn()
+		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+			// Writes must end with the request: a client that stops
+			// reading cannot hold the connection past its deadline.
+			_ = conn.SetWriteDeadline(r.deadline.Add(writeSlack))
+			g.streams.add(conn)
+			defer g.streams.remove(conn)
+			r.run(w, first)
+		})
 		g.log.Info("stream started", "request_id", reqID, "status", 200)
 		return nil
 	}
@@ -224,7 +293,7 @@ type relay struct {
 
 	next    int    // next expected seq
 	acked   int    // last seq acknowledged to the worker
-	control string // the worker's ack subject
+	control string // the worker's ack subject, checked on the first chunk
 }
 
 func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
@@ -292,8 +361,12 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 	r.next++
 	switch m.Header.Get(wire.HdrKind) {
 	case wire.KindData:
-		if m.Reply != "" {
-			r.control = m.Reply
+		if m.Reply != r.control {
+			// Acks go only where the first chunk asked, which was checked.
+			r.g.log.Warn("stream chunk changed its ack subject", "request_id", r.reqID)
+			r.fail(w, errUpstream())
+			_ = w.Flush()
+			return true, false
 		}
 		writeNamedEvent(w, event, m.Data)
 		if err := w.Flush(); err != nil {
@@ -307,9 +380,18 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		}
 		return false, true
 	case wire.KindEnd:
+		sr, err := r.endReceipt(m.Data)
+		if err != nil {
+			r.g.log.Warn("refusing a stream end without a receipt", "request_id", r.reqID, "err", err)
+			r.fail(w, errNoReceipt())
+			_ = w.Flush()
+			return true, true
+		}
 		if len(m.Data) > 0 {
 			writeNamedEvent(w, event, m.Data)
-			r.g.storeChunkReceipt(r.reqID, m.Data)
+		}
+		if sr != nil {
+			r.g.storeReceipt(r.reqID, sr)
 		}
 		if !r.events {
 			_, _ = w.WriteString("data: [DONE]\n\n")
@@ -363,6 +445,30 @@ func writeNamedEvent(w *bufio.Writer, name string, payload []byte) {
 		_ = w.WriteByte('\n')
 	}
 	writeEvent(w, payload)
+}
+
+// endReceipt checks a stream's final payload: with attestation it must be
+// the receipt chunk for this request (nil data is refused); without, any
+// payload passes and nothing is stored.
+func (r *relay) endReceipt(data []byte) (*attest.SignedReceipt, error) {
+	if r.g.cfg.Unattested {
+		// No receipt is expected; one that parses is still kept.
+		if sr, _, err := attest.ParseReceiptChunk(data); len(data) > 0 && err == nil {
+			return sr, nil
+		}
+		return nil, nil
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%w: no receipt chunk", errBadReply)
+	}
+	sr, _, err := attest.ParseReceiptChunk(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: receipt chunk: %w", errBadReply, err)
+	}
+	if err := receiptNames(sr, r.reqID, true); err != nil {
+		return nil, err
+	}
+	return sr, nil
 }
 
 // cancel tells the worker to stop generating.

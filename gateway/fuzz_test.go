@@ -31,7 +31,8 @@ func FuzzRelayHandle(f *testing.F) {
 		if bytes.ContainsRune(data, '\r') {
 			return // see FuzzWriteEvent: payloads are JSON, which holds no raw CR
 		}
-		g := &Gateway{log: slog.New(slog.DiscardHandler)}
+		// Without attestation (receipts are checked in TestStreamEndNeedsReceipt).
+		g := &Gateway{log: slog.New(slog.DiscardHandler), cfg: Config{Unattested: true}}
 		r := &relay{g: g, window: wire.DefaultWindow, reqID: "req_fuzz", next: 1}
 		m := &nats.Msg{Header: nats.Header{}, Data: data}
 		m.Header.Set(wire.HdrKind, kind)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,13 @@ type Config struct {
 	// model that only refused workers offer answers 503 "no attested
 	// worker" instead of 404.
 	Admission Admissions
+	// Unattested: workers have no TEE (a stack without attestation). A
+	// success reply then needs no receipt, and stream acks may go to any
+	// literal inbox subject. Otherwise (the default) a success without a
+	// well-formed receipt for its request is refused as a worker error, and
+	// acks go only to the inbox space of the key the worker's evidence
+	// binds, looked up in Evidence.
+	Unattested bool
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
 }
@@ -94,6 +102,11 @@ type Gateway struct {
 	limMu    sync.Mutex
 	limiters map[string]*rate.Limiter
 	receipts *receiptStore
+	// inboxPrefix is this gateway's random reply-subject prefix; keys
+	// resolves evidence ids to worker nkeys (nil without Evidence).
+	inboxPrefix string
+	keys        *workerKeys
+	streams     streamSet
 }
 
 // New builds a Gateway; Serve starts it.
@@ -101,7 +114,12 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, limiters: map[string]*rate.Limiter{}}
+	g := &Gateway{cfg: cfg, log: cfg.Logger, limiters: map[string]*rate.Limiter{},
+		inboxPrefix: wire.GatewayInboxRoot + "." + randomHex(12)}
+	g.streams.init()
+	if cfg.Evidence != nil {
+		g.keys = &workerKeys{kv: cfg.Evidence, m: map[string]string{}}
+	}
 	if cfg.Receipts != nil {
 		g.receipts = newReceiptStore(cfg.Receipts, cfg.Logger)
 	}
@@ -111,8 +129,15 @@ func New(cfg Config) (*Gateway, error) {
 		DisableStartupMessage: true,
 		ErrorHandler:          g.errorHandler,
 		ReadTimeout:           time.Minute,
-		IdleTimeout:           2 * time.Minute,
-		StreamRequestBody:     false,
+		// Every response, streams included, must be written by the request
+		// deadline (plus the time to say so): a client that stops reading
+		// loses its connection instead of keeping it.
+		WriteTimeout:      cfg.RequestTimeout + writeSlack,
+		IdleTimeout:       2 * time.Minute,
+		StreamRequestBody: false,
+		// The request line and headers must fit here; beyond it the server
+		// answers 431. A URL over maxURL gets 414 (common).
+		ReadBufferSize: maxHeaderBytes,
 	})
 	g.routes()
 	return g, nil
@@ -151,8 +176,11 @@ func (g *Gateway) Serve(ln net.Listener) error {
 }
 
 // Shutdown stops accepting connections and waits for requests (streams
-// included) to finish until ctx ends.
+// included) to finish until ctx ends; streams still running when ctx ends
+// are cut (their writes fail at once), so shutdown never waits longer.
 func (g *Gateway) Shutdown(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, g.streams.cut)
+	defer stop()
 	err := g.app.ShutdownWithContext(ctx)
 	if g.receipts != nil {
 		g.receipts.close()
@@ -176,14 +204,20 @@ func newRequestID() string {
 	return "req_" + hex.EncodeToString(b[:])
 }
 
-// common stamps every response with x-request-id and openai-processing-ms.
+// common stamps every response with x-request-id and openai-processing-ms,
+// and refuses requests whose framing is ambiguous (hygiene).
 func (g *Gateway) common(c *fiber.Ctx) error {
 	start := time.Now()
 	id := newRequestID()
 	c.Locals(localStart, start)
 	c.Locals(localReqID, id)
 	c.Set("x-request-id", id)
-	err := c.Next()
+	var err error
+	if e := hygiene(c); e != nil {
+		err = send(c, e)
+	} else {
+		err = c.Next()
+	}
 	if err != nil {
 		if herr := g.errorHandler(c, err); herr != nil {
 			return herr
@@ -220,6 +254,11 @@ func (g *Gateway) errorHandler(c *fiber.Ctx, err error) error {
 			return send(c, errMethod())
 		case fiber.StatusBadRequest:
 			return send(c, errInvalid("", "Bad request."))
+		case fiber.StatusRequestHeaderFieldsTooLarge:
+			return send(c, errHeadersTooLarge())
+		case fiber.StatusRequestTimeout:
+			return send(c, &APIError{Status: http.StatusRequestTimeout, Type: "invalid_request_error", Code: "request_timeout",
+				Message: "The request was not received in time."})
 		}
 	}
 	g.log.Error("request failed", "err", err)

@@ -13,9 +13,10 @@ package worker
 // is judged on the stored evidence and serves. Connection changes are make
 // before break: on a new key epoch or a lame-duck notice from the server
 // the worker joins anew, starts serving on the new connection, and only
-// then retires the old one: it stops taking requests, finishes those in
-// flight and closes, while the registry record (one per worker, written by
-// whichever connection is current) stays. A worker the policy no longer
+// then retires the old one: it removes its registry record (each serving
+// connection keeps one, keyed by the evidence it was admitted on: the only
+// key its permissions let it write), stops taking requests, finishes those
+// in flight and closes. A worker the policy no longer
 // admits withdraws its record, drains, and asks again every RetryInterval.
 
 import (
@@ -28,7 +29,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/worker/engine"
@@ -160,7 +160,7 @@ func (w *Worker) join(ctx context.Context, ep *enclave.Epoch) (*serving, wire.Ad
 	if err != nil {
 		return nil, wire.AdmissionStatus{}, err
 	}
-	st, err := submit(ctx, q.nc, ep.Raw)
+	st, err := submit(ctx, q, ep.Raw)
 	if errors.Is(err, nats.ErrNoResponders) {
 		// No admission service: this server admits connections by its own
 		// configuration, and accepted this one. Serve on it.
@@ -255,7 +255,11 @@ func (w *Worker) dial(ep *enclave.Epoch) (*serving, error) {
 	if err != nil {
 		return nil, err
 	}
-	sv := &serving{own: true, epoch: ep.ID}
+	nk, err := wire.WorkerNKey(ep.SigningPub())
+	if err != nil {
+		return nil, err
+	}
+	sv := &serving{own: true, epoch: ep.ID, nkey: nk}
 	handlers := []nats.Option{
 		nats.MaxReconnects(-1),
 		nats.LameDuckModeHandler(func(*nats.Conn) {
@@ -284,10 +288,11 @@ func (w *Worker) dial(ep *enclave.Epoch) (*serving, error) {
 	return sv, nil
 }
 
-// submit sends a bundle to the admission service.
-func submit(ctx context.Context, nc *nats.Conn, raw []byte) (wire.AdmissionStatus, error) {
+// submit sends a bundle of sv's key to the admission service, on the
+// subject that names that key.
+func submit(ctx context.Context, sv *serving, raw []byte) (wire.AdmissionStatus, error) {
 	var st wire.AdmissionStatus
-	m, err := nc.RequestWithContext(ctx, wire.SubmitSubject, raw)
+	m, err := sv.nc.RequestWithContext(ctx, wire.SubmitSubject(sv.nkey), raw)
 	if err != nil {
 		return st, fmt.Errorf("submitting evidence: %w", err)
 	}
@@ -349,7 +354,7 @@ func admitted(ctx context.Context, nc *nats.Conn, models []engine.Model) (bool, 
 // switchTo makes sv the serving connection: its registry record first,
 // then the old connection retires in the background.
 func (w *Worker) switchTo(ctx context.Context, sv *serving) {
-	w.pub.setTarget(sv.ev)
+	w.pub.setTarget(sv)
 	w.mu.Lock()
 	old := w.cur
 	w.cur = sv
@@ -384,19 +389,26 @@ func (w *Worker) withdraw(sv *serving) {
 	w.mu.Unlock()
 	ctx, cancel := context.WithTimeout(w.ctx, 5*time.Second)
 	defer cancel()
-	if err := sv.kv.Delete(ctx, w.cfg.ID); err != nil {
+	if err := sv.kv.Delete(ctx, w.recordKey(sv)); err != nil {
 		w.log.Warn("removing registry record failed", "err", err)
 	}
 	w.retire(sv)
 }
 
 // retire stops taking requests on sv, lets those in flight finish on it,
-// and closes it. The registry record is left alone: the worker's current
-// connection keeps it.
+// and closes it. Its registry record (keyed by its evidence) goes first;
+// the current connection keeps its own.
 func (w *Worker) retire(sv *serving) {
 	w.retiring.Add(1)
 	go func() {
 		defer w.retiring.Done()
+		if sv.kv != nil && sv.epoch != "" {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := sv.kv.Delete(ctx, w.recordKey(sv)); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+				w.log.Debug("removing the retired connection's record", "err", err)
+			}
+			cancel()
+		}
 		if sv.svc != nil {
 			if err := sv.svc.Stop(); err != nil {
 				w.log.Warn("stopping the retired connection's service", "err", err)
@@ -404,7 +416,7 @@ func (w *Worker) retire(sv *serving) {
 		}
 		sv.inflight.Wait()
 		// Requests in flight may have published fresh evidence through it.
-		w.pub.clearTarget(sv.ev)
+		w.pub.clearTarget(sv)
 		w.closeServing(sv)
 		w.log.Info("retired a connection", "evidence", short(sv.epoch))
 	}()
@@ -417,25 +429,26 @@ func short(id string) string {
 	return id
 }
 
-// evidencePublisher is the evidence bucket as KeeperNotary sees it: the
-// bucket bound on whichever connection serves now, since connections come
-// and go with epochs while the notary stays.
+// evidencePublisher is where KeeperNotary stores bundles: the admission
+// service, asked over whichever connection serves now (connections come
+// and go with epochs while the notary stays). Only the admission service
+// writes the evidence bucket; on a bus without one the worker writes it.
 type evidencePublisher struct {
 	mu     sync.Mutex
-	target jetstream.KeyValue
+	target *serving
 	known  map[string]bool
 }
 
-func (p *evidencePublisher) setTarget(kv jetstream.KeyValue) {
+func (p *evidencePublisher) setTarget(sv *serving) {
 	p.mu.Lock()
-	p.target = kv
+	p.target = sv
 	p.mu.Unlock()
 }
 
-// clearTarget forgets kv if it is still the target.
-func (p *evidencePublisher) clearTarget(kv jetstream.KeyValue) {
+// clearTarget forgets sv if it is still the target.
+func (p *evidencePublisher) clearTarget(sv *serving) {
 	p.mu.Lock()
-	if p.target == kv {
+	if p.target == sv {
 		p.target = nil
 	}
 	p.mu.Unlock()
@@ -447,7 +460,7 @@ func (p *evidencePublisher) hasTarget() bool {
 	return p.target != nil
 }
 
-// stored notes a bundle the admission service stored on submission.
+// stored notes a bundle the admission service stored.
 func (p *evidencePublisher) stored(id string) {
 	p.mu.Lock()
 	if len(p.known) > 1024 {
@@ -457,16 +470,32 @@ func (p *evidencePublisher) stored(id string) {
 	p.mu.Unlock()
 }
 
-// Put stores a bundle over the serving connection.
+// Put has the admission service store a bundle, over the serving
+// connection.
 func (p *evidencePublisher) Put(ctx context.Context, key string, value []byte) (uint64, error) {
 	p.mu.Lock()
-	kv, known := p.target, p.known[key]
+	sv, known := p.target, p.known[key]
 	p.mu.Unlock()
 	if known {
 		return 0, nil
 	}
-	if kv == nil {
+	if sv == nil {
 		return 0, fmt.Errorf("publishing evidence: %w", ErrNotAdmitted)
 	}
-	return kv.Put(ctx, key, value)
+	if sv.ev != nil {
+		return sv.ev.Put(ctx, key, value)
+	}
+	m, err := sv.nc.RequestWithContext(ctx, wire.EvidenceSubject(sv.nkey), value)
+	if err != nil {
+		return 0, fmt.Errorf("publishing evidence: %w", err)
+	}
+	var st wire.AdmissionStatus
+	if err := json.Unmarshal(m.Data, &st); err != nil {
+		return 0, fmt.Errorf("publishing evidence: decoding the admission service's answer: %w", err)
+	}
+	if st.Error != "" {
+		return 0, fmt.Errorf("publishing evidence: the admission service says: %s", st.Error)
+	}
+	p.stored(key)
+	return 0, nil
 }

@@ -178,11 +178,23 @@ func registryRecord(t *testing.T, e *admEnv) (string, bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ent, err := kv.Get(t.Context(), "w1")
+	// Records are keyed by evidence id: collect w1's.
+	keys, err := kv.Keys(t.Context())
 	if err != nil {
 		return "", false
 	}
-	return string(ent.Value()), true
+	var all []string
+	for _, k := range keys {
+		ent, err := kv.Get(t.Context(), k)
+		if err != nil || !strings.Contains(string(ent.Value()), `"id":"w1"`) {
+			continue
+		}
+		if !strings.Contains(string(ent.Value()), k) {
+			t.Fatalf("record under %s names other evidence: %s", k, ent.Value())
+		}
+		all = append(all, string(ent.Value()))
+	}
+	return strings.Join(all, "\n"), len(all) > 0
 }
 
 // The worker joins by its evidence (quarantined, submit, admitted), serves

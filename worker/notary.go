@@ -51,7 +51,7 @@ type EvidenceStore interface {
 
 // EnsureEvidenceBucket creates or opens the evidence bucket.
 func EnsureEvidenceBucket(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, wire.EvidenceConfig())
+	kv, err := wire.EnsureBucket(ctx, js, wire.EvidenceConfig())
 	if err != nil {
 		return nil, fmt.Errorf("opening evidence bucket: %w", err)
 	}

@@ -200,8 +200,9 @@ type serving struct {
 	open  bool   // no admission service judged it
 	epoch string // the evidence id it presented ("" for Conn)
 	svc   micro.Service
+	nkey  string // the key it proved ("" for Conn)
 	kv    jetstream.KeyValue // registry
-	ev    jetstream.KeyValue // evidence (Keeper mode)
+	ev    jetstream.KeyValue // evidence, only on a bus without admission
 	// flagged: the server asked this connection to go (lame-duck notice)
 	// or refused one of its subscriptions; it needs replacing.
 	flagged  atomic.Bool
@@ -321,7 +322,7 @@ func (w *Worker) Start(ctx context.Context) error {
 
 // EnsureRegistry creates or opens the worker registry bucket.
 func EnsureRegistry(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, wire.RegistryConfig())
+	kv, err := wire.EnsureBucket(ctx, js, wire.RegistryConfig())
 	if err != nil {
 		return nil, fmt.Errorf("opening worker registry: %w", err)
 	}
@@ -339,7 +340,8 @@ func (w *Worker) serveOn(ctx context.Context, sv *serving) error {
 	if sv.kv, err = wire.BindBucket(ctx, js, wire.RegistryConfig()); err != nil {
 		return err
 	}
-	if w.cfg.Keeper != nil {
+	if w.cfg.Keeper != nil && sv.open {
+		// Nobody admits anybody here, so nobody else stores evidence.
 		if sv.ev, err = wire.BindBucket(ctx, js, wire.EvidenceConfig()); err != nil {
 			return err
 		}
@@ -402,10 +404,20 @@ func (w *Worker) publishRecord(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("encoding registry record: %w", err)
 	}
-	if _, err := sv.kv.Put(ctx, w.cfg.ID, b); err != nil {
+	if _, err := sv.kv.Put(ctx, w.recordKey(sv), b); err != nil {
 		return fmt.Errorf("publishing registry record: %w", err)
 	}
 	return nil
+}
+
+// recordKey is the registry key of sv's record: the evidence id it was
+// admitted on (the only key its permissions let it write), or the worker id
+// on a connection with static credentials.
+func (w *Worker) recordKey(sv *serving) string {
+	if sv.epoch != "" {
+		return sv.epoch
+	}
+	return w.cfg.ID
 }
 
 func (w *Worker) heartbeat() {
@@ -459,7 +471,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.pub.setTarget(nil)
 	var errs []error
 	if cur != nil {
-		if err := cur.kv.Delete(ctx, w.cfg.ID); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+		if err := cur.kv.Delete(ctx, w.recordKey(cur)); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 			errs = append(errs, fmt.Errorf("removing registry record: %w", err))
 		}
 		if err := cur.svc.Stop(); err != nil {
@@ -616,7 +628,7 @@ func (w *Worker) serve(sv *serving, req micro.Request) {
 		return
 	}
 	if call.Stream {
-		n, err := w.stream(ctx, cancel, sv.nc, req, h, meta, res.Stream)
+		n, err := w.stream(ctx, cancel, sv, req, h, meta, res.Stream)
 		if err != nil {
 			log.Info("stream ended early", "op", op, "chunks", n, "err", err)
 			return
@@ -681,14 +693,18 @@ func (w *Worker) replyError(req micro.Request, status int, code string, e *engin
 }
 
 // stream relays payloads to the requester's inbox with flow control.
-func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, nc *nats.Conn, req micro.Request, h nats.Header, meta Meta, s engine.Stream) (int, error) {
+func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serving, req micro.Request, h nats.Header, meta Meta, s engine.Stream) (int, error) {
 	defer s.Close()
 	inbox := req.Reply()
+	nc, epoch := sv.nc, sv.epoch
 	window := wire.IntHeader(h, wire.HdrWindow, wire.DefaultWindow)
 	if window == 0 {
 		window = wire.DefaultWindow
 	}
-	ackSubj := nc.NewRespInbox()
+	// The ack subject lies in this connection's own inbox space (the
+	// gateway publishes nowhere else) and is random: nobody else can
+	// guess it to cancel this stream.
+	ackSubj := nc.NewInbox() + "." + randomToken()
 	acks := make(chan *nats.Msg, 64)
 	sub, err := nc.ChanSubscribe(ackSubj, acks)
 	if err != nil {
@@ -747,6 +763,10 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, nc *nats
 			seq++
 			msg.Header.Set(wire.HdrSeq, strconv.Itoa(seq))
 			msg.Reply = ackSubj
+			if epoch != "" {
+				// Names the key whose inbox space ackSubj lies in.
+				msg.Header.Set(wire.HdrEvidenceID, epoch)
+			}
 		} else {
 			msg.Header.Set(wire.HdrSeq, strconv.Itoa(seq+1))
 			msg.Header.Set(wire.HdrStatus, strconv.Itoa(status))
@@ -829,6 +849,13 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, nc *nats
 			return seq, err
 		}
 	}
+}
+
+// randomToken is 128 random bits as one subject token.
+func randomToken() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 func newRequestID() string {

@@ -19,6 +19,7 @@ import (
 	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/worker"
+	"github.com/teegate/teegate/worker/wire"
 )
 
 func connectNATS(url, name string) (*nats.Conn, jetstream.JetStream, error) {
@@ -43,6 +44,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	rl := fs.Float64("rate-limit", 0, "requests per second per API key (0: unlimited)")
 	bodyLimit := fs.Int("body-limit", 4<<20, "largest request body in bytes")
 	timeout := fs.Duration("request-timeout", 10*time.Minute, "deadline of one request")
+	unattested := fs.Bool("allow-unattested", false, "relay answers without receipts (workers started with -tee none); otherwise such answers are refused")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -70,8 +72,17 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer dir.Close()
+	evidence, err := wire.EnsureBucket(ctx, js, wire.EvidenceConfig())
+	if err != nil {
+		return err
+	}
+	receipts, err := gateway.EnsureReceiptsBucket(ctx, js, wire.ReceiptsTTL)
+	if err != nil {
+		return err
+	}
 	g, err := gateway.New(gateway.Config{Conn: nc, Keys: keys, Directory: dir, Logger: log,
-		RateLimit: *rl, BodyLimit: *bodyLimit, RequestTimeout: *timeout})
+		RateLimit: *rl, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
+		Evidence: evidence, Receipts: receipts, Unattested: *unattested})
 	if err != nil {
 		return err
 	}

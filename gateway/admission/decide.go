@@ -172,9 +172,9 @@ func (s *Service) evidence(ctx context.Context, id string) (*attest.Verified, er
 	return vd, nil
 }
 
-// checkIdentity: the worker id must be one KV key token (it names the
-// worker's registry record, which it may write) and the bundle must name
-// the models it serves (they become its subscribe permissions).
+// checkIdentity: the worker id must be one KV key token (it is shown in
+// the registry record and listings) and the bundle must name the models it
+// serves (they become its subscribe permissions).
 func checkIdentity(id attest.WorkerIdentity) error {
 	if !isKVToken(id.ID) {
 		return fmt.Errorf("worker id is not a single key token: %w", ErrIdentity)
@@ -205,45 +205,52 @@ func reason(err error) string { return err.Error() }
 // Subjects a worker's permissions are built from.
 const (
 	registryKVPrefix = "$KV." + wire.RegistryBucket + "."
-	evidenceKVAll    = "$KV." + wire.EvidenceBucket + ".*"
 	streamInfoPrefix = "$JS.API.STREAM.INFO.KV_"
 	userInfoSubject  = wire.UserInfoSubject
-	srvAll           = "$SRV.>"
 	attestWildcard   = wire.SubjectPrefix + ".attest.>"
 )
 
-// admittedPermissions: subscribe to the bundle's models (inference and
-// attestation), to micro discovery and to the connection's own inboxes;
-// publish replies, its own registry record, evidence bundles, and
-// admission requests. Nothing else: no other model, no other inbox, no
-// JetStream management.
-func admittedPermissions(b *attest.Bundle, nkey string) jwt.Permissions {
+// microSubjects are the discovery subjects of the workers' micro service
+// ($SRV.PING, $SRV.PING.teegate-worker, $SRV.PING.teegate-worker.<id>,
+// the same for INFO and STATS): all a worker needs of $SRV.
+var microSubjects = []string{"$SRV.*", "$SRV.*." + wire.ServiceName, "$SRV.*." + wire.ServiceName + ".*"}
+
+// admittedPermissions (docs/architecture.md, "Who may do what on the bus"):
+// subscribe to the bundle's models (inference and attestation), to micro
+// discovery and to the connection's own inboxes; publish its own registry
+// record (keyed by its evidence id), the stream-info request that binds
+// the registry, its own admission subjects, user info; and replies: only
+// to requests it received, at most resp.MaxMsgs each within resp.Expires
+// (NATS response permissions). Nothing else: no other model, no other
+// inbox, no evidence or decision writes, no JetStream management.
+func admittedPermissions(b *attest.Bundle, evidenceID, nkey string, resp jwt.ResponsePermission) jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Allow.Add(
-		"_INBOX.>", // replies to the gateway's (and micro clients') inboxes
-		registryKVPrefix+b.Worker.ID,
-		evidenceKVAll,
+		registryKVPrefix+evidenceID,
 		streamInfoPrefix+wire.RegistryBucket,
-		streamInfoPrefix+wire.EvidenceBucket,
-		wire.AdmissionWildcard,
+		wire.SubmitSubject(nkey),
+		wire.EvidenceSubject(nkey),
+		wire.StatusSubject,
 		userInfoSubject,
 	)
+	p.Resp = &resp
 	models := append([]string(nil), b.Worker.Models...)
 	sort.Strings(models)
 	for _, m := range models {
 		p.Sub.Allow.Add(wire.InferSubject(m), wire.AttestSubject(m))
 	}
-	p.Sub.Allow.Add(srvAll, wire.WorkerInboxPrefix(nkey)+".>")
+	p.Sub.Allow.Add(microSubjects...)
+	p.Sub.Allow.Add(wire.WorkerInboxPrefix(nkey) + ".>")
 	return p
 }
 
-// quarantinePermissions: enough to submit evidence, ask why, and read the
-// replies; inference subjects are denied explicitly (deny wins over any
-// allow), so the server refuses such a subscription with a permissions
-// violation.
+// quarantinePermissions: enough to submit its own evidence, ask why, and
+// read the replies; inference subjects are denied explicitly (deny wins
+// over any allow), so the server refuses such a subscription with a
+// permissions violation. No response permission: it receives no requests.
 func quarantinePermissions(nkey string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Pub.Allow.Add(wire.AdmissionWildcard, userInfoSubject)
+	p.Pub.Allow.Add(wire.SubmitSubject(nkey), wire.StatusSubject, userInfoSubject)
 	p.Sub.Allow.Add(wire.WorkerInboxPrefix(nkey) + ".>")
 	p.Sub.Deny.Add(wire.InferWildcard, attestWildcard)
 	p.Pub.Deny.Add(wire.InferWildcard)
@@ -256,7 +263,8 @@ func (s *Service) userJWT(userNkey string, v *verdict) (string, error) {
 	uc.Audience = s.cfg.Account // the placement account in server-config mode
 	if v.admitted() {
 		uc.Name = v.vd.Bundle.Worker.ID
-		uc.Permissions = admittedPermissions(v.vd.Bundle, v.p.nkey)
+		uc.Permissions = admittedPermissions(v.vd.Bundle, v.vd.ID, v.p.nkey,
+			jwt.ResponsePermission{MaxMsgs: s.cfg.ReplyMaxMsgs, Expires: s.cfg.ReplyExpires})
 		uc.Expires = v.expires.Unix()
 	} else {
 		uc.Name = "quarantined"

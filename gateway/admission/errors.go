@@ -33,6 +33,9 @@ var (
 	ErrPolicyFailed = errors.New("policy evaluation failed")
 	// ErrExpiring: the admission would end too soon to be useful.
 	ErrExpiring = errors.New("evidence expires too soon")
+	// ErrRateLimited: the connection's key submitted more than its share
+	// (Config.SubmitRate, EvidenceRate); it should ask again later.
+	ErrRateLimited = errors.New("too many submissions from this key; retry later")
 )
 
 // refuses reports whether err refuses the connection rather than

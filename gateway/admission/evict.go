@@ -6,9 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/worker/wire"
@@ -17,37 +21,150 @@ import (
 // sysTimeout bounds one system request (LDM, KICK).
 const sysTimeout = 2 * time.Second
 
-// onSubmit verifies a bundle, stores it, judges it and replies with the
-// wire.AdmissionStatus it earns. The bundle authenticates itself (hardware evidence and
-// its own key's signature), so anybody may submit anybody's bundle; only
-// verified bundles are stored, which bounds what strangers can write.
+// onSubmit verifies a bundle, stores it if the policy admits it, judges it
+// and replies with the wire.AdmissionStatus it earns. The subject names the
+// submitting connection's key (its permissions allow no other), and the
+// bundle must bind that key: a connection submits its own evidence, at a
+// bounded rate, and its size is checked before any verification work.
 func (s *Service) onSubmit(m *nats.Msg) {
+	nkey := strings.TrimPrefix(m.Subject, wire.SubmitPrefix+".")
+	if len(m.Data) == 0 || len(m.Data) > attest.MaxBundleSize {
+		s.reply(m, wire.AdmissionStatus{Error: "a bundle of 1 byte to 1 MiB is expected"})
+		return
+	}
+	if !s.submitLim.allow(nkey) {
+		s.reply(m, wire.AdmissionStatus{Error: ErrRateLimited.Error()})
+		return
+	}
 	s.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st := s.submit(ctx, m.Data)
+		st := s.submit(ctx, nkey, m.Data)
 		s.reply(m, st)
 	})
 }
 
-func (s *Service) submit(ctx context.Context, raw []byte) wire.AdmissionStatus {
-	if len(raw) == 0 || len(raw) > attest.MaxBundleSize {
-		return wire.AdmissionStatus{Error: "a bundle of 1 byte to 1 MiB is expected"}
-	}
+func (s *Service) submit(ctx context.Context, nkey string, raw []byte) wire.AdmissionStatus {
 	id := attest.BundleID(raw)
 	now := s.cfg.Now()
-	v := &verdict{p: proven{evidenceID: id}, now: now}
+	v := &verdict{p: proven{evidenceID: id, nkey: nkey}, now: now}
 	vd, err := s.verifier.Bundle(ctx, raw)
 	if err != nil {
 		v.err = fmt.Errorf("%w: %w", ErrEvidenceRejected, err)
 		return wire.AdmissionStatus{EvidenceID: id, Reasons: []string{reason(v.err)}, EvaluatedAt: now.UTC()}
 	}
-	if _, err := s.evKV.Put(ctx, id, raw); err != nil {
-		return wire.AdmissionStatus{EvidenceID: id, Error: "storing evidence failed"}
+	if nk, err := wire.NKeyOfBundle(vd.Bundle); err != nil || nk != nkey {
+		return wire.AdmissionStatus{EvidenceID: id, Error: ErrKeyMismatch.Error()}
 	}
 	s.judge(ctx, v, vd)
+	if v.admitted() {
+		if err := s.store(ctx, id, raw); err != nil {
+			s.log.Warn("storing evidence", "evidence", short(id), "err", err)
+			return wire.AdmissionStatus{EvidenceID: id, Error: "storing evidence failed"}
+		}
+	}
 	d := s.record(ctx, v)
 	return statusOf(d)
+}
+
+// onEvidence stores a further bundle for an admitted connection (only
+// admitted connections may publish on wire.EvidenceSubject): a fresh-mode
+// batch quote, or the bundle of the worker's next key epoch. It is stored
+// only when it verifies and the policy admits it now, as a submission is;
+// a bundle already stored is not verified or written again.
+func (s *Service) onEvidence(m *nats.Msg) {
+	nkey := strings.TrimPrefix(m.Subject, wire.EvidencePrefix+".")
+	if len(m.Data) == 0 || len(m.Data) > attest.MaxBundleSize {
+		s.reply(m, wire.AdmissionStatus{Error: "a bundle of 1 byte to 1 MiB is expected"})
+		return
+	}
+	id := attest.BundleID(m.Data)
+	if s.isStored(id) {
+		s.reply(m, wire.AdmissionStatus{EvidenceID: id, Allow: true})
+		return
+	}
+	if !s.evidenceLim.allow(nkey) {
+		s.reply(m, wire.AdmissionStatus{EvidenceID: id, Error: ErrRateLimited.Error()})
+		return
+	}
+	s.spawn(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		now := s.cfg.Now()
+		v := &verdict{p: proven{evidenceID: id, nkey: nkey}, now: now}
+		vd, err := s.verifier.Bundle(ctx, m.Data)
+		if err != nil {
+			s.reply(m, wire.AdmissionStatus{EvidenceID: id, Error: reason(fmt.Errorf("%w: %w", ErrEvidenceRejected, err))})
+			return
+		}
+		s.judge(ctx, v, vd)
+		if !v.admitted() {
+			s.reply(m, wire.AdmissionStatus{EvidenceID: id, Reasons: truncReasons(v.reasons), Error: "the policy does not admit this evidence"})
+			return
+		}
+		if err := s.store(ctx, id, m.Data); err != nil {
+			s.log.Warn("storing evidence", "evidence", short(id), "err", err)
+			s.reply(m, wire.AdmissionStatus{EvidenceID: id, Error: "storing evidence failed"})
+			return
+		}
+		s.reply(m, wire.AdmissionStatus{EvidenceID: id, Allow: true, EvaluatedAt: now.UTC()})
+	})
+}
+
+// store writes a verified bundle once: the id is the hash of the bytes, so
+// a bundle already there is the same bundle.
+func (s *Service) store(ctx context.Context, id string, raw []byte) error {
+	if s.isStored(id) {
+		return nil
+	}
+	if _, err := s.evKV.Create(ctx, id, raw); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+		return fmt.Errorf("storing evidence: %w", err)
+	}
+	s.mu.Lock()
+	if len(s.stored) >= maxStored {
+		clear(s.stored)
+	}
+	s.stored[id] = true
+	s.mu.Unlock()
+	return nil
+}
+
+// maxStored bounds the ids remembered as stored (a cache: forgetting one
+// costs one Create that finds the key).
+const maxStored = 8192
+
+func (s *Service) isStored(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stored[id]
+}
+
+// keyLimiter is a token bucket per key, with a bounded number of keys: a
+// flood of fresh keys resets it rather than growing it (each key still pays
+// its own connect and key proof).
+type keyLimiter struct {
+	r     rate.Limit
+	burst int
+	mu    sync.Mutex
+	lims  map[string]*rate.Limiter
+}
+
+func newKeyLimiter(r rate.Limit, burst int) *keyLimiter {
+	return &keyLimiter{r: r, burst: burst, lims: map[string]*rate.Limiter{}}
+}
+
+func (k *keyLimiter) allow(key string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	l := k.lims[key]
+	if l == nil {
+		if len(k.lims) >= 16384 {
+			clear(k.lims)
+		}
+		l = rate.NewLimiter(k.r, k.burst)
+		k.lims[key] = l
+	}
+	return l.Allow()
 }
 
 func statusOf(d *Decision) wire.AdmissionStatus {

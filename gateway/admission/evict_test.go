@@ -113,16 +113,21 @@ func TestExpiryEvictsThenRefreshReadmits(t *testing.T) {
 	if _, err := e.gw.Request(wire.InferSubject(testModel), nil, time.Second); err == nil {
 		t.Fatal("an expired worker answered")
 	}
-	// Refresh: new epoch, submitted over the quarantined connection, and a
-	// new connection.
+	// Refresh: new epoch, submitted over a quarantined connection of its
+	// own key, and a new connection.
+	nc.Close()
 	ep, err := w.keeper.Rotate(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := submit(t, nc, ep.Raw); !st.Allow {
+	q, err := w.dial(ep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := submit(t, q, ep.Raw); !st.Allow {
 		t.Fatalf("refreshed evidence: %+v", st)
 	}
-	nc.Close()
+	q.Close()
 	if err := w.serveOn(ep); err != nil {
 		t.Fatal(err)
 	}

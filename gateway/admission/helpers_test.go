@@ -206,9 +206,36 @@ func (w *tworker) dial(ep *enclave.Epoch) (*nats.Conn, error) {
 	return nats.Connect(w.e.srv.ClientURL(), opts...)
 }
 
+// submit submits a bundle on the submit subject of its own key (the only
+// one the connection presenting that bundle may publish on).
 func submit(t testing.TB, nc *nats.Conn, raw []byte) wire.AdmissionStatus {
 	t.Helper()
-	m, err := nc.Request(wire.SubmitSubject, raw, 5*time.Second)
+	return askAdmission(t, nc, wire.SubmitSubject(bundleNKey(t, raw)), raw)
+}
+
+// storeVia hands a bundle to the admission service over an admitted
+// connection whose key is the bundle prev's.
+func storeVia(t testing.TB, nc *nats.Conn, prev, raw []byte) wire.AdmissionStatus {
+	t.Helper()
+	return askAdmission(t, nc, wire.EvidenceSubject(bundleNKey(t, prev)), raw)
+}
+
+func bundleNKey(t testing.TB, raw []byte) string {
+	t.Helper()
+	b, err := attest.DecodeBundle(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nk, err := wire.NKeyOfBundle(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nk
+}
+
+func askAdmission(t testing.TB, nc *nats.Conn, subject string, raw []byte) wire.AdmissionStatus {
+	t.Helper()
+	m, err := nc.Request(subject, raw, 5*time.Second)
 	if err != nil {
 		t.Fatalf("submitting evidence: %v", err)
 	}
@@ -273,18 +300,19 @@ func (w *tworker) serveOn(ep *enclave.Epoch) error {
 	return nil
 }
 
-// refresh: new epoch, submit over the old connection, serve on a new one,
+// refresh: new epoch, stored over the old connection, serve on a new one,
 // then retire the old one without dropping its requests.
 func (w *tworker) refresh() {
 	w.mu.Lock()
 	old := w.cur
 	w.mu.Unlock()
+	prev := w.keeper.Current().Raw
 	ep, err := w.keeper.Rotate(context.Background())
 	if err != nil {
 		w.t.Error(err)
 		return
 	}
-	if st := submit(w.t, old.nc, ep.Raw); st.Allow {
+	if st := storeVia(w.t, old.nc, prev, ep.Raw); st.Allow && st.Error == "" {
 		if err := w.serveOn(ep); err != nil {
 			w.t.Error(err)
 			return

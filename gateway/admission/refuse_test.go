@@ -257,21 +257,40 @@ func TestPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("binding the registry: %v", err)
 	}
-	if _, err := reg.Put(ctx, "w1", []byte(`{}`)); err != nil {
+	// Its own record is keyed by the evidence it was admitted on.
+	if _, err := reg.Put(ctx, w.keeper.Current().ID, []byte(`{}`)); err != nil {
 		t.Fatalf("own registry record: %v", err)
 	}
-	ev, err := js.KeyValue(ctx, wire.EvidenceBucket)
+	ev, err := jetstream.New(e.gw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ev.Put(ctx, strings.Repeat("0", 64), []byte("x")); err != nil {
-		t.Fatalf("publishing evidence: %v", err)
+	evKV, err := ev.KeyValue(ctx, wire.EvidenceBucket)
+	if err != nil {
+		t.Fatal(err)
 	}
 	for _, f := range []struct {
 		name string
 		do   func(context.Context) error
 	}{
-		{"another worker's record", func(ctx context.Context) error { _, err := reg.Put(ctx, "w2", []byte(`{}`)); return err }},
+		{"its worker id's record", func(ctx context.Context) error { _, err := reg.Put(ctx, "w1", []byte(`{}`)); return err }},
+		{"another worker's record", func(ctx context.Context) error { _, err := reg.Put(ctx, strings.Repeat("1", 64), []byte(`{}`)); return err }},
+		{"writing evidence", func(ctx context.Context) error {
+			// Publishing on the bucket's subject directly; binding it needs
+			// a stream-info permission the worker has not either.
+			_, err := jetstream.New(nc)
+			if err != nil {
+				return err
+			}
+			_, err = nc.Request("$KV."+wire.EvidenceBucket+"."+strings.Repeat("0", 64), []byte("x"), 250*time.Millisecond)
+			if err != nil {
+				return err
+			}
+			if _, gerr := evKV.Get(ctx, strings.Repeat("0", 64)); gerr == nil {
+				return nil
+			}
+			return errors.New("not stored")
+		}},
 		{"deleting the registry", func(ctx context.Context) error { return js.DeleteKeyValue(ctx, wire.RegistryBucket) }},
 		{"creating a stream", func(ctx context.Context) error {
 			_, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "x", Subjects: []string{"x"}})

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/time/rate"
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/worker/wire"
@@ -77,6 +79,22 @@ type Config struct {
 	// Concurrency bounds callout requests handled at once (default
 	// 4×GOMAXPROCS).
 	Concurrency int
+	// ReplyMaxMsgs and ReplyExpires bound what an admitted worker may send
+	// to the reply subject of one request it received (NATS response
+	// permissions): every chunk of a stream is one message, so they must
+	// cover the longest stream the gateway lets run, RequestTimeout
+	// included (defaults 1,000,000 messages and 11 minutes, above the
+	// gateway's 10-minute default deadline).
+	ReplyMaxMsgs int
+	ReplyExpires time.Duration
+	// SubmitRate and SubmitBurst bound evidence submissions per connection
+	// key before any verification work (default 1 per second, burst 5);
+	// EvidenceRate and EvidenceBurst the further bundles (fresh-mode batch
+	// quotes) one admitted key may store (default 50 per second, burst 100).
+	SubmitRate    rate.Limit
+	SubmitBurst   int
+	EvidenceRate  rate.Limit
+	EvidenceBurst int
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -109,6 +127,22 @@ func (c *Config) validate() error {
 	if c.Concurrency <= 0 {
 		c.Concurrency = 4 * runtime.GOMAXPROCS(0)
 	}
+	if c.ReplyMaxMsgs <= 0 {
+		c.ReplyMaxMsgs = 1_000_000
+	}
+	def(&c.ReplyExpires, 11*time.Minute)
+	if c.SubmitRate <= 0 {
+		c.SubmitRate = 1
+	}
+	if c.SubmitBurst <= 0 {
+		c.SubmitBurst = 5
+	}
+	if c.EvidenceRate <= 0 {
+		c.EvidenceRate = 50
+	}
+	if c.EvidenceBurst <= 0 {
+		c.EvidenceBurst = 100
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -124,8 +158,11 @@ func (c *Config) validate() error {
 // Decision is the latest admission decision on one piece of evidence, as
 // stored in DecisionBucket and listed by Decisions.
 type Decision struct {
-	WorkerID    string         `json:"worker_id"`
-	EvidenceID  string         `json:"evidence_id"`
+	WorkerID   string `json:"worker_id"`
+	EvidenceID string `json:"evidence_id"`
+	// NKey is the evidence's signing key as a NATS user nkey: a connection
+	// admitted on this evidence owns the inbox space wire.WorkerInboxPrefix(NKey).
+	NKey        string         `json:"nkey,omitempty"`
 	Allow       bool           `json:"allow"`
 	Reasons     []string       `json:"reasons,omitempty"`
 	Claims      *ClaimsSummary `json:"claims,omitempty"`
@@ -192,11 +229,14 @@ type Service struct {
 
 	evKV, decKV jetstream.KeyValue
 	subs        []*nats.Subscription
+	submitLim   *keyLimiter
+	evidenceLim *keyLimiter
 
 	mu        sync.Mutex
 	stopped   bool
 	conns     map[connKey]*conn
 	decisions map[string]*Decision
+	stored    map[string]bool // evidence ids known to be in the bucket
 
 	admitted, quarantined, refused, evicted atomic.Int64
 }
@@ -210,7 +250,8 @@ func New(cfg Config) (*Service, error) {
 	}
 	s := &Service{
 		cfg: cfg, log: cfg.Logger, verifier: attest.NewVerifier(cfg.Verify, 4096),
-		sem: make(chan struct{}, cfg.Concurrency), conns: map[connKey]*conn{}, decisions: map[string]*Decision{},
+		sem: make(chan struct{}, cfg.Concurrency), conns: map[connKey]*conn{}, decisions: map[string]*Decision{}, stored: map[string]bool{},
+		submitLim: newKeyLimiter(cfg.SubmitRate, cfg.SubmitBurst), evidenceLim: newKeyLimiter(cfg.EvidenceRate, cfg.EvidenceBurst),
 	}
 	s.pol.Store(&policyBox{cfg.Policy})
 	return s, nil
@@ -228,9 +269,7 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.evKV, err = openEvidence(ctx, js); err != nil {
 		return fmt.Errorf("starting admission: %w", err)
 	}
-	s.decKV, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket: DecisionBucket, Description: "teegate admission decisions by evidence id", History: 1, TTL: 7 * 24 * time.Hour,
-	})
+	s.decKV, err = wire.EnsureBucket(ctx, js, DecisionConfig())
 	if err != nil {
 		return fmt.Errorf("starting admission: opening decision bucket: %w", err)
 	}
@@ -241,7 +280,8 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	subs := []sub{
 		{s.cfg.Conn, CalloutSubject, s.onCallout},
-		{s.cfg.Conn, wire.SubmitSubject, s.onSubmit},
+		{s.cfg.Conn, wire.SubmitPrefix + ".*", s.onSubmit},
+		{s.cfg.Conn, wire.EvidencePrefix + ".*", s.onEvidence},
 		{s.cfg.Conn, wire.StatusSubject, s.onStatus},
 	}
 	if s.cfg.Sys != nil {
@@ -272,10 +312,19 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
-// openEvidence binds the evidence bucket, creating it (with the worker's
-// settings) when absent.
+// DecisionConfig is the decision bucket's configuration: capped, oldest
+// decisions discarded first when full.
+func DecisionConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket: DecisionBucket, Description: "teegate admission decisions by evidence id", History: 1,
+		TTL: 7 * 24 * time.Hour, MaxBytes: 64 << 20, MaxValueSize: 64 << 10,
+	}
+}
+
+// openEvidence opens the evidence bucket with its bounds (the admission
+// service is its only writer).
 func openEvidence(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return wire.BindBucket(ctx, js, wire.EvidenceConfig())
+	return wire.EnsureBucket(ctx, js, wire.EvidenceConfig())
 }
 
 func (s *Service) unsubscribe() {
@@ -460,8 +509,9 @@ func (s *Service) forget(k connKey, c *conn) {
 // record stores the decision in memory and in the decision bucket.
 func (s *Service) record(ctx context.Context, v *verdict) *Decision {
 	b := v.vd.Bundle
+	nk, _ := wire.NKeyOfBundle(b)
 	d := &Decision{
-		WorkerID: b.Worker.ID, EvidenceID: v.vd.ID, Allow: v.admitted(), Reasons: v.reasons,
+		WorkerID: b.Worker.ID, EvidenceID: v.vd.ID, NKey: nk, Allow: v.admitted(), Reasons: truncReasons(v.reasons),
 		Claims: summarize(v.vd.Claims), Models: append([]string(nil), b.Worker.Models...), Policy: v.policy,
 		EvaluatedAt: v.now.UTC(),
 	}
@@ -470,7 +520,7 @@ func (s *Service) record(ctx context.Context, v *verdict) *Decision {
 	}
 	s.mu.Lock()
 	s.decisions[d.EvidenceID] = d
-	if len(s.decisions) > 10000 {
+	if len(s.decisions) > maxDecisions {
 		s.pruneDecisionsLocked()
 	}
 	s.mu.Unlock()
@@ -482,6 +532,27 @@ func (s *Service) record(ctx context.Context, v *verdict) *Decision {
 		s.log.Warn("storing admission decision", "evidence", short(d.EvidenceID), "err", err)
 	}
 	return d
+}
+
+// maxDecisions bounds the decisions kept in memory (the bucket keeps more,
+// within its own cap).
+const maxDecisions = 4096
+
+// truncReasons bounds what one decision keeps of a policy's reasons, so a
+// decision always fits the bucket's value cap.
+func truncReasons(rs []string) []string {
+	const maxN, maxLen = 16, 512
+	if len(rs) > maxN {
+		rs = append(rs[:maxN:maxN], fmt.Sprintf("… and %d more", len(rs)-maxN))
+	}
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		if len(r) > maxLen {
+			r = strings.ToValidUTF8(r[:maxLen], "") + "…"
+		}
+		out[i] = r
+	}
+	return out
 }
 
 // pruneDecisionsLocked drops the oldest half of the in-memory decisions

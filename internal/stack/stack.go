@@ -26,6 +26,7 @@ import (
 	"github.com/teegate/teegate/policies"
 	"github.com/teegate/teegate/worker"
 	"github.com/teegate/teegate/worker/engine"
+	"github.com/teegate/teegate/worker/wire"
 )
 
 // Config describes a stack.
@@ -171,10 +172,10 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if s.Dir, err = gateway.OpenDirectory(ctx, s.JS); err != nil {
 		return nil, err
 	}
-	if s.Evidence, err = worker.EnsureEvidenceBucket(ctx, s.JS); err != nil {
+	if s.Evidence, err = wire.EnsureBucket(ctx, s.JS, wire.EvidenceConfig()); err != nil {
 		return nil, err
 	}
-	receipts, err := gateway.EnsureReceiptsBucket(ctx, s.JS, 30*24*time.Hour)
+	receipts, err := gateway.EnsureReceiptsBucket(ctx, s.JS, wire.ReceiptsTTL)
 	if err != nil {
 		return nil, err
 	}
@@ -193,6 +194,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	gcfg.Conn, gcfg.Keys, gcfg.Directory = gwConn, s.Keys, s.Dir
 	gcfg.Evidence, gcfg.Receipts = s.Evidence, receipts
 	gcfg.Admission = s.Admission
+	gcfg.Unattested = cfg.TEE.Disabled
 	if gcfg.Logger == nil {
 		gcfg.Logger = log.With("component", "gateway")
 	}
@@ -365,6 +367,10 @@ func (s *Stack) startAdmission(ctx context.Context, cfg Config, issuer nkeys.Key
 	s.policyArg = cfg.Policy
 	acfg := cfg.Admission
 	acfg.Conn, acfg.Sys, acfg.Issuer = conn, sys, issuer
+	if acfg.ReplyExpires == 0 && cfg.Gateway.RequestTimeout > 0 {
+		// A worker may answer a request for as long as the gateway waits.
+		acfg.ReplyExpires = cfg.Gateway.RequestTimeout + time.Minute
+	}
 	acfg.Policy = admission.Holder(s.Policy)
 	if acfg.Verify.CPU == nil {
 		// Simulated evidence verifies (its claims say simulated); the

@@ -9,10 +9,13 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	"github.com/teegate/teegate/attest"
 )
 
 // ConnectDomain separates the connect proof from everything else the
@@ -21,20 +24,36 @@ import (
 // a server-chosen byte string as it is.
 const ConnectDomain = "teegate/nats-connect/v1"
 
-// Admission subjects, answered by the admission service. Quarantined and
-// admitted workers may publish to them (requests); nobody else needs to.
+// Admission subjects, answered by the admission service. A connection
+// may publish only on the submit and evidence subjects that carry its own
+// nkey (its user JWT says so), so the service learns who is asking from the
+// subject: NATS, not the message, vouches for it.
 const (
-	// SubmitSubject takes an evidence bundle (canonical bytes) and replies
-	// with the AdmissionStatus it earns now; verified bundles are stored in
-	// the evidence bucket. This is how a worker bootstraps: its first
-	// connection is quarantined because its evidence is not stored yet.
-	SubmitSubject = SubjectPrefix + ".admission.submit"
+	// SubmitPrefix + "." + nkey (SubmitSubject) takes an evidence bundle
+	// (canonical bytes) whose signing key is the connection's nkey and
+	// replies with the AdmissionStatus it earns now; admitted bundles are
+	// stored in the evidence bucket. This is how a worker bootstraps: its
+	// first connection is quarantined because its evidence is not stored
+	// yet.
+	SubmitPrefix = SubjectPrefix + ".admission.submit"
+	// EvidencePrefix + "." + nkey (EvidenceSubject) takes a further bundle
+	// of an admitted key (a fresh-mode batch quote) and replies with an
+	// AdmissionStatus whose Error is empty once the bundle is stored.
+	EvidencePrefix = SubjectPrefix + ".admission.evidence"
 	// StatusSubject takes an evidence id and replies with the latest
 	// AdmissionStatus recorded for it.
 	StatusSubject = SubjectPrefix + ".admission.status"
-	// AdmissionWildcard covers both.
+	// AdmissionWildcard covers them all.
 	AdmissionWildcard = SubjectPrefix + ".admission.>"
 )
+
+// SubmitSubject is where the connection whose key is nkey submits its
+// evidence.
+func SubmitSubject(nkey string) string { return SubmitPrefix + "." + nkey }
+
+// EvidenceSubject is where the admitted connection whose key is nkey
+// stores further bundles of that key.
+func EvidenceSubject(nkey string) string { return EvidencePrefix + "." + nkey }
 
 // UserInfoSubject is the server's "who am I" service: a connection learns
 // the permissions the server enforces on it, which is how a worker tells an
@@ -44,8 +63,15 @@ const UserInfoSubject = "$SYS.REQ.USER.INFO"
 
 // WorkerInboxRoot is the root of workers' inboxes. Each worker connection
 // gets its own subtree, named by its key (WorkerInboxPrefix), so that it
-// may subscribe to its replies without seeing anybody else's.
+// may subscribe to its replies without seeing anybody else's, and so that
+// the gateway can tell a subject in a worker's own space (AckSubjectOK).
 const WorkerInboxRoot = "_TGW"
+
+// GatewayInboxRoot is the root of the gateway's reply inboxes. No worker
+// may subscribe there; a worker publishes there only as a response to a
+// request it received (NATS response permissions), and each inbox is
+// random per request.
+const GatewayInboxRoot = "_TGG"
 
 // AdmissionStatus is the reply to SubmitSubject and StatusSubject.
 type AdmissionStatus struct {
@@ -89,6 +115,31 @@ func WorkerNKey(signingPub []byte) (string, error) {
 // WorkerInboxPrefix is the inbox prefix of the worker connection whose key
 // is nkey; the connection must use it (nats.CustomInboxPrefix).
 func WorkerInboxPrefix(nkey string) string { return WorkerInboxRoot + "." + nkey }
+
+// AckSubjectOK reports whether subject is a literal subject inside the
+// inbox space of the worker connection whose key is nkey: the only kind of
+// subject the gateway publishes stream acks and cancels to.
+func AckSubjectOK(subject, nkey string) bool {
+	rest, ok := strings.CutPrefix(subject, WorkerInboxPrefix(nkey)+".")
+	if !ok || nkey == "" || len(subject) > 256 {
+		return false
+	}
+	for _, tok := range strings.Split(rest, ".") {
+		if tok == "" {
+			return false
+		}
+		for i := 0; i < len(tok); i++ {
+			if !tokenSafe(tok[i]) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// NKeyOfBundle is the NATS user nkey of a bundle's signing key: the key a
+// connection presenting that bundle proves and whose inbox space it owns.
+func NKeyOfBundle(b *attest.Bundle) (string, error) { return WorkerNKey(b.SigningPub) }
 
 // WorkerConnectOptions are the nats.go options a worker connects with:
 // user name = evidence id, nkey = the evidence's signing key, the server's

@@ -25,6 +25,10 @@
 //
 // Admission (admission.go): a worker connects with its evidence id as user
 // name and its epoch signing key as nkey, signing a domain-separated form
-// of the server's nonce; it submits its bundle on SubmitSubject and asks
-// the server (UserInfoSubject) whether its connection was admitted.
+// of the server's nonce; it submits its bundle on SubmitSubject(its nkey)
+// and asks the server (UserInfoSubject) whether its connection was
+// admitted. An admitted worker publishes only replies to requests it
+// received, its own registry record and its own admission subjects; the
+// gateway publishes acks only to subjects inside the worker's own inbox
+// space (AckSubjectOK).
 package wire

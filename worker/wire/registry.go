@@ -2,9 +2,14 @@ package wire
 
 import "time"
 
-// RegistryBucket is the JetStream key-value bucket where each worker keeps
-// its record (key = worker id), refreshed every heartbeat. The gateway
-// watches it to learn which models exist.
+// RegistryBucket is the JetStream key-value bucket where each serving
+// worker connection keeps its record, refreshed every heartbeat. The key is
+// the evidence id the connection was admitted on, which its user JWT lets it
+// write and nobody else: a worker cannot write or delete another's record
+// by naming its worker id. (A worker with static credentials on a bus
+// without admission uses its worker id.) The gateway watches the bucket to
+// learn which models exist, and ignores a record whose key is neither its
+// evidence id nor its worker id.
 const RegistryBucket = "teegate_workers"
 
 // RecordTTL is how long a record stays live after its last heartbeat. The
@@ -32,8 +37,10 @@ type WorkerRecord struct {
 }
 
 // EvidenceBucket is the JetStream key-value bucket of evidence bundles,
-// keyed by bundle id, holding canonical bundle bytes. Workers publish each
-// epoch's bundle and each fresh-mode batch bundle before using it.
+// keyed by bundle id, holding canonical bundle bytes. Only the admission
+// service writes it: the bundles it admitted, and the fresh-mode batch
+// bundles admitted workers hand it over EvidenceSubject, each verified and
+// bound to the key of the connection that sent it.
 const EvidenceBucket = "teegate_evidence"
 
 // AttestSubject is where a worker serving model answers requests for fresh
