@@ -103,4 +103,3 @@ func (s *streamSet) cut() {
 		_ = c.SetWriteDeadline(time.Unix(1, 0))
 	}
 }
-

@@ -200,7 +200,7 @@ type serving struct {
 	open  bool   // no admission service judged it
 	epoch string // the evidence id it presented ("" for Conn)
 	svc   micro.Service
-	nkey  string // the key it proved ("" for Conn)
+	nkey  string             // the key it proved ("" for Conn)
 	kv    jetstream.KeyValue // registry
 	ev    jetstream.KeyValue // evidence, only on a bus without admission
 	// flagged: the server asked this connection to go (lame-duck notice)

@@ -274,7 +274,10 @@ func TestPermissions(t *testing.T) {
 		do   func(context.Context) error
 	}{
 		{"its worker id's record", func(ctx context.Context) error { _, err := reg.Put(ctx, "w1", []byte(`{}`)); return err }},
-		{"another worker's record", func(ctx context.Context) error { _, err := reg.Put(ctx, strings.Repeat("1", 64), []byte(`{}`)); return err }},
+		{"another worker's record", func(ctx context.Context) error {
+			_, err := reg.Put(ctx, strings.Repeat("1", 64), []byte(`{}`))
+			return err
+		}},
 		{"writing evidence", func(ctx context.Context) error {
 			// Publishing on the bucket's subject directly; binding it needs
 			// a stream-info permission the worker has not either.
