@@ -13,8 +13,11 @@ import (
 	"github.com/teegate/teegate/attest/merkle"
 )
 
-// ReceiptVersion is the only receipt version this package signs and accepts.
-const ReceiptVersion = 1
+// ReceiptVersion is the only receipt version this package signs and accepts
+// (docs/attestation.md §15). Version 1 receipts are refused by name
+// (ErrUnsupportedVersion, "version 1 ... no longer accepted"): their stream
+// digest left SSE framing and data after the receipt uncovered.
+const ReceiptVersion = 2
 
 // HTTP headers and SSE members that carry receipts and evidence.
 const (
@@ -316,6 +319,9 @@ func (w *receiptWire) receipt() (Receipt, error) {
 	}
 	// Compared as read rather than after a conversion to int, which
 	// could wrap on 32-bit platforms.
+	if w.version == 1 {
+		return Receipt{}, fmt.Errorf("decoding receipt: receipt version 1 is no longer accepted (its stream digest does not cover SSE framing, docs/attestation.md §15): %w", ErrUnsupportedVersion)
+	}
 	if w.version != ReceiptVersion {
 		return Receipt{}, fmt.Errorf("decoding receipt: receipt version %d: %w", w.version, ErrUnsupportedVersion)
 	}

@@ -130,7 +130,8 @@ func TestParseReceiptRejects(t *testing.T) {
 		"uppercase hex":      strings.Replace(env, `"request_sha256":"`, `"request_sha256":"A`, 1),
 		"short signature":    strings.Replace(env, `"signature":"`, `"signature":"AAAA`, 1),
 		"missing usage":      strings.Replace(env, `"usage"`, `"usagex"`, 1),
-		"version 2":          strings.Replace(env, `"version":1`, `"version":2`, 1),
+		"version 1":          strings.Replace(env, `"version":2`, `"version":1`, 1),
+		"version 3":          strings.Replace(env, `"version":2`, `"version":3`, 1),
 		"bad time":           strings.Replace(env, `Z"`, `+00:00"`, 1),
 		"bad evidence id":    strings.Replace(env, `"evidence_id":"`, `"evidence_id":"x`, 1),
 		"chunk bad receipt":  `{"choices":[],"teegate_receipt":{}}`,
@@ -252,7 +253,7 @@ func TestVerifyReceiptRejects(t *testing.T) {
 		}, ErrReceiptSignature},
 		{"no bundle", func(in *input) { in.ev = nil }, ErrEvidenceMismatch},
 		{"nonce sent, none in receipt", func(in *input) { in.chk.Nonce = "n-a" }, ErrNonceMismatch},
-		{"version", func(in *input) { in.sr.Receipt.Version = 2 }, ErrUnsupportedVersion},
+		{"version", func(in *input) { in.sr.Receipt.Version = 1 }, ErrUnsupportedVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,40 +11,138 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 )
 
-// StreamHasher computes response_sha256 of a streamed completion: SHA-256
-// over, for each SSE data payload before the receipt event, in order,
-// u32be(len(payload)) || payload. A payload is the value of one "data:"
-// line: the bytes after "data:" and one optional space, without the line
-// terminator. The length prefix keeps payload boundaries in the digest, so
-// re-chunking the same bytes changes it. Write does not allocate. Not safe
-// for concurrent use.
+// DomainStream starts the input of every stream digest (docs/attestation.md
+// §8), so that it can never equal a digest of other bytes.
+const DomainStream = "teegate/stream/v2"
+
+// The SSE line prefixes of the framing (docs/attestation.md §8).
+const (
+	sseData  = "data: "
+	sseEvent = "event: "
+	// SSEDone is the payload of the event that ends every stream.
+	SSEDone = "[DONE]"
+)
+
+// StreamHasher computes response_sha256 of a streamed answer
+// (docs/attestation.md §8): SHA-256 over "teegate/stream/v2" || 0x00 and
+// then, for every line of the stream before the receipt line except comment
+// lines, in order, u32be(len(line)) || line, a line being its bytes without
+// the terminator. Blank lines and event:, id: and retry: lines are lines
+// like data: lines, so the digest covers everything an SSE parser acts on:
+// event types, event boundaries, ids and payloads. The producer feeds it
+// the events it writes (Event, the same framing as AppendSSEEvent), a
+// verifier the lines it read (Line, or StreamDigester). Not safe for
+// concurrent use; Event and Line do not allocate.
 type StreamHasher struct {
 	h   hash.Hash
 	n   [4]byte
 	sum [32]byte
 }
 
-// NewStreamHasher returns an empty hasher.
-func NewStreamHasher() *StreamHasher { return &StreamHasher{h: sha256.New()} }
-
-// Write adds one data payload. It always returns len(payload), nil.
-func (s *StreamHasher) Write(payload []byte) (int, error) {
-	binary.BigEndian.PutUint32(s.n[:], uint32(len(payload)))
-	s.h.Write(s.n[:])
-	s.h.Write(payload)
-	return len(payload), nil
+// NewStreamHasher returns the hasher of an empty stream.
+func NewStreamHasher() *StreamHasher {
+	s := &StreamHasher{h: sha256.New()}
+	s.Reset()
+	return s
 }
 
-// Sum returns the digest of the payloads written so far.
+// Line adds one line as read from a stream, without its terminator. Comment
+// lines (starting with ':') are skipped: SSE parsers ignore them, and the
+// gateway writes keep-alive comments the worker does not see.
+func (s *StreamHasher) Line(line []byte) {
+	if len(line) > 0 && line[0] == ':' {
+		return
+	}
+	s.line("", "", line)
+}
+
+// line hashes one line given in three parts, any of them empty.
+func (s *StreamHasher) line(prefix, text string, rest []byte) {
+	binary.BigEndian.PutUint32(s.n[:], uint32(len(prefix)+len(text)+len(rest)))
+	s.h.Write(s.n[:])
+	io.WriteString(s.h, prefix)
+	io.WriteString(s.h, text)
+	s.h.Write(rest)
+}
+
+// Event adds the lines of one event exactly as AppendSSEEvent writes it.
+func (s *StreamHasher) Event(event string, data []byte) {
+	eventLines(event, data, s.line)
+}
+
+// EventName adds the "event:" line AppendSSEEvent writes for an event
+// name (nothing for ""): the one line of a named receipt event that comes
+// before its receipt line and so is hashed.
+func (s *StreamHasher) EventName(event string) { eventNameLine(event, s.line) }
+
+// eventNameLine calls line for the "event:" line of an event name, cut at
+// its first CR or LF; nothing for an empty name.
+func eventNameLine(event string, line func(prefix, text string, rest []byte)) {
+	if i := strings.IndexAny(event, "\r\n"); i >= 0 {
+		event = event[:i]
+	}
+	if event != "" {
+		line(sseEvent, event, nil)
+	}
+}
+
+// Sum returns the digest of the lines added so far.
 func (s *StreamHasher) Sum() [32]byte {
 	s.h.Sum(s.sum[:0])
 	return s.sum
 }
 
 // Reset clears the hasher for reuse.
-func (s *StreamHasher) Reset() { s.h.Reset() }
+func (s *StreamHasher) Reset() {
+	s.h.Reset()
+	io.WriteString(s.h, DomainStream)
+	s.h.Write([]byte{0})
+}
+
+// eventLines calls line for each line of an event, in order: "event: "
+// with the event type when it is not empty, "data: " with each line of
+// data, and the blank line that ends the event. The event type is cut at
+// its first CR or LF, and data is split at LF, CRLF and CR, so that no
+// input can write a line of its own choosing. Every producer of SSE bytes
+// (AppendSSEEvent) and of their digest (StreamHasher.Event) goes through
+// here: they cannot disagree.
+func eventLines(event string, data []byte, line func(prefix, text string, rest []byte)) {
+	eventNameLine(event, line)
+	for {
+		i := bytes.IndexAny(data, "\r\n")
+		if i < 0 {
+			line(sseData, "", data)
+			break
+		}
+		line(sseData, "", data[:i])
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++
+		}
+		data = data[i+1:]
+	}
+	line("", "", nil)
+}
+
+// AppendSSEEvent appends one SSE event as teegate writes it: an "event: "
+// line when event is not empty, one "data: " line per line of data, and a
+// blank line, every line ending in LF. Gateway and worker frame stream
+// events with it, and StreamHasher.Event hashes exactly its lines.
+func AppendSSEEvent(dst []byte, event string, data []byte) []byte {
+	eventLines(event, data, func(prefix, text string, rest []byte) {
+		dst = append(dst, prefix...)
+		dst = append(dst, text...)
+		dst = append(dst, rest...)
+		dst = append(dst, '\n')
+	})
+	return dst
+}
+
+// AppendSSEDone appends the event that ends a stream, "data: [DONE]" and a
+// blank line: after the receipt event, the only thing a stream may carry.
+func AppendSSEDone(dst []byte) []byte { return append(dst, sseData+SSEDone+"\n\n"...) }
 
 // ChunkMeta are the OpenAI members of the final receipt chunk.
 type ChunkMeta struct {
@@ -191,60 +289,130 @@ func decodeHeader(b []byte) ([]byte, error) {
 	return out[:n], nil
 }
 
-// ErrNoReceiptEvent reports an SSE stream that ended without a receipt
-// event.
-var ErrNoReceiptEvent = errors.New("stream has no receipt event")
+// Stream framing errors.
+var (
+	// ErrNoReceiptEvent reports an SSE stream that ended without a receipt
+	// event.
+	ErrNoReceiptEvent = errors.New("stream has no receipt event")
+	// ErrDataAfterReceipt reports a stream that carries anything after its
+	// receipt line but the blank line ending that event and the [DONE]
+	// event: nothing after the receipt is covered by it.
+	ErrDataAfterReceipt = errors.New("data after the receipt event")
+)
 
 // StreamResult is what DigestSSE read from a stream.
 type StreamResult struct {
-	// Digest is the stream digest of the payloads before the receipt event.
+	// Digest is the stream digest of the lines before the receipt line.
 	Digest [32]byte
-	// Payloads is how many payloads were hashed.
+	// Payloads is how many data lines were hashed.
 	Payloads int
 	Receipt  *SignedReceipt
 	// Evidence is the inline bundle of the receipt chunk, if any.
 	Evidence []byte
 }
 
-// DigestSSE reads an SSE stream (text/event-stream as the client received
-// it), hashes every data payload up to the receipt event and parses that
-// event. Lines may end in LF, CRLF or CR; lines other than "data:" lines
-// (comments, event:, id:, blank) are not hashed. The receipt event is the
-// first payload that is a JSON object with a "teegate_receipt" member;
-// anything after it ("[DONE]") is ignored.
-func DigestSSE(r io.Reader) (*StreamResult, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), MaxReceiptSize)
-	sc.Split(scanSSELines)
-	h := NewStreamHasher()
-	res := &StreamResult{}
-	for sc.Scan() {
-		line := sc.Bytes()
-		payload, ok := bytes.CutPrefix(line, []byte("data:"))
-		if !ok {
-			continue
-		}
-		payload = bytes.TrimPrefix(payload, []byte(" "))
-		if IsReceiptEvent(payload) {
+// StreamDigester reads a stream line by line as a verifier must
+// (docs/attestation.md §8): it hashes every line before the receipt line,
+// parses the receipt event, and then admits only the blank line ending it,
+// a "data: [DONE]" line and the blank line after that. DigestSSE and the
+// streaming client both use it, so their verdicts cannot diverge.
+type StreamDigester struct {
+	h     *StreamHasher
+	res   StreamResult
+	state int
+}
+
+// Digester states after the receipt line.
+const (
+	sdBefore  = iota // hashing, no receipt yet
+	sdReceipt        // the receipt line was read
+	sdBlank          // ... and the blank line ending its event
+	sdDone           // ... and the [DONE] line
+	sdEnd            // ... and the blank line ending [DONE]: nothing may follow
+)
+
+// NewStreamDigester returns a digester at the start of a stream.
+func NewStreamDigester() *StreamDigester { return &StreamDigester{h: NewStreamHasher()} }
+
+// Line processes one line without its terminator. It returns the result
+// when this line is the receipt line (nil otherwise), and an error for a
+// malformed receipt event or anything but the permitted tail after it
+// (ErrDataAfterReceipt). The result's Receipt is unverified.
+func (d *StreamDigester) Line(line []byte) (*StreamResult, error) {
+	switch d.state {
+	case sdBefore:
+		if payload, ok := ssePayload(line); ok && IsReceiptEvent(payload) {
 			sr, ev, err := ParseReceiptChunk(payload)
 			if err != nil {
 				return nil, fmt.Errorf("reading SSE receipt: %w", err)
 			}
-			res.Digest, res.Receipt, res.Evidence = h.Sum(), sr, ev
-			return res, nil
+			d.res.Digest, d.res.Receipt, d.res.Evidence = d.h.Sum(), sr, ev
+			d.state = sdReceipt
+			return &d.res, nil
 		}
-		h.Write(payload)
-		res.Payloads++
+		if _, ok := ssePayload(line); ok {
+			d.res.Payloads++
+		}
+		d.h.Line(line)
+		return nil, nil
+	case sdReceipt, sdDone:
+		if len(line) == 0 {
+			d.state++
+			return nil, nil
+		}
+	case sdBlank:
+		if p, ok := ssePayload(line); ok && string(p) == SSEDone {
+			d.state = sdDone
+			return nil, nil
+		}
+	}
+	return nil, fmt.Errorf("reading SSE stream: line %.40q after the receipt: %w", line, ErrDataAfterReceipt)
+}
+
+// Seen reports whether the receipt line was read.
+func (d *StreamDigester) Seen() bool { return d.state != sdBefore }
+
+// End reports the end of the stream: ErrNoReceiptEvent when no receipt
+// line came.
+func (d *StreamDigester) End() (*StreamResult, error) {
+	if d.state == sdBefore {
+		return nil, fmt.Errorf("reading SSE stream: %w", ErrNoReceiptEvent)
+	}
+	return &d.res, nil
+}
+
+// ssePayload is the value of a "data:" line: the rest of the line after
+// "data:" and at most one space.
+func ssePayload(line []byte) ([]byte, bool) {
+	p, ok := bytes.CutPrefix(line, []byte("data:"))
+	if !ok {
+		return nil, false
+	}
+	return bytes.TrimPrefix(p, []byte(" ")), true
+}
+
+// DigestSSE reads a whole SSE stream (text/event-stream as the client
+// received it) with a StreamDigester: the digest of every line before the
+// receipt line, the receipt event, and nothing after it but [DONE]. Lines
+// may end in LF, CRLF or CR.
+func DigestSSE(r io.Reader) (*StreamResult, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), MaxReceiptSize)
+	sc.Split(scanSSELines)
+	d := NewStreamDigester()
+	for sc.Scan() {
+		if _, err := d.Line(sc.Bytes()); err != nil {
+			return nil, err
+		}
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading SSE stream: %w", err)
 	}
-	return nil, fmt.Errorf("reading SSE stream: %w", ErrNoReceiptEvent)
+	return d.End()
 }
 
 // IsReceiptEvent reports whether an SSE data payload is the receipt event:
-// a JSON object with a top-level "teegate_receipt" member. DigestSSE and
-// the streaming client both use it, so their digests cannot diverge. A
+// a JSON object with a top-level "teegate_receipt" member. A
 // cheap pre-check comes first, then a real top-level member test, so a
 // completion that merely mentions the member name is not mistaken for the
 // receipt.

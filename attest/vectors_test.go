@@ -102,7 +102,7 @@ func vectorFiles(t *testing.T) map[string][]byte {
 	files["request.json"] = req
 	files["response.json"] = resp
 	r := Receipt{
-		Version: 1, RequestID: "req-vector-1", EvidenceID: ev.ID, Model: "builtin",
+		Version: ReceiptVersion, RequestID: "req-vector-1", EvidenceID: ev.ID, Model: "builtin",
 		RequestSHA256: sha256.Sum256(req), ResponseSHA256: sha256.Sum256(resp),
 		Created: time.Date(2026, 11, 27, 10, 0, 5, 0, time.UTC), Usage: Usage{11, 2, 13},
 	}
@@ -122,28 +122,38 @@ func vectorFiles(t *testing.T) map[string][]byte {
 		`{"id":"chatcmpl-vs","object":"chat.completion.chunk","created":1795773601,"model":"builtin","choices":[{"index":0,"delta":{"content":"."},"finish_reason":"stop"}]}`,
 	}
 	sreq := []byte(`{"model":"builtin","messages":[{"role":"user","content":"Say hello."}],"stream":true}`)
+	// The stream as the gateway writes it, with a keep-alive comment
+	// (not hashed) between two events; the hashed lines are published.
+	var sse bytes.Buffer
 	h := NewStreamHasher()
+	for i, p := range payloads {
+		h.Event("", []byte(p))
+		sse.Write(AppendSSEEvent(nil, "", []byte(p)))
+		if i == 0 {
+			sse.WriteString(": keep-alive\n")
+		}
+	}
+	var lines []string
 	for _, p := range payloads {
-		h.Write([]byte(p))
+		lines = append(lines, "data: "+p, "")
 	}
 	sd := h.Sum()
+	if sd != streamDigestOfLines(lines) {
+		t.Fatal("StreamHasher disagrees with its documented layout")
+	}
 	rs := Receipt{
-		Version: 1, RequestID: "req-vector-2", EvidenceID: ev.ID, Model: "builtin", Stream: true,
+		Version: ReceiptVersion, RequestID: "req-vector-2", EvidenceID: ev.ID, Model: "builtin", Stream: true,
 		RequestSHA256: sha256.Sum256(sreq), ResponseSHA256: sd,
 		Created: time.Date(2026, 11, 27, 10, 0, 6, 0, time.UTC), Usage: Usage{11, 2, 13},
 	}
 	ssr := signReceipt(k.sign, rs)
-	var sse bytes.Buffer
-	for _, p := range payloads {
-		sse.WriteString("data: " + p + "\n\n")
-	}
-	sse.WriteString("data: ")
-	sse.Write(AppendReceiptChunk(nil, ChunkMeta{ID: "chatcmpl-vs", Object: "chat.completion.chunk", Created: 1795773601, Model: "builtin"}, ssr, nil))
-	sse.WriteString("\n\ndata: [DONE]\n\n")
+	sse.Write(AppendSSEEvent(nil, "", AppendReceiptChunk(nil, ChunkMeta{ID: "chatcmpl-vs", Object: "chat.completion.chunk", Created: 1795773601, Model: "builtin"}, ssr, nil)))
+	sse.Write(AppendSSEDone(nil))
 	files["stream.request.json"] = sreq
 	files["stream.sse"] = sse.Bytes()
 	files["stream.json"] = js(map[string]any{
 		"payloads":        payloads,
+		"hashed_lines":    lines,
 		"response_sha256": hex.EncodeToString(sd[:]),
 		"receipt_body":    string(rs.AppendCanonical(nil)),
 		"signature":       base64.RawURLEncoding.EncodeToString(ssr.Signature),
@@ -210,6 +220,16 @@ func vectorFiles(t *testing.T) map[string][]byte {
 		"fresh_bundle_id": fev.ID,
 	})
 	return files
+}
+
+// streamDigestOfLines is §8's digest written out over the hashed lines.
+func streamDigestOfLines(lines []string) [32]byte {
+	b := append([]byte(DomainStream), 0)
+	for _, l := range lines {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(l)))
+		b = append(b, l...)
+	}
+	return sha256.Sum256(b)
 }
 
 func TestVectors(t *testing.T) {

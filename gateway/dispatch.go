@@ -319,7 +319,9 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 		case m = <-r.ch:
 		case <-ka.C:
 			m = nil
-			if _, err := w.WriteString(": keep-alive\n\n"); err != nil || w.Flush() != nil {
+			// A comment line alone, between events: SSE parsers and
+			// the stream digest skip it (a blank line would count).
+			if _, err := w.WriteString(": keep-alive\n"); err != nil || w.Flush() != nil {
 				r.cancel()
 				return
 			}
@@ -394,7 +396,7 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 			r.g.storeReceipt(r.reqID, sr)
 		}
 		if !r.events {
-			_, _ = w.WriteString("data: [DONE]\n\n")
+			_, _ = w.Write(attest.AppendSSEDone(nil))
 		}
 		_ = w.Flush()
 		r.g.log.Info("stream finished", "request_id", r.reqID, "chunks", seq-1)
@@ -436,15 +438,13 @@ func (r *relay) fail(w *bufio.Writer, e *APIError) {
 	writeNamedEvent(w, "error", b)
 }
 
-// writeNamedEvent writes an SSE event with an "event:" field when name is
-// set (Responses streams), then its data as writeEvent does.
+// writeNamedEvent writes one SSE event, with an "event:" field when name
+// is set (Responses streams): the framing the worker's stream digest
+// hashes (attest.AppendSSEEvent), so the gateway cannot frame a stream
+// differently from what the receipt covers.
 func writeNamedEvent(w *bufio.Writer, name string, payload []byte) {
-	if name != "" {
-		_, _ = w.WriteString("event: ")
-		_, _ = w.WriteString(name)
-		_ = w.WriteByte('\n')
-	}
-	writeEvent(w, payload)
+	var buf [512]byte
+	_, _ = w.Write(attest.AppendSSEEvent(buf[:0], name, payload))
 }
 
 // endReceipt checks a stream's final payload: with attestation it must be
@@ -481,19 +481,5 @@ func (r *relay) cancel() {
 	_ = r.nc.PublishMsg(m)
 }
 
-// writeEvent writes one SSE event whose data is payload; a payload with
-// line breaks becomes several data lines, which clients rejoin with "\n".
-func writeEvent(w *bufio.Writer, payload []byte) {
-	for {
-		i := bytes.IndexByte(payload, '\n')
-		_, _ = w.WriteString("data: ")
-		if i < 0 {
-			_, _ = w.Write(payload)
-			_, _ = w.WriteString("\n\n")
-			return
-		}
-		_, _ = w.Write(bytes.TrimSuffix(payload[:i], []byte("\r")))
-		_, _ = w.WriteString("\n")
-		payload = payload[i+1:]
-	}
-}
+// writeEvent writes one SSE event without a name.
+func writeEvent(w *bufio.Writer, payload []byte) { writeNamedEvent(w, "", payload) }

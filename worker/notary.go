@@ -190,8 +190,10 @@ func mayHaveUsage(p []byte) bool {
 
 var usageWord = []byte("usage")
 
+// Add hashes the event as the gateway frames it (attest.AppendSSEEvent
+// with the name sent in wire.HdrEvent).
 func (s *streamNotary) Add(event string, payload []byte) {
-	_, _ = s.h.Write(payload)
+	s.h.Event(event, payload)
 	s.events++
 	if s.meta.Op == wire.OpResponses {
 		// The usage of a Responses stream is in its terminal event's
@@ -221,6 +223,11 @@ func (s *streamNotary) Add(event string, payload []byte) {
 }
 
 func (s *streamNotary) Finish(ctx context.Context) ([]byte, error) {
+	if s.meta.Op == wire.OpResponses {
+		// The receipt event's "event:" line comes before its receipt
+		// line, so the digest covers it (docs/attestation.md §8).
+		s.h.EventName(attest.ResponsesReceiptEvent)
+	}
 	s.r.ResponseSHA256 = s.h.Sum()
 	sr, evidence, err := s.n.sign(ctx, &s.r)
 	if err != nil {

@@ -81,8 +81,9 @@ type Notary interface {
 	// Seal returns headers to attach to a non-stream reply.
 	Seal(ctx context.Context, meta Meta, request, response []byte) (nats.Header, error)
 	// Stream starts a receipt for a stream; Add is called with every
-	// payload in order and Finish returns the final payload (the receipt
-	// chunk) to send before the end of the stream, or nil.
+	// event in order (its SSE event type, "" for none, and its data) and
+	// Finish returns the final payload (the receipt chunk) to send before
+	// the end of the stream, or nil.
 	Stream(ctx context.Context, meta Meta, request []byte) StreamNotary
 }
 

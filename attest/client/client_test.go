@@ -332,6 +332,24 @@ func TestTamperingFails(t *testing.T) {
 				})
 			}
 		}}}, ErrDataAfterReceipt, "stream"},
+		{"stream event line (issue 11 finding 2)", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				editBody(resp, func(b []byte) []byte { return append([]byte("event: error\n"), b...) })
+			}
+		}}}, attest.ErrResponseHash, "response hash"},
+		{"stream blank lines removed (issue 11 finding 2)", true, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				// The blank line ending the last content event: the
+				// receipt line would join that event. (Removing one
+				// between content events makes the SDK fail on the
+				// joined JSON before the receipt arrives.)
+				editBody(resp, func(b []byte) []byte {
+					i := bytes.Index(b, []byte(`"teegate_receipt"`))
+					j := bytes.LastIndex(b[:i], []byte("\n\n"))
+					return append(b[:j:j], b[j+1:]...)
+				})
+			}
+		}}}, attest.ErrResponseHash, "response hash"},
 		{"stream inline evidence", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}, tamper: flipBody(isChat, `"cpu_evidence":"`)}, attest.ErrBundleSignature, "evidence"},
 		{"stream fetched evidence", true, setup{cfg: allowSim(), tamper: flipBody(isEvidence, `"signature":"`)}, attest.ErrBundleSignature, "evidence"},
 		{"stream nonce", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{request: func(req *http.Request) {
@@ -342,10 +360,12 @@ func TestTamperingFails(t *testing.T) {
 		{"stream unbound key", true, setup{cfg: allowSim(), forge: true}, attest.ErrBindingReportData, "binding"},
 		{"stream as unary", false, setup{cfg: allowSim(), tamper: tamper{response: func(req *http.Request, resp *http.Response) {
 			if isChat(req) {
-				// A stream receipt replayed on a unary answer.
+				// A forged stream receipt on a unary answer: its
+				// unverified stream flag is not acted on, it fails on
+				// the evidence it names (issue 11, finding 7).
 				resp.Header.Set(attest.HeaderReceipt, streamReceiptHeader)
 			}
-		}}}, ErrStreamMismatch, "stream"},
+		}}}, ErrEvidenceFetch, "evidence"},
 	} {
 		for _, mw := range []bool{false, true} {
 			name := tc.name
@@ -385,13 +405,12 @@ func TestTamperingFails(t *testing.T) {
 	}
 }
 
-// streamReceiptHeader is a syntactically valid receipt header that cannot
-// belong to a unary answer (it says stream); its other members do not
-// matter because the stream flag is checked first.
+// streamReceiptHeader is a syntactically valid, unsigned receipt header
+// that says stream and names a bundle nobody has.
 var streamReceiptHeader = func() string {
 	sr := attest.SignedReceipt{
 		Receipt: attest.Receipt{
-			Version: 1, RequestID: "r", EvidenceID: strings.Repeat("ab", 32), Model: "builtin", Stream: true,
+			Version: attest.ReceiptVersion, RequestID: "r", EvidenceID: strings.Repeat("ab", 32), Model: "builtin", Stream: true,
 			Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		},
 		Signature: make([]byte, 64),

@@ -25,9 +25,11 @@ var (
 	// ErrStreamMismatch: the receipt's stream flag does not match how the
 	// answer arrived.
 	ErrStreamMismatch = errors.New("receipt stream flag differs from the response")
-	// ErrDataAfterReceipt: a stream carried data other than [DONE] after
-	// its receipt event; nothing after the receipt is covered by it.
-	ErrDataAfterReceipt = errors.New("data after the receipt event")
+	// ErrDataAfterReceipt: a stream carried anything but the end of the
+	// receipt event and [DONE] after its receipt line; nothing after the
+	// receipt is covered by it. It is attest.ErrDataAfterReceipt, which
+	// the offline verifiers report too.
+	ErrDataAfterReceipt = attest.ErrDataAfterReceipt
 	// ErrEvidenceFetch: the evidence bundle could not be obtained.
 	ErrEvidenceFetch = errors.New("evidence not obtainable")
 	// ErrTooLarge: a response or stream line exceeds the configured limit.

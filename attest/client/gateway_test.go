@@ -192,8 +192,8 @@ func (g *fakeGateway) chat(w http.ResponseWriter, r *http.Request) {
 			finish = `"stop"`
 		}
 		p := fmt.Appendf(nil, `{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1700000000,"model":"builtin","choices":[{"index":0,"delta":{"content":%q},"finish_reason":%s}]}`, word, finish)
-		h.Write(p)
-		fmt.Fprintf(w, "data: %s\n\n", p)
+		h.Event("", p)
+		w.Write(attest.AppendSSEEvent(nil, "", p))
 		if fl != nil {
 			fl.Flush()
 		}

@@ -14,17 +14,19 @@ import (
 type finishFunc func(sr *attest.SignedReceipt, inline []byte, digest [32]byte, raw []byte) error
 
 // streamReader passes an SSE body through to the caller line by line while
-// computing the stream digest exactly as attest.DigestSSE does. A line's
-// bytes are released only after the line was processed, so the receipt
-// event reaches the caller only once it verified, and a failure is
-// returned in its place.
+// an attest.StreamDigester (the one attest.DigestSSE uses) computes the
+// stream digest and polices what follows the receipt. A line's bytes are
+// released only after the line was processed, so the receipt event reaches
+// the caller only once it verified, a line after it that is not the
+// permitted tail never reaches the caller, and a failure is returned in
+// its place.
 type streamReader struct {
 	body   io.ReadCloser
 	finish finishFunc
 	// invalidate withdraws a verdict already given, when the stream goes
 	// on with data its receipt does not cover.
 	invalidate func()
-	h          *attest.StreamHasher
+	d          *attest.StreamDigester
 
 	buf    []byte // read buffer
 	out    []byte // storage for released bytes
@@ -32,12 +34,11 @@ type streamReader struct {
 	line   []byte // the current, incomplete line
 	raw    *bytes.Buffer
 	skipLF bool // the last terminator was CR: a following LF belongs to it
-	seen   bool // the receipt event verified
 	err    error
 }
 
 func newStreamReader(body io.ReadCloser, keepRaw bool, finish finishFunc, invalidate func()) *streamReader {
-	s := &streamReader{body: body, finish: finish, invalidate: invalidate, h: attest.NewStreamHasher(), buf: make([]byte, 32<<10)}
+	s := &streamReader{body: body, finish: finish, invalidate: invalidate, d: attest.NewStreamDigester(), buf: make([]byte, 32<<10)}
 	if keepRaw {
 		s.raw = new(bytes.Buffer)
 	}
@@ -63,9 +64,12 @@ func (s *streamReader) Close() error { return s.body.Close() }
 func (s *streamReader) fill() {
 	n, rerr := s.body.Read(s.buf)
 	chunk := s.buf[:n]
+	base := 0 // where chunk starts in raw
 	if s.raw != nil {
+		base = s.raw.Len()
 		s.raw.Write(chunk)
 	}
+	start := len(chunk)
 	out := s.out[:0]
 	for len(chunk) > 0 {
 		if s.skipLF {
@@ -85,7 +89,10 @@ func (s *streamReader) fill() {
 			break
 		}
 		s.line = append(s.line, chunk[:i]...)
-		if s.err = s.processLine(s.line); s.err != nil {
+		// The raw bytes through this line's terminator: a transcript
+		// keeps the stream up to its receipt line.
+		lineEnd := base + start - len(chunk) + i + 1
+		if s.err = s.processLine(s.line, lineEnd); s.err != nil {
 			break
 		}
 		out = append(append(out, s.line...), chunk[i])
@@ -109,48 +116,43 @@ func (s *streamReader) fill() {
 // atEOF processes a last unterminated line and requires the receipt.
 func (s *streamReader) atEOF() error {
 	if len(s.line) > 0 {
-		if err := s.processLine(s.line); err != nil {
+		end := 0
+		if s.raw != nil {
+			end = s.raw.Len()
+		}
+		if err := s.processLine(s.line, end); err != nil {
 			return err
 		}
 	}
-	if !s.seen {
+	if !s.d.Seen() {
 		return fail("receipt", fmt.Errorf("%w: %w", ErrNoReceipt, attest.ErrNoReceiptEvent))
 	}
 	return io.EOF
 }
 
-func (s *streamReader) processLine(line []byte) error {
-	payload, ok := bytes.CutPrefix(line, []byte("data:"))
-	if !ok {
-		return nil
-	}
-	payload = bytes.TrimPrefix(payload, []byte(" "))
-	if s.seen {
-		if string(payload) == "[DONE]" {
-			return nil
+// processLine feeds one line to the digester; rawEnd is where the line
+// and its terminator end in raw (when kept).
+func (s *streamReader) processLine(line []byte, rawEnd int) error {
+	if !s.d.Seen() {
+		if p, ok := bytes.CutPrefix(line, []byte("data:")); ok && string(bytes.TrimPrefix(p, []byte(" "))) == attest.SSEDone {
+			// SDKs stop reading at [DONE]: the receipt must come before it.
+			return fail("receipt", fmt.Errorf("%w: %w", ErrNoReceipt, attest.ErrNoReceiptEvent))
 		}
-		s.invalidate()
-		return fail("stream", ErrDataAfterReceipt)
 	}
-	if string(payload) == "[DONE]" {
-		// SDKs stop reading at [DONE]: the receipt must come before it.
-		return fail("receipt", fmt.Errorf("%w: %w", ErrNoReceipt, attest.ErrNoReceiptEvent))
-	}
-	if !attest.IsReceiptEvent(payload) {
-		s.h.Write(payload)
-		return nil
-	}
-	sr, inline, err := attest.ParseReceiptChunk(payload)
+	res, err := s.d.Line(line)
 	if err != nil {
+		if s.d.Seen() {
+			s.invalidate()
+			return fail("stream", err)
+		}
 		return fail("receipt", err)
+	}
+	if res == nil {
+		return nil
 	}
 	var raw []byte
 	if s.raw != nil {
-		raw = bytes.Clone(s.raw.Bytes())
+		raw = bytes.Clone(s.raw.Bytes()[:rawEnd])
 	}
-	if err := s.finish(sr, inline, s.h.Sum(), raw); err != nil {
-		return err
-	}
-	s.seen = true
-	return nil
+	return s.finish(res.Receipt, res.Evidence, res.Digest, raw)
 }

@@ -16,7 +16,7 @@ import (
 func receiptChunk() []byte {
 	sr := attest.SignedReceipt{
 		Receipt: attest.Receipt{
-			Version: 1, RequestID: "r", EvidenceID: strings.Repeat("ab", 32), Model: "m", Stream: true,
+			Version: attest.ReceiptVersion, RequestID: "r", EvidenceID: strings.Repeat("ab", 32), Model: "m", Stream: true,
 			Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
 		},
 		Signature: make([]byte, 64),
@@ -74,6 +74,9 @@ func TestStreamReaderMatchesDigestSSE(t *testing.T) {
 		{"no receipt eof", "data: {\"a\":1}\n\n", attest.ErrNoReceiptEvent},
 		{"done before receipt", "data: {\"a\":1}\n\ndata: [DONE]\n\ndata: " + rc + "\n\n", attest.ErrNoReceiptEvent},
 		{"data after receipt", "data: " + rc + "\n\ndata: {\"x\":1}\n\n", ErrDataAfterReceipt},
+		{"chunk between receipt and done", "data: " + rc + "\n\ndata: {\"x\":1}\n\ndata: [DONE]\n\n", ErrDataAfterReceipt},
+		{"event line after receipt", "data: " + rc + "\nevent: x\n\ndata: [DONE]\n\n", ErrDataAfterReceipt},
+		{"comment after receipt", "data: " + rc + "\n\n: x\ndata: [DONE]\n\n", ErrDataAfterReceipt},
 		{"bad receipt", "data: {\"teegate_receipt\":{}}\n\n", attest.ErrMalformed},
 	} {
 		for _, split := range []string{"whole", "bytes"} {

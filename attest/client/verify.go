@@ -137,9 +137,6 @@ func (c *checker) verify(ctx context.Context, ex *exchange) (*Result, error) {
 	if err := sr.Receipt.Validate(); err != nil {
 		return nil, fail("receipt", err)
 	}
-	if sr.Receipt.Stream != ex.stream {
-		return nil, fail("stream", fmt.Errorf("receipt says stream=%t: %w", sr.Receipt.Stream, ErrStreamMismatch))
-	}
 	offered := make([]*attest.Verified, len(ex.candidates))
 	for i, raw := range ex.candidates {
 		v, err := c.av.Bundle(ctx, raw)
@@ -161,6 +158,12 @@ func (c *checker) verify(ctx context.Context, ex *exchange) (*Result, error) {
 	chk := attest.ReceiptCheck{Request: ex.request, Response: ex.response, ResponseDigest: ex.digest, Nonce: ex.nonce}
 	if err := attest.VerifyReceipt(sr, ev, fresh, chk); err != nil {
 		return nil, fail("receipt", err)
+	}
+	// The stream flag is the worker's signed statement: compared only
+	// once the signature verified, never used to decide how to read the
+	// answer.
+	if sr.Receipt.Stream != ex.stream {
+		return nil, fail("stream", fmt.Errorf("receipt says stream=%t: %w", sr.Receipt.Stream, ErrStreamMismatch))
 	}
 	if ex.nonce == "" && sr.Receipt.Nonce != "" {
 		// A nonce nobody sent: the answer may be a replay of someone

@@ -42,7 +42,7 @@ func runVerifyResponse(ctx context.Context, args []string, stdout, stderr io.Wri
 	evPath := fs.String("evidence", "", "file with the evidence bundle the receipt names: its JSON (GET /v1/attestation/evidence/{id})\nor the Teegate-Evidence header value (default: the bundle inline in the receipt chunk)")
 	freshPath := fs.String("fresh-evidence", "", "file with the fresh-mode bundle named by the receipt's batch proof")
 	nonce := fs.String("nonce", "", "the Teegate-Nonce value the request was sent with")
-	stream := fs.Bool("stream", false, "the response is an SSE stream (implied when the receipt says so)")
+	stream := fs.Bool("stream", false, "the response is an SSE stream (implied when it starts with an SSE line)")
 	policyPath := fs.String("policy", "", "policy file the evidence claims must satisfy")
 	allowSim := fs.Bool("allow-simulated", false, "accept evidence from the simulated TEE")
 	asJSON := fs.Bool("json", false, "print the verified result (claims, receipt) as JSON")
@@ -76,10 +76,12 @@ func runVerifyResponse(ctx context.Context, args []string, stdout, stderr io.Wri
 		if err != nil {
 			return fmt.Errorf("receipt: %w", err)
 		}
+		// Whether the answer is a stream is read from the answer, never
+		// from the receipt's stream flag before its signature verified.
 		t.Receipt, t.Evidence = sr, inline
-		t.Stream = t.Stream || sr.Receipt.Stream
+		t.Stream = t.Stream || looksLikeSSE(t.Response)
 	} else {
-		if !t.Stream && !bytes.HasPrefix(bytes.TrimSpace(t.Response), []byte("data:")) {
+		if !t.Stream && !looksLikeSSE(t.Response) {
 			fmt.Fprintln(stderr, "teegate verify response: --receipt is required unless the response is a stream")
 			return errUsage
 		}
@@ -101,6 +103,18 @@ func runVerifyResponse(ctx context.Context, args []string, stdout, stderr io.Wri
 		}
 	}
 	return verifyTranscript(ctx, t, *policyPath, *allowSim, *asJSON, stdout)
+}
+
+// looksLikeSSE reports whether a response file holds an SSE stream rather
+// than a JSON body: its first line is an SSE field or comment.
+func looksLikeSSE(b []byte) bool {
+	b = bytes.TrimLeft(b, " \t\r\n")
+	for _, p := range []string{"data:", "event:", "id:", "retry:", ":"} {
+		if bytes.HasPrefix(b, []byte(p)) {
+			return true
+		}
+	}
+	return false
 }
 
 // runVerifyTranscript verifies a transcript the Go client saved.

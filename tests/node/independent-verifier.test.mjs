@@ -373,7 +373,9 @@ const RECEIPT_REQUIRED = ['created', 'evidence_id', 'model', 'request_id', 'requ
 function decodeReceiptBody(r) {
   checkMembers(r, RECEIPT_REQUIRED, ['nonce'], 'receipt');
   if (!Number.isSafeInteger(r.version)) fail('ErrMalformed', 'bad version');
-  if (r.version !== 1) fail('ErrUnsupportedVersion', `version ${r.version}`);
+  // §15: version 1 receipts are refused by name.
+  if (r.version === 1) fail('ErrUnsupportedVersion', 'receipt version 1 is no longer accepted');
+  if (r.version !== 2) fail('ErrUnsupportedVersion', `version ${r.version}`);
   parseTime(r.created);
   fromHex(r.evidence_id, 32);
   fromHex(r.request_sha256, 32);
@@ -445,20 +447,45 @@ function isReceiptEvent(p) {
   }
 }
 
-// streamDigest returns the payloads before the receipt event, their digest
-// and the receipt event payload (null when there is none).
+// dataPayload is the value of a data: line (one optional space removed),
+// or null for any other line.
+function dataPayload(line) {
+  if (!line.subarray(0, 5).equals(ascii('data:'))) return null;
+  let p = line.subarray(5);
+  if (p[0] === 0x20) p = p.subarray(1);
+  return p;
+}
+
+// streamDigest (§8): every line before the receipt line except comment
+// lines is hashed, length-prefixed, after the domain string; after the
+// receipt line only a blank line, [DONE] and a blank line may follow
+// (ErrDataAfterReceipt). Returns the hashed lines, the data payloads among
+// them, the digest and the receipt event payload (null when none).
 function streamDigest(bytes) {
+  const lines = sseLines(bytes);
+  const hashed = [];
   const payloads = [];
   let receiptEvent = null;
-  for (const line of sseLines(bytes)) {
-    if (!line.subarray(0, 5).equals(ascii('data:'))) continue;
-    let p = line.subarray(5);
-    if (p[0] === 0x20) p = p.subarray(1);
-    if (isReceiptEvent(p)) { receiptEvent = p; break; }
-    payloads.push(p);
+  let i = 0;
+  for (; i < lines.length; i++) {
+    const line = lines[i];
+    const p = dataPayload(line);
+    if (p && isReceiptEvent(p)) { receiptEvent = p; break; }
+    if (line[0] === 0x3a) continue; // a comment
+    if (p) payloads.push(p);
+    hashed.push(line);
   }
-  const digest = sha256(...payloads.flatMap((p) => [u32be(p.length), p]));
-  return { payloads, digest, receiptEvent };
+  if (receiptEvent) {
+    const tail = lines.slice(i + 1);
+    const done = (l) => { const p = dataPayload(l); return p !== null && p.equals(ascii('[DONE]')); };
+    const ok = tail.length === 0 ||
+      (tail[0].length === 0 && tail.length <= 3 &&
+       (tail.length < 2 || done(tail[1])) &&
+       (tail.length < 3 || tail[2].length === 0));
+    if (!ok) fail('ErrDataAfterReceipt', 'data after the receipt line');
+  }
+  const digest = sha256(ascii('teegate/stream/v2'), [0], ...hashed.flatMap((l) => [u32be(l.length), l]));
+  return { lines: hashed, payloads, digest, receiptEvent };
 }
 
 // ---------------------------------------------------------------------------
@@ -747,7 +774,7 @@ test('non-stream receipt: signature over recomputed JCS, request and response ha
   // A receipt written with other whitespace and member order still verifies:
   // the signature is checked over the re-encoding, not the received bytes.
   const o = JSON.parse(envBytes);
-  const reordered = JSON.stringify({ signature: o.signature, receipt: { version: 1, ...o.receipt } }, null, 2);
+  const reordered = JSON.stringify({ signature: o.signature, receipt: { version: 2, ...o.receipt } }, null, 2);
   verifyReceipt(reordered, { bundle, request, response });
 });
 
@@ -773,7 +800,8 @@ test('non-stream receipt negatives', () => {
     ['usage over 2^53-1', JSON.stringify(o).replace('"completion_tokens":2', '"completion_tokens":9007199254740993'), ctx, 'ErrMalformed'],
     ['line break in signature', JSON.stringify({ ...o, signature: o.signature.slice(0, 40) + '\n' + o.signature.slice(40) }), ctx, 'ErrMalformed'],
     ['float usage', JSON.stringify(o).replace('"completion_tokens":2', '"completion_tokens":2.5'), ctx, 'ErrMalformed'],
-    ['version 2', withReceipt({ version: 2 }), ctx, 'ErrUnsupportedVersion'],
+    ['version 1 (refused by name, §15)', withReceipt({ version: 1 }), ctx, 'ErrUnsupportedVersion'],
+    ['version 3', withReceipt({ version: 3 }), ctx, 'ErrUnsupportedVersion'],
     ['request byte', JSON.stringify(o), { ...ctx, request: flip(request, 30) }, 'ErrRequestHash'],
     ['response byte', JSON.stringify(o), { ...ctx, response: flip(response, 100) }, 'ErrResponseHash'],
     ['client nonce expected', JSON.stringify(o), { ...ctx, nonce: 'client-nonce' }, 'ErrNonceMismatch'],
@@ -793,8 +821,9 @@ test('stream digest over the recorded SSE stream (§8) and its receipt', () => {
   const bundle = verifyBundle(bundleBytes, bundleOpts);
   const sse = vec('stream.sse');
   const want = vecJSON('stream.json');
-  const { payloads, digest, receiptEvent } = streamDigest(sse);
+  const { lines, payloads, digest, receiptEvent } = streamDigest(sse);
   assert.deepEqual(payloads.map((p) => p.toString('utf8')), want.payloads);
+  assert.deepEqual(lines.map((l) => l.toString('utf8')), want.hashed_lines);
   assert.equal(hex(digest), want.response_sha256);
   assert.ok(receiptEvent);
   const chunk = JSON.parse(receiptEvent);
@@ -804,16 +833,17 @@ test('stream digest over the recorded SSE stream (§8) and its receipt', () => {
   assert.ok(canonical(env.receipt).equals(Buffer.from(want.receipt_body)));
   assert.equal(b64u(env.signature), want.signature);
 
-  // Same events with other line endings and non-data lines: same digest.
+  // Other line terminators and comment lines anywhere: same digest.
   const text = sse.toString('utf8');
+  const at = text.indexOf('data: {"id":"chatcmpl-vs","object":"chat.completion.chunk","created":1795773601,"model":"builtin","choices":[],"teegate_receipt"');
   const variants = [
     text.replaceAll('\n', '\r\n'),
     text.replaceAll('\n', '\r'),
-    ': keep-alive\n\nevent: message\nid: 7\nretry: 10\n' + text.replaceAll('data: ', 'data:'),
+    ': hello\n' + text.slice(0, at).replaceAll('\n\n', '\n: c\n\n') + text.slice(at),
   ];
   for (const v of variants) assert.equal(hex(streamDigest(Buffer.from(v)).digest), want.response_sha256);
-  // No payloads before the receipt: SHA-256("").
-  assert.equal(hex(streamDigest(Buffer.from('data: {"teegate_receipt":{}}\n\n')).digest), hex(sha256()));
+  // No lines before the receipt: SHA-256 of the domain string alone.
+  assert.equal(hex(streamDigest(Buffer.from('data: {"teegate_receipt":{}}\n\n')).digest), hex(sha256(ascii('teegate/stream/v2'), [0])));
 });
 
 test('stream negatives', () => {
@@ -826,30 +856,55 @@ test('stream negatives', () => {
     return verifyReceipt(receiptEvent, { ...ctx, responseDigest: digest });
   };
   check(sse);
-  // Re-chunking the same bytes changes the digest (the length prefix).
+  const text = sse.toString('utf8');
   const want = vecJSON('stream.json').payloads;
-  const rechunked = [want[0] + want[1].slice(0, 10), want[1].slice(10), want[2]];
-  const receiptLine = sse.toString('utf8').split('\n').find((l) => l.includes('teegate_receipt'));
-  const sse2 = Buffer.from(rechunked.map((p) => `data: ${p}\n\n`).join('') + receiptLine + '\n\ndata: [DONE]\n\n');
-  expectCode(() => check(sse2), 'ErrResponseHash');
-  // A dropped payload.
-  const sse3 = Buffer.from(want.slice(1).map((p) => `data: ${p}\n\n`).join('') + receiptLine + '\n\n');
-  expectCode(() => check(sse3), 'ErrResponseHash');
-  // Every flipped byte before the receipt event, and every flipped byte of
-  // the teegate_receipt member, fails. (The receipt chunk's other members and
-  // the [DONE] line after it are not covered: §7.4, §8 rule 4.)
-  const text = sse.toString('latin1');
-  const receiptStart = text.indexOf(receiptLine);
+  const receiptLine = text.split('\n').find((l) => l.includes('teegate_receipt'));
+  const head = text.slice(0, text.indexOf(receiptLine));
+  const tail = text.slice(text.indexOf(receiptLine));
+  const cases = [
+    // Re-chunking the same bytes changes the digest (the length prefix).
+    ['re-chunked', [want[0] + want[1].slice(0, 10), want[1].slice(10), want[2]].map((p) => `data: ${p}\n\n`).join('') + tail, 'ErrResponseHash'],
+    ['dropped payload', want.slice(1).map((p) => `data: ${p}\n\n`).join('') + tail, 'ErrResponseHash'],
+    // Framing an SSE parser acts on (issue 11, finding 2).
+    ['event: line', 'event: error\n' + text, 'ErrResponseHash'],
+    ['id: line', 'id: 9\n' + text, 'ErrResponseHash'],
+    ['retry: line', 'retry: 1\n' + text, 'ErrResponseHash'],
+    ['blank lines removed', head.replaceAll('\n\n', '\n') + tail, 'ErrResponseHash'],
+    ['one blank line removed', head.replace('\n\n', '\n') + tail, 'ErrResponseHash'],
+    ['blank line added', '\n' + text, 'ErrResponseHash'],
+    ['data space dropped', text.replace('data: ', 'data:'), 'ErrResponseHash'],
+    // Anything after the receipt but [DONE] (finding 1).
+    ['chunk before [DONE]', head + receiptLine + `\n\ndata: ${want[1]}\n\ndata: [DONE]\n\n`, 'ErrDataAfterReceipt'],
+    ['chunk after [DONE]', text + `data: ${want[1]}\n\n`, 'ErrDataAfterReceipt'],
+    ['chunk in the receipt event', head + receiptLine + `\ndata: ${want[1]}\n\ndata: [DONE]\n\n`, 'ErrDataAfterReceipt'],
+    ['event line after the receipt', head + receiptLine + '\nevent: x\n\ndata: [DONE]\n\n', 'ErrDataAfterReceipt'],
+    ['comment after the receipt', head + receiptLine + '\n\n: x\ndata: [DONE]\n\n', 'ErrDataAfterReceipt'],
+  ];
+  for (const [name, bytes, code] of cases) expectCode(() => check(Buffer.from(bytes)), code, name);
+  // Every flipped byte before the receipt line fails, except inside the
+  // text of a comment line (SSE parsers ignore comments, and so does the
+  // digest); so does every flipped byte of the teegate_receipt member.
+  const bin = sse.toString('latin1');
+  const receiptStart = bin.indexOf(receiptLine);
+  const inComment = (i) => {
+    const ls = bin.lastIndexOf('\n', i - 1) + 1;
+    return bin[ls] === ':' && i > ls && bin[i] !== '\n';
+  };
   for (let i = 0; i < receiptStart; i++) {
-    // Flipping the LF just before the receipt line glues it to a line that
-    // is not a data: line: the receipt event is gone.
-    const want = i === receiptStart - 1 ? 'ErrMalformed' : 'ErrResponseHash';
-    assert.equal(throwsVerifyError(() => check(flip(sse, i))), want, `flip at ${i}`);
+    if (inComment(i)) { check(flip(sse, i)); continue; }
+    // Flipping the LF just before the receipt line glues it to the line
+    // before: the receipt event is gone.
+    const code = i === receiptStart - 1 ? 'ErrMalformed' : 'ErrResponseHash';
+    assert.equal(throwsVerifyError(() => check(flip(sse, i))), code, `flip at ${i}`);
   }
-  const memberStart = text.indexOf('"teegate_receipt"');
+  const memberStart = bin.indexOf('"teegate_receipt"');
   const memberEnd = receiptStart + receiptLine.length - 1; // the chunk's closing brace
   for (let i = memberStart; i < memberEnd; i++) {
     assert.ok(throwsVerifyError(() => check(flip(sse, i))), `receipt flip at ${i} verified`);
+  }
+  // Every flipped byte after the receipt line fails too: the tail is fixed.
+  for (let i = receiptStart + receiptLine.length; i < bin.length; i++) {
+    assert.ok(throwsVerifyError(() => check(flip(sse, i))), `tail flip at ${i} verified`);
   }
 });
 

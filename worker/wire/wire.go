@@ -92,9 +92,10 @@ const (
 	HdrEvidence    = "Teegate-Evidence"
 	HdrEvidenceID  = "Teegate-Evidence-Id"
 	HdrWorker      = "Teegate-Worker"
-	// HdrEvent is the SSE event name of a stream chunk (data or end):
-	// the gateway writes "event: <name>" before the chunk's data lines.
-	// Absent for chat and completions chunks; see ValidEventName.
+	// HdrEvent is the SSE event name of a stream chunk (data or end),
+	// absent for chat and completions chunks; see ValidEventName. The
+	// gateway frames the event with attest.AppendSSEEvent, the framing the
+	// worker's stream digest hashes.
 	HdrEvent = "Teegate-Event"
 	// HdrAck and HdrCancel travel gateway → worker on a chunk's reply subject.
 	HdrAck    = "Teegate-Ack"
@@ -104,7 +105,7 @@ const (
 // Message kinds in HdrKind.
 const (
 	KindResponse = "response" // non-stream success: data = response body
-	KindData     = "data"     // stream: data = one SSE data payload
+	KindData     = "data"     // stream: data = one SSE event's data; HdrEvent = its type, if any
 	KindEnd      = "end"      // stream: finished; data = final payload (receipt chunk) or empty
 	KindError    = "error"    // data = OpenAI error body; HdrStatus = HTTP status
 )

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/attest/client"
+)
+
+// streamAttacks are the stream manipulations of issue 11 (findings 1 and
+// 2), applied to a genuine recorded stream, with the error each must get.
+var streamAttacks = []struct {
+	name   string
+	mutate func(sse []byte) []byte
+	want   error
+	msg    string
+}{
+	{"chunk injected after the receipt", func(sse []byte) []byte {
+		return bytes.Replace(sse, []byte("data: [DONE]"), []byte(`data: {"choices":[{"index":0,"delta":{"content":"injected"}}]}`+"\n\ndata: [DONE]"), 1)
+	}, attest.ErrDataAfterReceipt, "stream"},
+	{"chunk after [DONE]", func(sse []byte) []byte {
+		return append(bytes.Clone(sse), `data: {"choices":[{"index":0,"delta":{"content":"injected"}}]}`+"\n\n"...)
+	}, attest.ErrDataAfterReceipt, "stream"},
+	{"event: line inserted", func(sse []byte) []byte {
+		return append([]byte("event: error\n"), sse...)
+	}, attest.ErrResponseHash, "response hash"},
+	{"blank lines removed", func(sse []byte) []byte {
+		i := bytes.Index(sse, []byte(`"teegate_receipt"`))
+		j := bytes.LastIndex(sse[:i], []byte("\n\n"))
+		return append(bytes.ReplaceAll(sse[:j], []byte("\n\n"), []byte("\n")), sse[j:]...)
+	}, attest.ErrResponseHash, "response hash"},
+}
+
+func TestVerifyResponseStreamAttacks(t *testing.T) {
+	for _, a := range streamAttacks {
+		t.Run(a.name, func(t *testing.T) {
+			tr := loadTestTranscript(t, "stream")
+			f := writeResponseFiles(t, tr, "")
+			b, err := os.ReadFile(f.response)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The recorded stream ends at its receipt line: complete it
+			// as the gateway sends it, then attack.
+			b = append(b, "\ndata: [DONE]\n\n"...)
+			if err := os.WriteFile(f.response, a.mutate(b), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut bytes.Buffer
+			err = runVerifyResponse(context.Background(), f.args("--allow-simulated", "--stream"), &out, &errOut)
+			if !errors.Is(err, a.want) || !strings.Contains(err.Error(), a.msg) {
+				t.Fatalf("got %v, want %v naming %q", err, a.want, a.msg)
+			}
+		})
+	}
+}
+
+func TestVerifyTranscriptStreamAttacks(t *testing.T) {
+	for _, a := range streamAttacks {
+		t.Run(a.name, func(t *testing.T) {
+			tr := loadTestTranscript(t, "stream")
+			// The client keeps the stream through its receipt line: put
+			// the rest back as the gateway sends it, then attack.
+			sse := append(bytes.Clone(tr.Response), "\ndata: [DONE]\n\n"...)
+			if _, err := attest.DigestSSE(bytes.NewReader(sse)); err != nil {
+				t.Fatalf("completed transcript stream: %v", err)
+			}
+			tr.Response = a.mutate(sse)
+			p := filepath.Join(t.TempDir(), "t.json")
+			if err := client.SaveTranscript(p, tr); err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut bytes.Buffer
+			err := runVerifyTranscript(context.Background(), []string{p, "--allow-simulated"}, &out, &errOut)
+			if !errors.Is(err, a.want) {
+				t.Fatalf("got %v, want %v", err, a.want)
+			}
+		})
+	}
+}
