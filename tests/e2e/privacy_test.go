@@ -101,7 +101,7 @@ func TestPrivacyNoContentInLogsOrState(t *testing.T) {
 		}
 		return "[" + strings.Join(parts, ",") + "]"
 	}
-	chat, comp, emb := "/v1/chat/completions", "/v1/completions", "/v1/embeddings"
+	chat, comp, emb, resp := "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses"
 
 	cases := []privCase{
 		// Successful paths: the builtin engine.
@@ -177,6 +177,32 @@ func TestPrivacyNoContentInLogsOrState(t *testing.T) {
 			body: `{"model":"upstream-trunc","messages":` + msgs(c()) + `}`},
 		{name: "upstream truncates stream", path: chat, want: 200, stream: true, wantStreamErr: true,
 			body: `{"model":"upstream-trunc","messages":` + msgs(c()) + `,"stream":true}`},
+
+		// The Responses API: the builtin engine, the openai engine
+		// translating to chat (privUpstream has no /v1/responses), and the
+		// stateless refusals.
+		{name: "responses", path: resp, want: 200, receipt: true,
+			body: `{"model":"teegate-builtin","instructions":"Speak of ` + c() + `.","input":[{"role":"user","content":[{"type":"input_text","text":"Tell me about ` + c() + `."}]},` +
+				`{"role":"assistant","content":[{"type":"output_text","text":"The ` + c() + ` glows."}]},{"role":"user","content":"And ` + c() + `?"}],"max_output_tokens":24,"metadata":{"k":"` + c() + `"}}`},
+		{name: "responses stream", path: resp, want: 200, stream: true, receipt: true,
+			body: `{"model":"teegate-builtin","instructions":"Speak of ` + c() + `.","input":"Tell me about ` + c() + `.","max_output_tokens":24,"stream":true}`},
+		{name: "responses inline evidence stream", path: resp, want: 200, stream: true, receipt: true, hdr: map[string]string{gateway.HeaderInline: "1"},
+			body: `{"model":"teegate-builtin","input":"Tell me about ` + c() + `.","max_output_tokens":12,"stream":true}`},
+		{name: "responses previous_response_id", path: resp, want: 400,
+			body: `{"model":"teegate-builtin","input":"Tell me about ` + c() + `.","previous_response_id":"resp_1"}`},
+		{name: "responses item_reference", path: resp, want: 400,
+			body: `{"model":"teegate-builtin","input":[{"role":"user","content":"` + c() + `"},{"type":"item_reference","id":"msg_1"}]}`},
+		{name: "responses engine rejects image", path: resp, want: 400,
+			body: `{"model":"teegate-builtin","input":[{"role":"user","content":[{"type":"input_text","text":"` + c() + `"},{"type":"input_image","image_url":"https://x/` + c() + `.png"}]}]}`},
+		{name: "responses input as a number", path: resp, want: 400, body: `{"model":"teegate-builtin","input":7,"instructions":"` + c() + `"}`},
+		{name: "responses upstream translated", path: resp, want: 200, receipt: true,
+			body: `{"model":"upstream-trunc","input":"Tell me about ` + c() + `."}`},
+		{name: "responses upstream truncates stream", path: resp, want: 200, stream: true, wantStreamErr: true,
+			body: `{"model":"upstream-trunc","input":"Tell me about ` + c() + `.","stream":true}`},
+		{name: "responses upstream echoes prompt", path: resp, want: 400, echoOK: true,
+			body: `{"model":"upstream-echo","input":"Tell me about ` + c() + `."}`},
+		{name: "responses deadline stream", onB: true, path: resp, want: 200, stream: true, wantStreamErr: true,
+			body: `{"model":"teegate-builtin","input":"Tell me about ` + c() + `.","stream":true}`},
 
 		// Deadlines (stack b).
 		{name: "deadline 504", onB: true, path: chat, want: 504,
@@ -311,7 +337,7 @@ func (p *privacyProbe) run(t *testing.T, s *stack.Stack, tc privCase) {
 			if payload == "[DONE]" {
 				continue
 			}
-			if strings.HasPrefix(payload, `{"error"`) {
+			if strings.HasPrefix(payload, `{"error"`) || strings.HasPrefix(payload, `{"type":"error"`) {
 				failed = true
 				p.errBodies = append(p.errBodies, privErrBody{tc.name, payload, tc.echoOK})
 				continue
@@ -340,6 +366,15 @@ func (p *privacyProbe) collect(t *testing.T, payload []byte) {
 			} `json:"delta"`
 		} `json:"choices"`
 		Data []json.RawMessage `json:"data"`
+		// Responses API: a text delta, a done text, the output items of a
+		// response (or of the response inside an event).
+		Delta string          `json:"delta"`
+		Text  json.RawMessage `json:"text"` // a done text; the response object's text config
+
+		Output   []privOutput `json:"output"`
+		Response *struct {
+			Output []privOutput `json:"output"`
+		} `json:"response"`
 	}
 	if err := json.Unmarshal(payload, &r); err != nil {
 		t.Fatalf("response is not JSON: %v: %.200s", err, payload)
@@ -351,6 +386,31 @@ func (p *privacyProbe) collect(t *testing.T, payload []byte) {
 			}
 		}
 	}
+	out := r.Output
+	if r.Response != nil {
+		out = append(out, r.Response.Output...)
+	}
+	texts := []string{r.Delta}
+	var done string
+	if json.Unmarshal(r.Text, &done) == nil {
+		texts = append(texts, done)
+	}
+	for _, o := range out {
+		for _, c := range o.Content {
+			texts = append(texts, c.Text)
+		}
+	}
+	for _, s := range texts {
+		if strings.TrimSpace(s) != "" {
+			p.texts = append(p.texts, s)
+		}
+	}
+}
+
+type privOutput struct {
+	Content []struct {
+		Text string `json:"text"`
+	} `json:"content"`
 }
 
 // tooLarge announces an oversized body whose start holds a canary; the
@@ -698,6 +758,18 @@ func privUpstream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	raw, _ := io.ReadAll(r.Body)
+	if r.URL.Path == "/v1/responses" {
+		if bytes.Contains(raw, []byte(privEchoModel)) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			echo, _ := json.Marshal("This input is not allowed: " + string(raw))
+			fmt.Fprintf(w, `{"error":{"message":%s,"type":"invalid_request_error","param":"input","code":null}}`, echo)
+			return
+		}
+		// A server without the Responses API: the engine translates.
+		http.NotFound(w, r)
+		return
+	}
 	var req struct {
 		Model    string `json:"model"`
 		Stream   bool   `json:"stream"`
