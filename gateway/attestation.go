@@ -158,10 +158,12 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 // receiptStore writes receipts to the bucket off the request path. A full
 // queue falls back to a synchronous write: receipts are never dropped.
 type receiptStore struct {
-	kv  jetstream.KeyValue
-	log interface{ Error(string, ...any) }
-	ch  chan receiptEntry
-	wg  sync.WaitGroup
+	kv      jetstream.KeyValue
+	log     interface{ Error(string, ...any) }
+	ch      chan receiptEntry
+	wg      sync.WaitGroup
+	metrics *metrics
+	known   func(model string) bool
 }
 
 type receiptEntry struct {
@@ -169,8 +171,8 @@ type receiptEntry struct {
 	json []byte
 }
 
-func newReceiptStore(kv jetstream.KeyValue, log interface{ Error(string, ...any) }) *receiptStore {
-	s := &receiptStore{kv: kv, log: log, ch: make(chan receiptEntry, 4096)}
+func newReceiptStore(kv jetstream.KeyValue, log interface{ Error(string, ...any) }, m *metrics, known func(string) bool) *receiptStore {
+	s := &receiptStore{kv: kv, log: log, ch: make(chan receiptEntry, 4096), metrics: m, known: known}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -186,6 +188,19 @@ func (s *receiptStore) write(e receiptEntry) {
 	defer cancel()
 	if _, err := s.kv.Put(ctx, e.id, e.json); err != nil {
 		s.log.Error("storing receipt failed", "request_id", e.id, "err", err)
+		return
+	}
+	if s.metrics != nil {
+		// Token counts come from the receipt (signed by the worker), read
+		// here rather than on the request path.
+		var sr attest.SignedReceipt
+		if err := sr.UnmarshalJSON(e.json); err == nil {
+			model := sr.Receipt.Model
+			if !s.known(model) {
+				model = otherLabel
+			}
+			s.metrics.usage(model, sr.Receipt.Usage)
+		}
 	}
 }
 

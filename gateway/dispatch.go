@@ -49,6 +49,7 @@ const keepAlive = 15 * time.Second
 
 func (g *Gateway) infer(op string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
+		obs := g.track(c, op)
 		p, apiErr := validate(op, c.Body())
 		if apiErr != nil {
 			return send(c, apiErr)
@@ -57,6 +58,7 @@ func (g *Gateway) infer(op string) fiber.Handler {
 		if e := g.route(p.Model); e != nil {
 			return g.finish(c, reqID, send(c, e), e.Status)
 		}
+		g.routed(obs, p.Model)
 		key, _ := c.Locals(localKey).(APIKey)
 		start, _ := c.Locals(localStart).(time.Time)
 		deadline := start.Add(g.cfg.RequestTimeout)
@@ -86,7 +88,9 @@ func (g *Gateway) infer(op string) fiber.Handler {
 		if c.Get(HeaderInline) != "" {
 			h.Set(wire.HdrInline, "1")
 		}
-		if tp := c.Get("traceparent"); tp != "" {
+		if obs != nil && obs.span != nil {
+			injectTrace(obs.span, h)
+		} else if tp := c.Get("traceparent"); tp != "" {
 			h.Set(wire.HdrTrace, tp)
 		}
 		var err error
@@ -259,6 +263,9 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID 
 				return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 			}
 		}
+		if o, ok := c.Locals(localObs).(*reqObs); ok {
+			o.stream, r.obs = true, o
+		}
 		start, _ := c.Locals(localStart).(time.Time)
 		c.Set("openai-processing-ms", strconv.FormatInt(time.Since(start).Milliseconds(), 10))
 		c.Set(fiber.HeaderContentType, "text/event-stream; charset=utf-8")
@@ -289,7 +296,8 @@ type relay struct {
 	window   int
 	deadline time.Time
 	reqID    string
-	events   bool // a Responses API stream (see stream)
+	events   bool    // a Responses API stream (see stream)
+	obs      *reqObs // nil with metrics and tracing off
 
 	next    int    // next expected seq
 	acked   int    // last seq acknowledged to the worker
@@ -298,6 +306,7 @@ type relay struct {
 
 func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 	defer func() { _ = r.sub.Unsubscribe() }()
+	defer r.g.streamEnded(r.obs)
 	r.next = 1
 	dl := time.NewTimer(time.Until(r.deadline))
 	defer dl.Stop()
@@ -373,6 +382,9 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		writeNamedEvent(w, event, m.Data)
 		if err := w.Flush(); err != nil {
 			return false, false
+		}
+		if seq == 1 {
+			r.g.firstToken(r.obs)
 		}
 		if seq-r.acked >= max(1, r.window/2) && r.control != "" {
 			ack := nats.NewMsg(r.control)

@@ -18,6 +18,8 @@ import (
 	"github.com/gofiber/fiber/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 
 	"github.com/teegate/teegate/worker/wire"
@@ -60,6 +62,13 @@ type Config struct {
 	Unattested bool
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
+	// Metrics, when set, receives the gateway's Prometheus metrics and is
+	// served at GET /metrics (it may hold other components' metrics too:
+	// teegate dev registers its workers' there). Nil: no metrics.
+	Metrics *prometheus.Registry
+	// Tracer, when set, traces each request and carries the W3C trace
+	// context to the worker in NATS headers. Nil: no spans.
+	Tracer trace.TracerProvider
 }
 
 func (c *Config) validate() error {
@@ -107,6 +116,8 @@ type Gateway struct {
 	inboxPrefix string
 	keys        *workerKeys
 	streams     streamSet
+	metrics     *metrics
+	tracer      trace.Tracer
 }
 
 // New builds a Gateway; Serve starts it.
@@ -120,8 +131,19 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Evidence != nil {
 		g.keys = &workerKeys{kv: cfg.Evidence, m: map[string]string{}}
 	}
+	if cfg.Metrics != nil {
+		m, err := newMetrics(cfg.Metrics, g)
+		if err != nil {
+			return nil, fmt.Errorf("gateway config: registering metrics: %w", err)
+		}
+		g.metrics = m
+	}
+	g.tracer = newTracer(cfg.Tracer)
 	if cfg.Receipts != nil {
-		g.receipts = newReceiptStore(cfg.Receipts, cfg.Logger)
+		g.receipts = newReceiptStore(cfg.Receipts, cfg.Logger, g.metrics, func(m string) bool {
+			_, ok := cfg.Directory.Model(m)
+			return ok
+		})
 	}
 	g.app = fiber.New(fiber.Config{
 		AppName:               "teegate",
@@ -148,6 +170,9 @@ func (g *Gateway) routes() {
 	a.Use(g.common)
 	a.Get("/healthz", func(c *fiber.Ctx) error { return c.JSON(fiber.Map{"status": "ok"}) })
 	a.Get("/readyz", g.readyz)
+	if g.cfg.Metrics != nil {
+		a.Get("/metrics", metricsHandler(g.cfg.Metrics))
+	}
 	v1 := a.Group("/v1", g.auth)
 	v1.Post("/chat/completions", g.infer(wire.OpChat))
 	v1.Post("/completions", g.infer(wire.OpCompletions))
@@ -196,6 +221,7 @@ const (
 	localStart = "tg.start"
 	localKey   = "tg.key"
 	localReqID = "tg.reqid"
+	localObs   = "tg.obs" // *reqObs of an inference request (metrics or tracing on)
 )
 
 func newRequestID() string {
@@ -223,6 +249,7 @@ func (g *Gateway) common(c *fiber.Ctx) error {
 			return herr
 		}
 	}
+	g.done(c)
 	// Streams set their own value when headers go out.
 	if len(c.Response().Header.Peek("openai-processing-ms")) == 0 {
 		c.Set("openai-processing-ms", strconv.FormatInt(time.Since(start).Milliseconds(), 10))

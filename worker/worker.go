@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nats.go/micro"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/enclave"
@@ -68,6 +70,14 @@ type Config struct {
 	// TEE is the evidence kind announced in the registry (informational).
 	TEE    string
 	Logger *slog.Logger
+	// Metrics, when set, receives the worker's Prometheus metrics (served
+	// by the caller: teegate worker --metrics-listen, or the gateway's
+	// /metrics in teegate dev). Nil: no metrics.
+	Metrics prometheus.Registerer
+	// Tracer, when set, traces each request as a child of the trace
+	// context the gateway put in the NATS headers; the engine's context
+	// carries the span (the openai engine sends it upstream). Nil: none.
+	Tracer trace.TracerProvider
 }
 
 // Notary issues receipts. The worker calls it with exact bytes; it never
@@ -172,6 +182,8 @@ type Worker struct {
 	inflight sync.WaitGroup
 	notary   atomic.Pointer[notaryBox]
 	pub      *evidencePublisher
+	metrics  *metrics
+	tracer   trace.Tracer // nil without Config.Tracer
 	nudgeCh  chan struct{}
 	retiring sync.WaitGroup // connections draining in the background
 
@@ -220,6 +232,16 @@ func New(cfg Config) (*Worker, error) {
 		nudgeCh: make(chan struct{}, 1), pub: &evidencePublisher{known: map[string]bool{}}}
 	if cfg.Notary != nil {
 		w.notary.Store(&notaryBox{cfg.Notary})
+	}
+	if cfg.Metrics != nil {
+		m, err := newMetrics(cfg.Metrics, w)
+		if err != nil {
+			return nil, fmt.Errorf("worker config: registering metrics: %w", err)
+		}
+		w.metrics = m
+	}
+	if cfg.Tracer != nil {
+		w.tracer = cfg.Tracer.Tracer(tracerName)
 	}
 	return w, nil
 }
@@ -546,6 +568,7 @@ func (w *Worker) end(sv *serving) {
 func (w *Worker) dispatch(sv *serving, req micro.Request) {
 	w.served.Add(1)
 	busy := func() {
+		w.metrics.turnedAway()
 		w.replyError(req, http.StatusServiceUnavailable, wire.CodeBusy,
 			engine.Errorf(http.StatusServiceUnavailable, "server_error", "", "worker_busy", "The worker is at capacity. Retry shortly."))
 	}
@@ -592,6 +615,25 @@ func (w *Worker) dispatch(sv *serving, req micro.Request) {
 func (w *Worker) serve(sv *serving, req micro.Request) {
 	start := time.Now()
 	h := nats.Header(req.Headers())
+	if w.metrics == nil && w.tracer == nil {
+		w.serveRequest(sv, req, h, start, nil)
+		return
+	}
+	model := w.modelLabel(h.Get(wire.HdrModel))
+	var span trace.Span
+	if w.tracer != nil {
+		span = w.startSpan(h, model)
+	}
+	status := w.serveRequest(sv, req, h, start, span)
+	w.metrics.served(model, status, start)
+	if span != nil {
+		endSpan(span, status)
+	}
+}
+
+// serveRequest serves one request and returns the HTTP status it was
+// answered with (a stream's: the status it ended with).
+func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, start time.Time, span trace.Span) int {
 	reqID := h.Get(wire.HdrRequestID)
 	if reqID == "" || len(reqID) > 128 || wire.Token(reqID) != reqID {
 		// Receipts name the request; a caller that sent no usable id
@@ -602,15 +644,18 @@ func (w *Worker) serve(sv *serving, req micro.Request) {
 	if v := h.Get(wire.HdrVersion); v != wire.Version {
 		w.replyError(req, http.StatusServiceUnavailable, wire.CodeVersion,
 			engine.Errorf(http.StatusServiceUnavailable, "server_error", "", "protocol_version", "The worker speaks another protocol version."))
-		return
+		return http.StatusServiceUnavailable
 	}
 	op := engine.Op(h.Get(wire.HdrOp))
 	if !op.Valid() {
 		w.replyError(req, http.StatusBadRequest, wire.CodeBad, engine.InvalidRequest("", "Unknown operation."))
-		return
+		return http.StatusBadRequest
 	}
 	ctx, cancel := context.WithCancel(w.ctx)
 	defer cancel()
+	if span != nil {
+		ctx = trace.ContextWithSpan(ctx, span)
+	}
 	if dl, ok := wire.Deadline(h); ok {
 		var c2 context.CancelFunc
 		ctx, c2 = context.WithDeadline(ctx, dl)
@@ -620,31 +665,37 @@ func (w *Worker) serve(sv *serving, req micro.Request) {
 	call := engine.Call{Op: op, Body: req.Data(), Stream: h.Get(wire.HdrStream) == "1", RequestID: reqID}
 	if call.Stream && req.Reply() == "" {
 		w.replyError(req, http.StatusBadRequest, wire.CodeBad, engine.InvalidRequest("", "A stream needs a reply inbox."))
-		return
+		return http.StatusBadRequest
 	}
-	res, err := w.cfg.Engine.Do(ctx, call)
+	ectx, espan := w.engineSpan(ctx, op)
+	res, err := w.cfg.Engine.Do(ectx, call)
 	if err != nil {
+		endEngineSpan(espan, err)
 		status := w.replyEngineError(req, ctx, err)
 		log.Info("request failed", "op", op, "status", status, "ms", time.Since(start).Milliseconds())
-		return
+		return status
 	}
 	if call.Stream {
 		n, err := w.stream(ctx, cancel, sv, req, h, meta, res.Stream)
+		endEngineSpan(espan, err)
 		if err != nil {
 			log.Info("stream ended early", "op", op, "chunks", n, "err", err)
-			return
+			return statusOf(err)
 		}
 		log.Info("stream served", "op", op, "chunks", n, "ms", time.Since(start).Milliseconds())
-		return
+		return http.StatusOK
 	}
+	endEngineSpan(espan, nil)
 	hdr := nats.Header{}
 	if notary := w.getNotary(); notary != nil {
+		signStart := time.Now()
 		sh, err := notary.Seal(ctx, meta, call.Body, res.Body)
+		w.metrics.signed("response", signStart)
 		if err != nil {
 			log.Error("sealing receipt failed", "err", err)
 			w.replyError(req, http.StatusInternalServerError, wire.CodeInternal,
 				engine.Errorf(http.StatusInternalServerError, "server_error", "", "receipt_failed", "The worker could not issue a receipt."))
-			return
+			return http.StatusInternalServerError
 		}
 		for k, v := range sh {
 			hdr[k] = v
@@ -656,9 +707,10 @@ func (w *Worker) serve(sv *serving, req micro.Request) {
 	hdr.Set(wire.HdrWorker, w.cfg.ID)
 	if err := req.Respond(res.Body, micro.WithHeaders(micro.Headers(hdr))); err != nil {
 		log.Warn("replying failed", "err", err)
-		return
+		return http.StatusOK
 	}
 	log.Info("request served", "op", op, "status", 200, "ms", time.Since(start).Milliseconds())
+	return http.StatusOK
 }
 
 // replyEngineError maps an engine failure to a reply and returns the status.
@@ -809,7 +861,9 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serv
 		if errors.Is(err, io.EOF) {
 			var final []byte
 			if notary != nil {
+				signStart := time.Now()
 				final, err = notary.Finish(ctx)
+				w.metrics.signed("stream", signStart)
 				if err != nil {
 					failed(engine.Errorf(http.StatusInternalServerError, "server_error", "", "receipt_failed", "The worker could not issue a receipt."))
 					return seq, fmt.Errorf("finishing receipt: %w", err)

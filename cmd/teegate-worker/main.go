@@ -18,7 +18,6 @@ import (
 
 	"github.com/teegate/teegate/cmd/internal/cliutil"
 	"github.com/teegate/teegate/enclave"
-	"github.com/teegate/teegate/worker"
 )
 
 // teeConfig is what a TEE factory may need.
@@ -52,7 +51,8 @@ func run(args []string) int {
 	fs := flag.NewFlagSet("teegate-worker", flag.ContinueOnError)
 	var nf cliutil.NATSFlags // -nats defaults to $NATS_URL, else $TEEGATE_NATS_URL (deploy/ego/enclave.json)
 	nf.Register(fs)
-	level := fs.String("log-level", "info", "log level")
+	var obs cliutil.ObserveFlags
+	obs.Register(fs, "json", true)
 	conc := fs.Int("max-concurrency", 64, "requests served at once")
 	tee := fs.String("tee", "auto", "TEE to attest with: auto, none, or one of the kinds built in")
 	dataDir := fs.String("data-dir", cliutil.DefaultDataDir(), "data directory (simulated TEE keys only)")
@@ -67,7 +67,7 @@ func run(args []string) int {
 		}
 		return 2
 	}
-	log, err := cliutil.NewLogger(os.Stderr, *level)
+	log, err := obs.Logger(os.Stderr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
 		return 2
@@ -92,8 +92,14 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
 		return 1
 	}
-	if err := cliutil.RunWorker(ctx, nf, ef, worker.Config{MaxConcurrency: *conc, Logger: log},
-		cliutil.WorkerOptions{Attester: att, Epoch: *epoch}); err != nil {
+	wcfg, stop, err := obs.Worker(ctx, "teegate-worker", log)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
+		return 2
+	}
+	defer stop()
+	wcfg.MaxConcurrency = *conc
+	if err := cliutil.RunWorker(ctx, nf, ef, wcfg, cliutil.WorkerOptions{Attester: att, Epoch: *epoch}); err != nil {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
 		return 1
 	}

@@ -29,7 +29,7 @@ type devConfig struct {
 	DataDir    string
 	APIKey     string
 	NATSListen string
-	LogLevel   string
+	Observe    cliutil.ObserveFlags
 	RateLimit  float64
 	BodyLimit  int
 	Timeout    time.Duration
@@ -64,7 +64,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.DataDir, "data-dir", cliutil.DefaultDataDir(), "data directory (JetStream state, simulated TEE keys)")
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key to accept (default: generated once, stored, and printed)")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:0", "address where the embedded NATS server accepts other processes (port 0: random)")
-	fs.StringVar(&cfg.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	cfg.Observe.Register(fs, "auto", false)
 	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second per API key (0: unlimited)")
 	fs.IntVar(&cfg.BodyLimit, "body-limit", 4<<20, "largest request body in bytes")
 	fs.DurationVar(&cfg.Timeout, "request-timeout", 10*time.Minute, "deadline of one request")
@@ -77,10 +77,16 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stderr, err)
 		return errUsage
 	}
-	log, err := cliutil.NewLogger(stderr, cfg.LogLevel)
+	log, err := cfg.Observe.Logger(stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return errUsage
+	}
+	tp, stopTracing, err := cfg.Observe.Tracer(ctx, "teegate-dev")
 	if err != nil {
 		return err
 	}
+	defer func() { _ = stopTracing(context.Background()) }()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("creating data dir: %w", err)
 	}
@@ -99,6 +105,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		Worker:     worker.Config{Logger: log.With("component", "worker")},
 		Policy:     cfg.Policy,
 		Logger:     log,
+		Metrics:    cliutil.NewRegistry(),
+		Tracer:     tp,
 	})
 	if err != nil {
 		return err

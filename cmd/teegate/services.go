@@ -14,11 +14,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/teegate/teegate/cmd/internal/cliutil"
 	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
-	"github.com/teegate/teegate/worker"
 	"github.com/teegate/teegate/worker/wire"
 )
 
@@ -40,7 +40,9 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var nf cliutil.NATSFlags
 	nf.Register(fs)
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
-	level := fs.String("log-level", "info", "log level")
+	var obs cliutil.ObserveFlags
+	obs.Register(fs, "json", false)
+	metricsOn := fs.Bool("metrics", true, "serve Prometheus metrics at GET /metrics on the listen address")
 	rl := fs.Float64("rate-limit", 0, "requests per second per API key (0: unlimited)")
 	bodyLimit := fs.Int("body-limit", 4<<20, "largest request body in bytes")
 	timeout := fs.Duration("request-timeout", 10*time.Minute, "deadline of one request")
@@ -48,9 +50,18 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := cliutil.NewLogger(stderr, *level)
+	log, err := obs.Logger(stderr)
 	if err != nil {
 		return err
+	}
+	tp, stopTracing, err := obs.Tracer(ctx, "teegate-gateway")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = stopTracing(context.Background()) }()
+	var reg *prometheus.Registry
+	if *metricsOn {
+		reg = cliutil.NewRegistry()
 	}
 	nc, err := nf.Connect("teegate-gateway", log)
 	if err != nil {
@@ -82,7 +93,8 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	g, err := gateway.New(gateway.Config{Conn: nc, Keys: keys, Directory: dir, Logger: log,
 		RateLimit: *rl, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
-		Evidence: evidence, Receipts: receipts, Unattested: *unattested})
+		Evidence: evidence, Receipts: receipts, Unattested: *unattested,
+		Metrics: reg, Tracer: tp})
 	if err != nil {
 		return err
 	}
@@ -107,7 +119,8 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlagSet("worker", stderr)
 	var nf cliutil.NATSFlags
 	nf.Register(fs)
-	level := fs.String("log-level", "info", "log level")
+	var obs cliutil.ObserveFlags
+	obs.Register(fs, "json", true)
 	conc := fs.Int("max-concurrency", 64, "requests served at once")
 	tee := fs.String("tee", "simulated", "simulated (development only) or none; real TEEs: use the measured teegate-worker binary")
 	dataDir := fs.String("data-dir", cliutil.DefaultDataDir(), "data directory (simulated TEE root)")
@@ -116,7 +129,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	log, err := cliutil.NewLogger(stderr, *level)
+	log, err := obs.Logger(stderr)
 	if err != nil {
 		return err
 	}
@@ -135,7 +148,13 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "unknown -tee %q\n", *tee)
 		return errUsage
 	}
-	return cliutil.RunWorker(ctx, nf, ef, worker.Config{MaxConcurrency: *conc, Logger: log}, opts)
+	wcfg, stop, err := obs.Worker(ctx, "teegate-worker", log)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	wcfg.MaxConcurrency = *conc
+	return cliutil.RunWorker(ctx, nf, ef, wcfg, opts)
 }
 
 func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {

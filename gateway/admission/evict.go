@@ -47,13 +47,16 @@ func (s *Service) onSubmit(m *nats.Msg) {
 func (s *Service) submit(ctx context.Context, nkey string, raw []byte) wire.AdmissionStatus {
 	id := attest.BundleID(raw)
 	now := s.cfg.Now()
+	start := time.Now()
 	v := &verdict{p: proven{evidenceID: id, nkey: nkey}, now: now}
+	defer func() { s.metrics.observe(v, start) }()
 	vd, err := s.verifier.Bundle(ctx, raw)
 	if err != nil {
 		v.err = fmt.Errorf("%w: %w", ErrEvidenceRejected, err)
 		return wire.AdmissionStatus{EvidenceID: id, Reasons: []string{reason(v.err)}, EvaluatedAt: now.UTC()}
 	}
 	if nk, err := wire.NKeyOfBundle(vd.Bundle); err != nil || nk != nkey {
+		v.err = ErrKeyMismatch
 		return wire.AdmissionStatus{EvidenceID: id, Error: ErrKeyMismatch.Error()}
 	}
 	s.judge(ctx, v, vd)

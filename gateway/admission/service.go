@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"runtime"
 	"sort"
@@ -98,6 +99,9 @@ type Config struct {
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Metrics, when set, receives the decision counters (by result and
+	// reason code). Nil: no metrics.
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) validate() error {
@@ -223,6 +227,7 @@ type Service struct {
 	cfg      Config
 	log      *slog.Logger
 	verifier *attest.Verifier
+	metrics  *metrics
 	pol      atomic.Pointer[policyBox]
 	sem      chan struct{}
 	wg       sync.WaitGroup
@@ -254,6 +259,13 @@ func New(cfg Config) (*Service, error) {
 		submitLim: newKeyLimiter(cfg.SubmitRate, cfg.SubmitBurst), evidenceLim: newKeyLimiter(cfg.EvidenceRate, cfg.EvidenceBurst),
 	}
 	s.pol.Store(&policyBox{cfg.Policy})
+	if cfg.Metrics != nil {
+		m, err := newMetrics(cfg.Metrics)
+		if err != nil {
+			return nil, fmt.Errorf("admission config: registering metrics: %w", err)
+		}
+		s.metrics = m
+	}
 	return s, nil
 }
 
@@ -388,6 +400,7 @@ func (s *Service) callout(m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), calloutBudget)
 	defer cancel()
 	now := s.cfg.Now()
+	start := time.Now()
 	co := req.ConnectOptions
 	v := &verdict{now: now}
 	p, err := parseCredentials(credentials{EvidenceID: co.Username, NKey: co.Nkey, Sig: co.SignedNonce, Nonce: req.ClientInformation.Nonce})
@@ -396,6 +409,7 @@ func (s *Service) callout(m *nats.Msg) {
 	} else {
 		v = s.decide(ctx, p, now)
 	}
+	s.metrics.observe(v, start)
 	resp := jwt.NewAuthorizationResponseClaims(req.UserNkey)
 	resp.Audience = req.Server.ID
 	if refuses(v.err) {

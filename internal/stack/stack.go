@@ -15,6 +15,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nkeys"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/verifiers"
@@ -60,6 +62,12 @@ type Config struct {
 	// filled in.
 	Admission admission.Config
 	Logger    *slog.Logger
+	// Metrics, when set, collects every component's Prometheus metrics
+	// (gateway, admission, each worker under a "worker" label) and the
+	// gateway serves it at /metrics. Tracer traces the gateway and the
+	// workers. Either may be nil (off).
+	Metrics *prometheus.Registry
+	Tracer  trace.TracerProvider
 }
 
 // TEEConfig configures the workers' simulated TEE.
@@ -100,6 +108,8 @@ type Stack struct {
 	policyArg string
 
 	tee     TEEConfig
+	metrics *prometheus.Registry
+	tracer  trace.TracerProvider
 	dataDir string
 	log     *slog.Logger
 	bg      sync.WaitGroup
@@ -180,6 +190,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, err
 	}
 	s.tee = cfg.TEE
+	s.metrics, s.tracer = cfg.Metrics, cfg.Tracer
 	s.dataDir = cfg.DataDir
 	s.log = log
 	if err := s.startAdmission(ctx, cfg, issuer, pol); err != nil {
@@ -195,6 +206,12 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	gcfg.Evidence, gcfg.Receipts = s.Evidence, receipts
 	gcfg.Admission = s.Admission
 	gcfg.Unattested = cfg.TEE.Disabled
+	if gcfg.Metrics == nil {
+		gcfg.Metrics = cfg.Metrics
+	}
+	if gcfg.Tracer == nil {
+		gcfg.Tracer = cfg.Tracer
+	}
 	if gcfg.Logger == nil {
 		gcfg.Logger = log.With("component", "gateway")
 	}
@@ -254,6 +271,12 @@ func (s *Stack) AddWorker(ctx context.Context, eng engine.Engine, wcfg worker.Co
 	}
 	if wcfg.Logger == nil {
 		wcfg.Logger = s.log.With("component", "worker")
+	}
+	if wcfg.Metrics == nil && s.metrics != nil {
+		wcfg.Metrics = prometheus.WrapRegistererWith(prometheus.Labels{"worker": wcfg.ID}, s.metrics)
+	}
+	if wcfg.Tracer == nil {
+		wcfg.Tracer = s.tracer
 	}
 	var wref atomic.Pointer[worker.Worker]
 	if s.tee.Disabled {
@@ -379,6 +402,9 @@ func (s *Stack) startAdmission(ctx context.Context, cfg Config, issuer nkeys.Key
 	}
 	if acfg.Logger == nil {
 		acfg.Logger = s.log.With("component", "admission")
+	}
+	if acfg.Metrics == nil && cfg.Metrics != nil {
+		acfg.Metrics = cfg.Metrics
 	}
 	if s.Admission, err = admission.New(acfg); err != nil {
 		return fmt.Errorf("starting admission: %w", err)

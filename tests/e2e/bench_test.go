@@ -9,6 +9,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+
+	"github.com/teegate/teegate/internal/stack"
 
 	"github.com/teegate/teegate/internal/stacktest"
 	"github.com/teegate/teegate/worker/engine"
@@ -56,7 +60,26 @@ func BenchmarkWorkerOverNATS(b *testing.B) {
 // BenchmarkRoundTrip is one non-stream chat completion through the whole
 // path: HTTP client → gateway → NATS → worker → builtin engine → back.
 func BenchmarkRoundTrip(b *testing.B) {
-	s := stacktest.Start(b)
+	benchRoundTrip(b, stacktest.Start(b))
+}
+
+// BenchmarkRoundTripObserved is BenchmarkRoundTrip with Prometheus metrics
+// on (gateway, admission, worker) and, in the second case, every request
+// traced by the OpenTelemetry SDK (sampled, no exporter): what observing
+// costs on the request path, as a ratio to BenchmarkRoundTrip of the same
+// run.
+func BenchmarkRoundTripObserved(b *testing.B) {
+	b.Run("metrics", func(b *testing.B) {
+		benchRoundTrip(b, stacktest.Start(b, withMetrics(prometheus.NewRegistry())))
+	})
+	b.Run("metrics+traces", func(b *testing.B) {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
+		b.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+		benchRoundTrip(b, stacktest.Start(b, withMetrics(prometheus.NewRegistry()), func(c *stack.Config) { c.Tracer = tp }))
+	})
+}
+
+func benchRoundTrip(b *testing.B, s *stack.Stack) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
 	url := s.URL + "/v1/chat/completions"
 	b.ReportAllocs()

@@ -191,3 +191,24 @@ func IntHeader(h nats.Header, key string, def int) int {
 func IsNoResponders(m *nats.Msg) bool {
 	return len(m.Data) == 0 && m.Header.Get("Status") == "503"
 }
+
+// TraceHeaders carries the W3C trace context (OpenTelemetry's
+// propagation.TextMapCarrier) in NATS headers: traceparent and tracestate
+// travel under their lowercase names, exactly as set, so the gateway's and
+// the worker's spans of one request share a trace.
+type TraceHeaders nats.Header
+
+// Get returns the header's first value.
+func (h TraceHeaders) Get(key string) string { return nats.Header(h).Get(strings.ToLower(key)) }
+
+// Set sets the header.
+func (h TraceHeaders) Set(key, value string) { nats.Header(h).Set(strings.ToLower(key), value) }
+
+// Keys lists the header names.
+func (h TraceHeaders) Keys() []string {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	return keys
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/propagation"
 	"io"
 	"mime"
 	"net"
@@ -238,6 +239,9 @@ func (e *Engine) send(ctx context.Context, r request) (*engine.Result, error) {
 	if r.requestID != "" && len(r.requestID) <= maxRequestIDLen && validHeaderValue(r.requestID) {
 		req.Header.Set("X-Request-Id", r.requestID)
 	}
+	// The W3C trace context of the worker's engine span, if any, so the
+	// engine's own spans (vLLM, SGLang… export OpenTelemetry) join the trace.
+	propagation.TraceContext{}.Inject(ctx, propagation.HeaderCarrier(req.Header))
 
 	resp, err := e.client.Do(req)
 	if err != nil {
