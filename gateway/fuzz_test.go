@@ -95,3 +95,43 @@ func seqIsOne(s string) bool {
 	n, err := strconv.Atoi(s)
 	return err == nil && n == 1
 }
+
+// A Responses stream relays named events, refuses a name that could break
+// the framing with an "error" event, and ends without [DONE].
+func TestRelayResponsesEvents(t *testing.T) {
+	g := &Gateway{log: slog.New(slog.DiscardHandler), cfg: Config{Unattested: true}}
+	r := &relay{g: g, window: wire.DefaultWindow, reqID: "req_t", next: 1, events: true}
+	var buf bytes.Buffer
+	w := bufio.NewWriter(&buf)
+	msg := func(kind, seq, event string, data string) *nats.Msg {
+		m := &nats.Msg{Header: nats.Header{}, Data: []byte(data)}
+		m.Header.Set(wire.HdrKind, kind)
+		m.Header.Set(wire.HdrSeq, seq)
+		m.Header.Set(wire.HdrStatus, "200")
+		if event != "" {
+			m.Header.Set(wire.HdrEvent, event)
+		}
+		return m
+	}
+	if done, ok := r.handle(w, msg(wire.KindData, "1", "response.created", `{"type":"response.created"}`)); done || !ok {
+		t.Fatal("data refused")
+	}
+	if done, ok := r.handle(w, msg(wire.KindEnd, "2", "", "")); !done || !ok {
+		t.Fatal("end refused")
+	}
+	_ = w.Flush()
+	if got := buf.String(); got != "event: response.created\ndata: {\"type\":\"response.created\"}\n\n" {
+		t.Fatalf("relayed %q", got)
+	}
+	for _, bad := range []string{"", "x\ndata: {}", "a b"} {
+		buf.Reset()
+		r := &relay{g: g, window: wire.DefaultWindow, reqID: "req_t", next: 1, events: true}
+		if done, ok := r.handle(w, msg(wire.KindData, "1", bad, `{}`)); !done || ok {
+			t.Fatalf("event name %q accepted", bad)
+		}
+		_ = w.Flush()
+		if !strings.HasPrefix(buf.String(), "event: error\ndata: {\"type\":\"error\",\"sequence_number\":0,") {
+			t.Fatalf("name %q: %q", bad, buf.String())
+		}
+	}
+}

@@ -47,6 +47,16 @@ func TestValidate(t *testing.T) {
 		{"embedding ok", wire.OpEmbeddings, `{"model":"m","input":["a","b"]}`, 0, "", false},
 		{"embedding no input", wire.OpEmbeddings, `{"model":"m"}`, 400, "input", false},
 		{"embedding stream", wire.OpEmbeddings, `{"model":"m","input":"a","stream":true}`, 400, "stream", false},
+		{"responses ok", wire.OpResponses, `{"model":"m","input":"x","instructions":null,"previous_response_id":null}`, 0, "", false},
+		{"responses items stream", wire.OpResponses, `{"model":"m","input":[{"role":"user","content":"x"}],"stream":true}`, 0, "", true},
+		{"responses no input", wire.OpResponses, `{"model":"m"}`, 400, "input", false},
+		{"responses input object", wire.OpResponses, `{"model":"m","input":{}}`, 400, "input", false},
+		{"responses previous_response_id", wire.OpResponses, `{"model":"m","input":"x","previous_response_id":"resp_1"}`, 400, "previous_response_id", false},
+		{"responses conversation", wire.OpResponses, `{"model":"m","input":"x","conversation":"c"}`, 400, "conversation", false},
+		{"responses background", wire.OpResponses, `{"model":"m","input":"x","background":true}`, 400, "background", false},
+		{"responses instructions number", wire.OpResponses, `{"model":"m","input":"x","instructions":1}`, 400, "instructions", false},
+		{"responses max_output_tokens zero", wire.OpResponses, `{"model":"m","input":"x","max_output_tokens":0}`, 400, "max_output_tokens", false},
+		{"responses temperature", wire.OpResponses, `{"model":"m","input":"x","temperature":9}`, 400, "temperature", false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

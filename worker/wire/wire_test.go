@@ -108,3 +108,14 @@ func TestIntHeader(t *testing.T) {
 		t.Fatal("value not read")
 	}
 }
+
+func TestValidEventName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"response.output_text.delta": true, "teegate.receipt": true, "error": true, "a-b_C9": true,
+		"": false, "a b": false, "a\nb": false, "a:b": false, "é": false, strings.Repeat("a", MaxEventName+1): false,
+	} {
+		if got := ValidEventName(name); got != want {
+			t.Errorf("ValidEventName(%q) = %v", name, got)
+		}
+	}
+}
