@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/claims"
+	"github.com/teegate/teegate/enclave/sim"
 )
 
 // tamper is the network between client and gateway under an attacker's
@@ -417,3 +419,35 @@ var streamReceiptHeader = func() string {
 	}
 	return sr.HeaderValue()
 }()
+
+// TestSimRootPinning: an SDK that pins the dev box's simulated root refuses
+// a gateway whose simulated TEE chains to any other root by name, and
+// accepts the pinned one (issue 11, finding 5).
+func TestSimRootPinning(t *testing.T) {
+	other, err := sim.NewRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, err := SimulatedRootsPEM(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: other.Cert.Raw}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mw := range []bool{false, true} {
+		c, _ := newClient(t, setup{middleware: mw, cfg: Config{Options: Options{AllowSimulated: true, Verify: attest.VerifyOptions{PinnedSimulatedRoots: pinned}}}})
+		_, err := chat(context.Background(), c)
+		if !errors.Is(err, attest.ErrSimulatedRootUntrusted) || Cause(err) != "evidence" {
+			t.Fatalf("middleware %t: forged simulated bundle against a pinned root: %v", mw, err)
+		}
+	}
+	// The gateway's own root pinned: verifies.
+	g := newFakeGateway(t, 0)
+	v, err := NewVerifier(Config{Options: Options{AllowSimulated: true, Verify: attest.VerifyOptions{PinnedSimulatedRoots: [][]byte{g.root.Cert.Raw}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := openai.NewClient(option.WithBaseURL(g.srv.URL+"/v1/"), option.WithAPIKey("sk-test"), option.WithMaxRetries(0),
+		option.WithHTTPClient(&http.Client{Transport: v.RoundTripper(nil)}))
+	if _, err := chat(context.Background(), c); err != nil {
+		t.Fatalf("pinned genuine root: %v", err)
+	}
+}

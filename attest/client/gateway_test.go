@@ -27,6 +27,7 @@ import (
 type fakeGateway struct {
 	t      testing.TB
 	keeper *enclave.Keeper
+	root   *sim.Root
 	srv    *httptest.Server
 	// forged, when set, signs with a key the TEE never bound (see forge).
 	forged *forgery
@@ -63,7 +64,7 @@ func newFakeGateway(t testing.TB, gpus int) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &fakeGateway{t: t, keeper: k, bundles: map[string][]byte{}}
+	g := &fakeGateway{t: t, keeper: k, root: root, bundles: map[string][]byte{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/chat/completions", g.chat)
 	mux.HandleFunc("POST /v1/embeddings", g.embeddings)

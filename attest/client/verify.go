@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"strings"
 	"time"
@@ -25,11 +27,27 @@ func (f PolicyFunc) Evaluate(ctx context.Context, c *claims.Claims, now time.Tim
 	return f(ctx, c, now)
 }
 
+// Secure defaults of the time bounds (docs/attestation.md §10).
+const (
+	// DefaultMaxEvidenceAge is the oldest evidence Options accepts when
+	// Verify.MaxAge is zero: a live worker's bundle is at most one key
+	// epoch (an hour by default) plus its grace old. An auditor checking
+	// old answers sets Now to the time to verify at, or NoMaxAge.
+	DefaultMaxEvidenceAge = 24 * time.Hour
+	// NoMaxAge in Verify.MaxAge lifts the age limit.
+	NoMaxAge time.Duration = -1
+)
+
 // Options are what offline verification needs.
 type Options struct {
 	// Verify configures evidence verification. A nil CPU map means
 	// DefaultVerifyOptions(AllowSimulated, nil) with Verify's other fields
-	// (MaxAge, pinned simulated roots, clock) kept.
+	// (MaxAge, pinned simulated roots, clock) kept. MaxAge 0 means
+	// DefaultMaxEvidenceAge; NoMaxAge lifts the limit. Set
+	// Verify.PinnedSimulatedRoots (SimulatedRootsPEM reads the PEM file
+	// 'teegate dev' prints) to accept only the simulated TEE of one dev box:
+	// a bundle chaining to any other root fails with
+	// attest.ErrSimulatedRootUntrusted.
 	Verify attest.VerifyOptions
 	// AllowSimulated admits evidence from the simulated TEE (development
 	// stacks); its claims always say simulated, so a production policy
@@ -57,6 +75,9 @@ func (o *Options) verifyOptions() attest.VerifyOptions {
 		vo.CPU, vo.GPU = d.CPU, d.GPU
 	}
 	vo.AllowSimulated = vo.AllowSimulated || o.AllowSimulated
+	if vo.MaxAge == 0 {
+		vo.MaxAge = DefaultMaxEvidenceAge
+	}
 	if vo.Now == nil {
 		vo.Now = o.Now
 	}
@@ -234,4 +255,29 @@ func requestModel(body []byte) string {
 		return ""
 	}
 	return v.Model
+}
+
+// SimulatedRootsPEM reads the certificates of a PEM file (the simulated
+// root 'teegate dev' prints) as the DER roots of
+// attest.VerifyOptions.PinnedSimulatedRoots.
+func SimulatedRootsPEM(b []byte) ([][]byte, error) {
+	var roots [][]byte
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+			return nil, fmt.Errorf("parsing simulated root: %w", attest.ErrMalformed)
+		}
+		roots = append(roots, blk.Bytes)
+	}
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("no certificate in the simulated root file: %w", attest.ErrMalformed)
+	}
+	return roots, nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/teegate/teegate/cmd/internal/cliutil"
+	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/internal/stack"
 	"github.com/teegate/teegate/worker"
@@ -124,7 +126,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil || len(models) == 0 {
 		return fmt.Errorf("listing models: %w", err)
 	}
-	printBanner(stdout, st, key, models[0].ID)
+	printBanner(stdout, st, key, models[0].ID, filepath.Join(cfg.DataDir, "sim", sim.RootCertFile))
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -173,7 +175,7 @@ func devKey(ctx context.Context, st *stack.Stack, flagKey string) (string, error
 	return key, nil
 }
 
-func printBanner(w io.Writer, st *stack.Stack, key, model string) {
+func printBanner(w io.Writer, st *stack.Stack, key, model, simRoot string) {
 	pol := st.Policy.Policy()
 	fmt.Fprintf(w, `teegate dev is running (simulated TEE: for development only)
   OpenAI base URL: %[1]s/v1
@@ -181,7 +183,8 @@ func printBanner(w io.Writer, st *stack.Stack, key, model string) {
   NATS:            %[3]s
   Model:           %[4]s
   Policy:          %[5]s (workers are admitted by their evidence)
-`, st.URL, key, orNone(st.NATSURL), model, pol.Name()+"@"+pol.Hash()[:12])
+  Simulated root:  %[6]s (pin it: teegate verify ... --sim-root %[6]s)
+`, st.URL, key, orNone(st.NATSURL), model, pol.Name()+"@"+pol.Hash()[:12], simRoot)
 	if u, ok := st.Server.ServiceUser(); ok && st.NATSURL != "" {
 		if su, err := url.Parse(st.NATSURL); err == nil {
 			su.User = url.UserPassword(u.Name, u.Password)
@@ -206,10 +209,10 @@ Verify an answer offline (its receipt chains to the simulated TEE's evidence):
   curl -s -D hdr.txt -o resp.json %[1]s/v1/chat/completions -H 'Authorization: Bearer %[2]s' -H 'Content-Type: application/json' --data-binary @req.json
   sed -n 's/^teegate-receipt: *//Ip' hdr.txt | tr -d '\r' > receipt.txt
   curl -s -o evidence.json %[1]s/v1/attestation/evidence/$(sed -n 's/^teegate-evidence-id: *//Ip' hdr.txt | tr -d '\r') -H 'Authorization: Bearer %[2]s'
-  %[4]s verify response --allow-simulated --request req.json --response resp.json --receipt receipt.txt --evidence evidence.json
+  %[4]s verify response --sim-root %[5]s --request req.json --response resp.json --receipt receipt.txt --evidence evidence.json
 
 Press Ctrl-C to stop.
-`, st.URL, key, model, self)
+`, st.URL, key, model, self, simRoot)
 }
 
 func orNone(s string) string {

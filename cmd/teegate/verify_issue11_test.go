@@ -3,14 +3,17 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/client"
+	"github.com/teegate/teegate/enclave/sim"
 )
 
 // streamAttacks are the stream manipulations of issue 11 (findings 1 and
@@ -77,10 +80,56 @@ func TestVerifyTranscriptStreamAttacks(t *testing.T) {
 				t.Fatal(err)
 			}
 			var out, errOut bytes.Buffer
-			err := runVerifyTranscript(context.Background(), []string{p, "--allow-simulated"}, &out, &errOut)
+			err := runVerifyTranscript(context.Background(), []string{p, "--allow-simulated", "--now=" + tr.Saved.UTC().Format(time.RFC3339)}, &out, &errOut)
 			if !errors.Is(err, a.want) {
 				t.Fatalf("got %v, want %v", err, a.want)
 			}
 		})
+	}
+}
+
+// TestVerifySimRootPinning: with the dev box's simulated root pinned, a
+// wholly forged simulated bundle (chaining to the forger's own simulated
+// root) fails by name; the genuine one verifies (issue 11, finding 5).
+func TestVerifySimRootPinning(t *testing.T) {
+	tr := loadTestTranscript(t, "chat")
+	b, err := attest.DecodeBundle(tr.Evidence)
+	if err != nil || len(b.SimulatedRoots) == 0 {
+		t.Fatalf("transcript bundle: %v", err)
+	}
+	pemFile := func(der []byte) string {
+		p := filepath.Join(t.TempDir(), "sim-root.pem")
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	f := writeResponseFiles(t, tr, "header")
+	var out, errOut bytes.Buffer
+	// Pinning the root the bundle chains to: verifies (--sim-root implies
+	// --allow-simulated).
+	if err := runVerifyResponse(context.Background(), f.args("--sim-root", pemFile(b.SimulatedRoots[0])), &out, &errOut); err != nil {
+		t.Fatalf("genuine bundle against its pinned root: %v", err)
+	}
+	// The dev box's root is another one: the transcript's bundle is, for
+	// this verifier, a forgery made with a simulated root of its own.
+	other, err := sim.NewRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = runVerifyResponse(context.Background(), f.args("--allow-simulated", "--sim-root", pemFile(other.Cert.Raw)), &out, &errOut)
+	if !errors.Is(err, attest.ErrSimulatedRootUntrusted) || !strings.Contains(err.Error(), "evidence") {
+		t.Fatalf("forged simulated bundle against a pinned root: %v", err)
+	}
+	p := filepath.Join(transcriptDir, "stream.transcript.json")
+	err = runVerifyTranscript(context.Background(), []string{p, "--sim-root", pemFile(other.Cert.Raw), "--now=" + tr.Saved.UTC().Format(time.RFC3339)}, &out, &errOut)
+	if !errors.Is(err, attest.ErrSimulatedRootUntrusted) {
+		t.Fatalf("verify transcript against a pinned root: %v", err)
+	}
+	// A file without a certificate is refused before anything is verified.
+	bad := filepath.Join(t.TempDir(), "empty.pem")
+	_ = os.WriteFile(bad, []byte("nothing"), 0o600)
+	if err := runVerifyResponse(context.Background(), f.args("--sim-root", bad), &out, &errOut); !errors.Is(err, attest.ErrMalformed) {
+		t.Fatalf("empty --sim-root: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/client"
@@ -43,12 +44,11 @@ func runVerifyResponse(ctx context.Context, args []string, stdout, stderr io.Wri
 	freshPath := fs.String("fresh-evidence", "", "file with the fresh-mode bundle named by the receipt's batch proof")
 	nonce := fs.String("nonce", "", "the Teegate-Nonce value the request was sent with")
 	stream := fs.Bool("stream", false, "the response is an SSE stream (implied when it starts with an SSE line)")
-	policyPath := fs.String("policy", "", "policy file the evidence claims must satisfy")
-	allowSim := fs.Bool("allow-simulated", false, "accept evidence from the simulated TEE")
-	asJSON := fs.Bool("json", false, "print the verified result (claims, receipt) as JSON")
+	vf := addVerifyFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: teegate verify response --request FILE --response FILE [--receipt FILE] [--evidence FILE]\n"+
-			"         [--fresh-evidence FILE] [--nonce N] [--stream] [--policy FILE] [--allow-simulated] [--json]\n\n"+
+			"         [--fresh-evidence FILE] [--nonce N] [--stream] [--policy FILE] [--allow-simulated [--sim-root PEMFILE]]\n"+
+			"         [--max-age D] [--now RFC3339] [--json]\n\n"+
 			"Exits 0 only when the answer verifies; otherwise prints what failed.\n\n"+simulatedNote+"\n\nflags:")
 		fs.PrintDefaults()
 	}
@@ -102,7 +102,62 @@ func runVerifyResponse(ctx context.Context, args []string, stdout, stderr io.Wri
 			return err
 		}
 	}
-	return verifyTranscript(ctx, t, *policyPath, *allowSim, *asJSON, stdout)
+	return verifyTranscript(ctx, t, vf, stdout)
+}
+
+// verifyFlags are the trust and time flags of `verify response` and
+// `verify transcript`.
+type verifyFlags struct {
+	policy, simRoot, now *string
+	allowSim, asJSON     *bool
+	maxAge               *time.Duration
+}
+
+func addVerifyFlags(fs *flag.FlagSet) *verifyFlags {
+	return &verifyFlags{
+		policy:   fs.String("policy", "", "policy file the evidence claims must satisfy"),
+		allowSim: fs.Bool("allow-simulated", false, "accept evidence from the simulated TEE"),
+		simRoot: fs.String("sim-root", "", "PEM file of the simulated root to pin ('teegate dev' prints where its root is):\n"+
+			"simulated evidence must chain to it (implies --allow-simulated)"),
+		maxAge: fs.Duration("max-age", client.DefaultMaxEvidenceAge, "refuse evidence older than this at --now (0: no limit)"),
+		now:    fs.String("now", "", "verify as of this RFC 3339 time (default: now), e.g. the time a transcript was saved"),
+		asJSON: fs.Bool("json", false, "print the verified result (claims, receipt) as JSON"),
+	}
+}
+
+// options builds the SDK options the flags describe.
+func (vf *verifyFlags) options() (client.Options, error) {
+	opts := client.Options{AllowSimulated: *vf.allowSim || *vf.simRoot != ""}
+	opts.Verify.MaxAge = *vf.maxAge
+	if *vf.maxAge == 0 {
+		opts.Verify.MaxAge = client.NoMaxAge
+	}
+	if *vf.simRoot != "" {
+		b, err := os.ReadFile(*vf.simRoot)
+		if err != nil {
+			return opts, fmt.Errorf("reading --sim-root: %w", err)
+		}
+		roots, err := client.SimulatedRootsPEM(b)
+		if err != nil {
+			return opts, fmt.Errorf("--sim-root %s: %w", *vf.simRoot, err)
+		}
+		opts.Verify.PinnedSimulatedRoots = roots
+	}
+	if *vf.now != "" {
+		at, err := parseNow(*vf.now)
+		if err != nil {
+			return opts, err
+		}
+		opts.Now = func() time.Time { return at }
+	}
+	if *vf.policy != "" {
+		p, err := loadPolicy(*vf.policy)
+		if err != nil {
+			return opts, fmt.Errorf("loading policy: %w", err)
+		}
+		opts.Policy = p
+	}
+	return opts, nil
 }
 
 // looksLikeSSE reports whether a response file holds an SSE stream rather
@@ -120,11 +175,10 @@ func looksLikeSSE(b []byte) bool {
 // runVerifyTranscript verifies a transcript the Go client saved.
 func runVerifyTranscript(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("verify transcript", stderr)
-	policyPath := fs.String("policy", "", "policy file the evidence claims must satisfy")
-	allowSim := fs.Bool("allow-simulated", false, "accept evidence from the simulated TEE")
-	asJSON := fs.Bool("json", false, "print the verified result (claims, receipt) as JSON")
+	vf := addVerifyFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: teegate verify transcript FILE [--policy FILE] [--allow-simulated] [--json]\n\n"+
+		fmt.Fprintln(stderr, "usage: teegate verify transcript FILE [--policy FILE] [--allow-simulated [--sim-root PEMFILE]]\n"+
+			"         [--max-age D] [--now RFC3339] [--json]\n\n"+
 			"Verifies a transcript saved by the Go client (attest/client) offline.\n\n"+simulatedNote+"\n\nflags:")
 		fs.PrintDefaults()
 	}
@@ -150,7 +204,7 @@ func runVerifyTranscript(ctx context.Context, args []string, stdout, stderr io.W
 	if err != nil {
 		return err
 	}
-	return verifyTranscript(ctx, t, *policyPath, *allowSim, *asJSON, stdout)
+	return verifyTranscript(ctx, t, vf, stdout)
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
@@ -184,15 +238,12 @@ func readBundle(path string) ([]byte, error) {
 
 // verifyTranscript runs the offline verification and reports it: one line
 // naming the failed check, or the result.
-func verifyTranscript(ctx context.Context, t *client.Transcript, policyPath string, allowSim, asJSON bool, stdout io.Writer) error {
-	opts := client.Options{AllowSimulated: allowSim}
-	if policyPath != "" {
-		p, err := loadPolicy(policyPath)
-		if err != nil {
-			return fmt.Errorf("loading policy: %w", err)
-		}
-		opts.Policy = p
+func verifyTranscript(ctx context.Context, t *client.Transcript, vf *verifyFlags, stdout io.Writer) error {
+	opts, err := vf.options()
+	if err != nil {
+		return err
 	}
+	asJSON := *vf.asJSON
 	res, err := client.VerifyTranscript(ctx, t, opts)
 	if err != nil {
 		var ve *client.VerificationError

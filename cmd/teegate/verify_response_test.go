@@ -33,6 +33,9 @@ func loadTestTranscript(t *testing.T, name string) *client.Transcript {
 // `verify response` and returns the flag values.
 type responseFiles struct {
 	request, response, receipt, evidence, fresh string
+	// now is when the transcript was saved: golden files are verified as
+	// of then, beyond the default maximum evidence age.
+	now string
 }
 
 func writeResponseFiles(t *testing.T, tr *client.Transcript, receiptForm string) responseFiles {
@@ -49,6 +52,7 @@ func writeResponseFiles(t *testing.T, tr *client.Transcript, receiptForm string)
 		request:  write("request.json", tr.Request),
 		response: write("response", tr.Response),
 		evidence: write("evidence.json", tr.Evidence),
+		now:      tr.Saved.UTC().Format(time.RFC3339),
 	}
 	switch receiptForm {
 	case "header":
@@ -63,7 +67,7 @@ func writeResponseFiles(t *testing.T, tr *client.Transcript, receiptForm string)
 }
 
 func (f responseFiles) args(extra ...string) []string {
-	a := []string{"--request", f.request, "--response", f.response, "--evidence", f.evidence}
+	a := []string{"--request", f.request, "--response", f.response, "--evidence", f.evidence, "--now", f.now}
 	if f.receipt != "" {
 		a = append(a, "--receipt", f.receipt)
 	}
@@ -229,7 +233,8 @@ func TestVerifyResponseFailures(t *testing.T) {
 func TestVerifyTranscriptCommand(t *testing.T) {
 	for _, name := range []string{"chat", "stream", "fresh", "fresh-stream"} {
 		p := filepath.Join(transcriptDir, name+".transcript.json")
-		for _, args := range [][]string{{p, "--allow-simulated"}, {"--allow-simulated", p}, {"--json", "--allow-simulated", p}} {
+		now := "--now=" + loadTestTranscript(t, name).Saved.UTC().Format(time.RFC3339)
+		for _, args := range [][]string{{p, "--allow-simulated", now}, {"--allow-simulated", now, p}, {"--json", now, "--allow-simulated", p}} {
 			var out, errOut bytes.Buffer
 			if err := runVerifyTranscript(context.Background(), args, &out, &errOut); err != nil {
 				t.Fatalf("%s %v: %v", name, args, err)
@@ -244,7 +249,7 @@ func TestVerifyTranscriptCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out, errOut bytes.Buffer
-	err := runVerifyTranscript(context.Background(), []string{p, "--allow-simulated"}, &out, &errOut)
+	err := runVerifyTranscript(context.Background(), []string{p, "--allow-simulated", "--now=" + tr.Saved.UTC().Format(time.RFC3339)}, &out, &errOut)
 	if !errors.Is(err, attest.ErrResponseHash) || !strings.HasPrefix(err.Error(), "response hash: ") {
 		t.Fatalf("tampered transcript: %v", err)
 	}
