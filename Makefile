@@ -44,6 +44,10 @@ bench: build ## side-by-side benchmark (teegate bench $(BENCHFLAGS); --quick, --
 	$(BIN)/teegate bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
 
+.PHONY: chaos
+chaos: ## the fault suite's long version (tests/chaos with TEEGATE_CHAOS_LONG=1: more rounds, bigger floods); make test runs the short one
+	TEEGATE_CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 30m ./tests/chaos
+
 .PHONY: fuzz
 fuzz: ## run every fuzz target for FUZZTIME each (default 20s; about 14 min in all), then list failures
 	@failed=""; for pkg in $$($(GO) list $(PKGS)); do \

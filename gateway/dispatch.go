@@ -312,6 +312,9 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 	defer dl.Stop()
 	ka := time.NewTicker(keepAlive)
 	defer ka.Stop()
+	probe := time.NewTicker(r.g.cfg.StreamProbe)
+	defer probe.Stop()
+	heard := true
 	m := first
 	for {
 		if m != nil {
@@ -326,6 +329,13 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 		}
 		select {
 		case m = <-r.ch:
+			heard = true
+		case <-probe.C:
+			m = nil
+			if !heard {
+				r.probe()
+			}
+			heard = false
 		case <-ka.C:
 			m = nil
 			// A comment line alone, between events: SSE parsers and
@@ -347,7 +357,14 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 // client is gone or the stream broke (the worker must stop).
 func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 	if wire.IsNoResponders(m) {
-		r.fail(w, errNoCapacity())
+		// Once chunks flowed, only a liveness probe can bounce: the
+		// worker's ack subject is gone (see probe).
+		e := errNoCapacity()
+		if r.control != "" {
+			e = errWorkerGone()
+			r.g.log.Warn("stream's worker went away", "request_id", r.reqID)
+		}
+		r.fail(w, e)
 		_ = w.Flush()
 		return true, true
 	}

@@ -128,6 +128,11 @@ func errUpstream() *APIError {
 		Message: "The worker sent a malformed reply."}
 }
 
+func errWorkerGone() *APIError {
+	return &APIError{Status: http.StatusBadGateway, Type: "server_error", Code: "worker_gone",
+		Message: "The worker serving this request went away before it finished. Please retry."}
+}
+
 // send writes e as the response.
 func send(c *fiber.Ctx, e *APIError) error {
 	if e.RetryAfter > 0 {

@@ -40,6 +40,11 @@ type Config struct {
 	RateBurst int
 	// StreamWindow is the flow-control window (chunks in flight) per stream.
 	StreamWindow int
+	// StreamProbe is how often a stream that received nothing from its
+	// worker since the last probe checks that the worker is still there
+	// (default 5 s); a worker that died mid-stream ends the stream with a
+	// worker_gone error event instead of leaving it open until the deadline.
+	StreamProbe time.Duration
 	// Attempts is how many workers a request may try when they are busy.
 	Attempts int
 	Logger   *slog.Logger
@@ -89,6 +94,9 @@ func (c *Config) validate() error {
 	}
 	if c.StreamWindow <= 0 {
 		c.StreamWindow = wire.DefaultWindow
+	}
+	if c.StreamProbe <= 0 {
+		c.StreamProbe = 5 * time.Second
 	}
 	if c.Attempts <= 0 {
 		c.Attempts = 3
