@@ -184,8 +184,8 @@ func rawCases(host string, bodyLimit int) []rawCase {
 	}
 }
 
-// hygieneCases are added to rawCases once the gateway's HTTP hygiene (431,
-// 414, conflicting Content-Length) is on main.
+// hygieneCases break HTTP framing: headers or URL beyond the gateway's
+// limits, and conflicting Content-Length headers (request smuggling).
 func hygieneCases(host string) []rawCase {
 	body := chatBody(stacktest.APIKey, 4, false)
 	auth := "Authorization: Bearer " + stacktest.APIKey + "\r\n"
@@ -228,7 +228,7 @@ func TestMalformedFlood(t *testing.T) {
 	base := quiet()
 	cases := floodCases(model, bodyLimit)
 	host := strings.TrimPrefix(s.URL, "http://")
-	raw := rawCases(host, bodyLimit)
+	raw := append(rawCases(host, bodyLimit), hygieneCases(host)...)
 	rounds := scale(20, 200)
 
 	var wg sync.WaitGroup

@@ -128,7 +128,8 @@ func TestWorkerKilledMidStream(t *testing.T) {
 }
 
 // TestNATSRestart: a real nats-server process (JetStream on disk) under a
-// gateway process and a worker process is killed and started again on the
+// gateway process and a worker process (no TEE: a plain server has no
+// admission) is killed and started again on the
 // same port and store. Streams in flight end instead of hanging, and once
 // the server is back both reconnect and the service answers again with
 // its state (API keys, registry) intact.
@@ -153,7 +154,8 @@ func TestNATSRestart(t *testing.T) {
 	const key, model = "sk-chaos-nats", "chaos-nats"
 	// The gateway creates the buckets; the key goes in once it has.
 	gwAddr := freePort(t)
-	gw := startProc(t, teegate, "gateway", "--nats", url, "--addr", gwAddr, "--log-level", "warn", "--request-timeout", "10s")
+	gw := startProc(t, teegate, "gateway", "--nats", url, "--addr", gwAddr, "--log-level", "warn", "--request-timeout", "10s",
+		"--allow-unattested")
 	gwURL := "http://" + gwAddr
 	eventually(t, 60*time.Second, "the gateway to listen", func() bool {
 		r, err := http.Get(gwURL + "/healthz")
@@ -167,7 +169,9 @@ func TestNATSRestart(t *testing.T) {
 	if out, err := runCmd(ctx, teegate, "keys", "add", "--nats", url, "--name", "chaos", "--key", key); err != nil {
 		t.Fatalf("adding the key: %v\n%s", err, out)
 	}
-	w := startProc(t, teegate, "worker", "--nats", url, "--tee", "simulated", "--data-dir", filepath.Join(dir, "worker"),
+	// A plain nats-server has no admission (no auth callout): the worker
+	// runs without a TEE and the gateway accepts answers without receipts.
+	w := startProc(t, teegate, "worker", "--nats", url, "--tee", "none", "--data-dir", filepath.Join(dir, "worker"),
 		"--model", model, "--latency-per-token", "5ms", "--log-level", "warn")
 	ok := func() bool {
 		r, b := postKey(gwURL, key, chatBody(model, 4, false))
