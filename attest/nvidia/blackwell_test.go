@@ -116,7 +116,7 @@ func TestBlackwellFWIDFlip(t *testing.T) {
 }
 
 // resign replaces the report's signature with one by key.
-func resign(t *testing.T, report []byte, key *ecdsa.PrivateKey) []byte {
+func resign(t testing.TB, report []byte, key *ecdsa.PrivateKey) []byte {
 	t.Helper()
 	out := bytes.Clone(report)
 	signed := out[:len(out)-SignatureSize]

@@ -78,6 +78,9 @@ type leafInfo struct {
 	// notBefore/notAfter is the intersection of the validity periods of
 	// the certificates of the verified path, root included.
 	notBefore, notAfter time.Time
+	// path is the verified path, leaf first, ending with the root (for
+	// revocation checks, which depend on the time and are never cached).
+	path []*x509.Certificate
 }
 
 // verifyChain verifies certs (leaf first) to roots at now and returns the
@@ -147,7 +150,7 @@ func leafFromPath(path []*x509.Certificate) (*leafInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	li := &leafInfo{key: key, arch: arch, fwid: fwid}
+	li := &leafInfo{key: key, arch: arch, fwid: fwid, path: path}
 	li.notBefore, li.notAfter = leaf.NotBefore, leaf.NotAfter
 	for _, c := range path[1:] {
 		if c.NotBefore.After(li.notBefore) {
@@ -274,3 +277,8 @@ func tcbInfoFWID(der []byte) ([]byte, error) {
 	}
 	return nil, nil
 }
+
+// ArchFromCertificate names a device's architecture from its leaf
+// certificate (ArchHopper, ArchBlackwell, ArchNVSwitch, ArchSimulated or
+// "unknown"), as Verify does. It authenticates nothing.
+func ArchFromCertificate(leaf *x509.Certificate) string { return archFromCert(leaf) }

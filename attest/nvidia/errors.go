@@ -50,6 +50,16 @@ var (
 	ErrRIMVersion = errors.New("RIM version does not match the report")
 	// ErrRIMConflict: two RIMs hold an active measurement at the same index.
 	ErrRIMConflict = errors.New("RIMs conflict")
+	// ErrCertRevoked: an OCSP response says a certificate of the chain is
+	// revoked (certificateHold included unless allowed).
+	ErrCertRevoked = errors.New("GPU certificate revoked")
+	// ErrOCSP: an OCSP response is malformed, not for the certificate, not
+	// signed by a trusted responder, says "unknown", or is missing while
+	// required.
+	ErrOCSP = errors.New("GPU certificate OCSP check failed")
+	// ErrOCSPStale: an OCSP response is past its nextUpdate (or before its
+	// thisUpdate, or has none) at the verification time: stale collateral.
+	ErrOCSPStale = errors.New("GPU certificate OCSP response is stale")
 	// ErrMeasurementMismatch: a report measurement matches none of the
 	// alternatives of the active reference measurement at its index.
 	ErrMeasurementMismatch = errors.New("GPU measurements do not match the RIMs")

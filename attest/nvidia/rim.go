@@ -453,3 +453,39 @@ func withInScopeNamespaces(el *etree.Element) *etree.Element {
 	}
 	return cp
 }
+
+// RIMIDs returns the ids under which NVIDIA's RIM service
+// (https://rim.attestation.nvidia.com/v1/rim/{id}) serves the reference
+// manifests of a verified report, as NVIDIA's attestation SDK builds them:
+// the driver RIM ("NV_GPU_DRIVER_GH100_{driver}" on Hopper,
+// "NV_GPU_CC_DRIVER_{chip}_{driver}" on Blackwell with the chip from the
+// opaque CHIP_INFO, GB100 without it; none for an NVSwitch) and the VBIOS
+// or switch BIOS RIM ("NV_GPU_VBIOS_" or "NV_SWITCH_BIOS_" + project _
+// project SKU _ chip SKU _ version without dots). An id whose parts the
+// report lacks is left out.
+func RIMIDs(r *Report, arch string) (driver, vbios string) {
+	if d := r.DriverVersion(); d != "" {
+		switch arch {
+		case ArchHopper:
+			driver = "NV_GPU_DRIVER_GH100_" + d
+		case ArchBlackwell:
+			chip := "GB100"
+			if v, ok := r.OpaqueValue(OpaqueChipInfo); ok && cString(v) != "" {
+				chip = cString(v)
+			}
+			driver = "NV_GPU_CC_DRIVER_" + chip + "_" + d
+		}
+	}
+	project, _ := r.OpaqueValue(OpaqueProject)
+	sku, _ := r.OpaqueValue(OpaqueProjectSKU)
+	chipSKU, _ := r.OpaqueValue(OpaqueChipSKU)
+	version := strings.ReplaceAll(r.VBIOSVersion(), ".", "")
+	if cString(project) == "" || cString(sku) == "" || cString(chipSKU) == "" || version == "" {
+		return driver, ""
+	}
+	prefix := "NV_GPU_VBIOS_"
+	if arch == ArchNVSwitch {
+		prefix = "NV_SWITCH_BIOS_"
+	}
+	return driver, prefix + cString(project) + "_" + cString(sku) + "_" + cString(chipSKU) + "_" + strings.ToUpper(version)
+}

@@ -65,6 +65,14 @@ type Options struct {
 	// carry the CC mode: the producer reads it from NVML and the binding
 	// layer passes it on.
 	CCMode string
+	// OCSPResponses are DER OCSP responses for the device chain's
+	// certificates (collateral, fetched beforehand); each certificate but
+	// the root and the device-issued leaf that has one is checked with it
+	// (CheckOCSP). RequireOCSP fails when one has none.
+	OCSPResponses [][]byte
+	RequireOCSP   bool
+	// AllowCertificateHold accepts an OCSP certificateHold status.
+	AllowCertificateHold bool
 	// RequireMeasurementMatch turns a measurement mismatch into an error
 	// (a *MeasurementMismatchError, returned with the claims). By default a
 	// mismatch is only reported in the claims, for the policy to judge.
@@ -73,7 +81,7 @@ type Options struct {
 
 // Verify verifies one GPU's evidence and returns its claims. It checks, in
 // order: the report's structure, the certificate chain to opts.Roots at
-// opts.Now, the report signature (ECDSA P-384, SHA-384 over everything but
+// opts.Now, its revocation by OCSP when responses are given, the report signature (ECDSA P-384, SHA-384 over everything but
 // the signature) with the leaf key, the nonce, the FWID against the leaf's
 // DICE extension, the architecture hint, and, when RIMs are given, the RIM
 // signatures and the measurements. Any failure returns a nil claims and an
@@ -99,6 +107,10 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (*claims.GPU, error)
 	leaf, err := verifiedLeaf(ev.Chain, opts.Roots, now, opts.ChainCache)
 	if err != nil {
 		return nil, fmt.Errorf("verifying GPU certificate chain: %w", err)
+	}
+	if err := CheckOCSP(leaf.path, true, OCSPOptions{Responses: opts.OCSPResponses, Roots: opts.Roots, Now: now,
+		Require: opts.RequireOCSP, AllowHold: opts.AllowCertificateHold}); err != nil {
+		return nil, fmt.Errorf("checking GPU certificate revocation: %w", err)
 	}
 	if err := verifyReportSignature(rep, leaf.key); err != nil {
 		return nil, fmt.Errorf("verifying GPU report: %w", err)
