@@ -227,3 +227,26 @@ func (s *Set) RIMList() []*nvidia.RIM {
 	}
 	return out
 }
+
+// RIMsFor returns the set's RIMs for one device's evidence: those whose ids
+// nvidia.RIMIDs derives from the report and the leaf's architecture. The
+// report is parsed but not verified here; the verifier checks that each
+// RIM describes the verified report.
+func (s *Set) RIMsFor(report, chainPEM []byte) []*nvidia.RIM {
+	rep, err := nvidia.ParseReport(report)
+	if err != nil {
+		return nil
+	}
+	certs, err := nvidia.ParseCertChain(chainPEM)
+	if err != nil {
+		return nil
+	}
+	driver, vbios := nvidia.RIMIDs(rep, nvidia.ArchFromCertificate(certs[0]))
+	var out []*nvidia.RIM
+	for _, id := range []string{driver, vbios} {
+		if r := s.RIMs[id]; id != "" && r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}

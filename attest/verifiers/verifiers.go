@@ -10,6 +10,7 @@ import (
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/claims"
+	"github.com/teegate/teegate/attest/collateral"
 	"github.com/teegate/teegate/attest/nvidia"
 	"github.com/teegate/teegate/attest/pcs"
 	"github.com/teegate/teegate/attest/sgx"
@@ -24,9 +25,9 @@ type Config struct {
 	AllowSimulated bool
 	// PinnedSimulatedRoots restricts simulated bundles to these DER roots.
 	PinnedSimulatedRoots [][]byte
-	// Collateral or Getter supply Intel collateral for TCB evaluation.
-	Collateral *pcs.Collateral
-	Getter     pcs.Getter
+	// IntelCollateral or Getter supply Intel collateral for TCB evaluation.
+	IntelCollateral *pcs.Collateral
+	Getter          pcs.Getter
 	// NVIDIARoots is the device identity root pool; nil means the embedded
 	// NVIDIA Device Identity CA.
 	NVIDIARoots *x509.CertPool
@@ -41,6 +42,15 @@ type Config struct {
 	// SNPMinimumTCB states the lowest acceptable SEV-SNP TCB per product
 	// line; without an entry the claimed status is Unknown.
 	SNPMinimumTCB map[string]snp.TCBParts
+	// Collateral is a loaded collateral directory (attest/collateral):
+	// Intel collateral when Collateral and Getter are unset, AMD CRLs,
+	// NVIDIA OCSP responses, and the NVIDIA RIMs of each GPU's report (by
+	// RIM id). Revocation data it holds is always checked.
+	Collateral *collateral.Set
+	// RequireRevocation fails a chain for which Collateral holds no
+	// revocation data (Intel PCK and root CRLs, the AMD CRL of the ARK,
+	// OCSP for each NVIDIA device-chain certificate).
+	RequireRevocation bool
 	// MaxAge rejects older bundles (0: no limit).
 	MaxAge time.Duration
 	Now    func() time.Time
@@ -62,8 +72,17 @@ func Options(cfg Config) attest.VerifyOptions {
 		}
 		return p
 	}
+	set := cfg.Collateral
+	getter := cfg.Getter
+	if getter == nil && cfg.IntelCollateral == nil && set != nil {
+		getter = set.IntelGetter()
+	}
+	var amdCRLs, ocsp [][]byte
+	if set != nil {
+		amdCRLs, ocsp = set.AMDCRLs, set.OCSP
+	}
 	tdxOpts := func(o attest.CPUOptions) tdx.Options {
-		to := tdx.Options{Collateral: cfg.Collateral, Getter: cfg.Getter, Now: func() time.Time { return o.Now }}
+		to := tdx.Options{Collateral: cfg.IntelCollateral, Getter: getter, Now: func() time.Time { return o.Now }, CheckCRL: cfg.RequireRevocation}
 		if o.SimulatedRoots != nil {
 			// Simulated quotes carry no Intel collateral.
 			to = tdx.Options{TrustedRoots: pool(o.SimulatedRoots), Now: to.Now}
@@ -83,7 +102,8 @@ func Options(cfg Config) attest.VerifyOptions {
 				if o.SimulatedRoots != nil {
 					return nil, fmt.Errorf("verifying SEV-SNP report: %w", attest.ErrUnknownTEE)
 				}
-				return snp.Verify(ctx, ev, snp.Options{Now: o.Now, CertChain: cfg.SNPCertChain, MinimumTCB: cfg.SNPMinimumTCB})
+				return snp.Verify(ctx, ev, snp.Options{Now: o.Now, CertChain: cfg.SNPCertChain, MinimumTCB: cfg.SNPMinimumTCB,
+					CRLs: amdCRLs, RequireCRL: cfg.RequireRevocation})
 			}),
 		},
 		GPU: attest.GPUVerifierFunc(func(ctx context.Context, ev attest.GPUEvidence, o attest.GPUOptions) (*claims.GPU, error) {
@@ -101,7 +121,11 @@ func Options(cfg Config) attest.VerifyOptions {
 			if ccMode == "" {
 				ccMode = attest.CCModeUnknown
 			}
-			nopts := nvidia.Options{Roots: roots, RIMRoots: cfg.RIMRoots, RIMs: cfg.RIMs, Now: o.Now, ChainCache: chains, CCMode: ccMode}
+			nopts := nvidia.Options{Roots: roots, RIMRoots: cfg.RIMRoots, RIMs: cfg.RIMs, Now: o.Now, ChainCache: chains, CCMode: ccMode,
+				OCSPResponses: ocsp, RequireOCSP: cfg.RequireRevocation && o.SimulatedRoots == nil}
+			if set != nil && len(cfg.RIMs) == 0 {
+				nopts.RIMs = set.RIMsFor(ev.Report, ev.CertChain)
+			}
 			if o.SimulatedRoots != nil {
 				// The chain cache keys on root identity; a per-bundle pool
 				// would only fill it.
