@@ -11,6 +11,8 @@ import (
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/claims"
+	"github.com/teegate/teegate/attest/collateral"
+	"github.com/teegate/teegate/attest/verifiers"
 )
 
 // Policy decides whether verified claims are acceptable. The policies
@@ -58,6 +60,14 @@ type Options struct {
 	Policy Policy
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Collateral, when set, is a loaded collateral directory
+	// (collateral.Load): Intel TCB collateral, AMD CRLs, NVIDIA OCSP
+	// responses and RIMs, so that verification, revocation included, needs
+	// no network. Used when Verify.CPU is nil.
+	Collateral *collateral.Set
+	// RequireRevocation fails evidence whose chains Collateral holds no
+	// revocation data for.
+	RequireRevocation bool
 }
 
 func (o *Options) now() time.Time {
@@ -71,7 +81,7 @@ func (o *Options) now() time.Time {
 func (o *Options) verifyOptions() attest.VerifyOptions {
 	vo := o.Verify
 	if vo.CPU == nil {
-		d := DefaultVerifyOptions(false, nil)
+		d := verifiers.Options(verifiers.Config{Collateral: o.Collateral, RequireRevocation: o.RequireRevocation})
 		vo.CPU, vo.GPU = d.CPU, d.GPU
 	}
 	vo.AllowSimulated = vo.AllowSimulated || o.AllowSimulated

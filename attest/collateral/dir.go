@@ -233,6 +233,15 @@ func (s *Set) RIMList() []*nvidia.RIM {
 // report is parsed but not verified here; the verifier checks that each
 // RIM describes the verified report.
 func (s *Set) RIMsFor(report, chainPEM []byte) []*nvidia.RIM {
+	var out []*nvidia.RIM
+	for _, id := range s.RIMIDsFor(report, chainPEM) {
+		out = append(out, s.RIMs[id])
+	}
+	return out
+}
+
+// RIMIDsFor is RIMsFor's ids: those of the device's RIMs the set holds.
+func (s *Set) RIMIDsFor(report, chainPEM []byte) []string {
 	rep, err := nvidia.ParseReport(report)
 	if err != nil {
 		return nil
@@ -242,10 +251,10 @@ func (s *Set) RIMsFor(report, chainPEM []byte) []*nvidia.RIM {
 		return nil
 	}
 	driver, vbios := nvidia.RIMIDs(rep, nvidia.ArchFromCertificate(certs[0]))
-	var out []*nvidia.RIM
+	var out []string
 	for _, id := range []string{driver, vbios} {
-		if r := s.RIMs[id]; id != "" && r != nil {
-			out = append(out, r)
+		if id != "" && s.RIMs[id] != nil {
+			out = append(out, id)
 		}
 	}
 	return out

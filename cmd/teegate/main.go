@@ -27,6 +27,7 @@ func commands() []command {
 		{"worker", "run a worker (engine beside it) against a NATS server", runWorker},
 		{"keys", "manage API keys: add, list, revoke", runKeys},
 		{"verify", "verify evidence, quotes, GPU reports and responses offline", runVerify},
+		{"collateral", "fetch vendor collateral (Intel PCS, AMD KDS, NVIDIA OCSP and RIMs) for offline verification", runCollateral},
 		{"policy", "evaluate a policy against claims; show the builtin policies", runPolicy},
 		{"bench", "measure the stack against a direct upstream call, side by side (--quick, --json)", runBench},
 		{"probe", "show the TEE and confidential GPUs this machine offers", runProbe},

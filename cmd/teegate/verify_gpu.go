@@ -10,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/teegate/teegate/attest/claims"
+	"github.com/teegate/teegate/attest/collateral"
 	"github.com/teegate/teegate/attest/nvidia"
 	"github.com/teegate/teegate/attest/verifiers"
 )
@@ -34,12 +36,14 @@ func runVerifyGPU(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	nonceHex := fs.String("nonce", "", "the expected 32-byte nonce, `HEX` (every device must carry it)")
 	rootsPath := fs.String("roots", "", "`PEMFILE` of device identity roots to trust instead of the embedded NVIDIA Device Identity CA (simulated GPUs, tests)")
 	rimRootsPath := fs.String("rim-roots", "", "`PEMFILE` of RIM signing roots to trust instead of the embedded NVIDIA CoRIM signing root")
+	collPath := fs.String("collateral", "", "collateral `DIR` (teegate collateral fetch): NVIDIA OCSP responses are checked, and the RIMs named after each report are compared")
+	requireRev := fs.Bool("require-revocation", false, "fail when the collateral holds no OCSP response for a device-chain certificate")
 	asJSON := fs.Bool("json", false, "print the verified devices as JSON")
 	nowArg := fs.String("now", "", "verification time, `RFC3339` (default: the current time)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: teegate verify gpu --report HEXFILE --chain PEMFILE [--rim FILE]... [--nonce HEX] [--json] [--now RFC3339]\n"+
 			"       teegate verify gpu --nvidia-evidence JSONFILE [--rim FILE]... [--nonce HEX] [--json] [--now RFC3339]\n"+
-			"       (either form: [--roots PEMFILE] [--rim-roots PEMFILE])\n\n"+
+			"       (either form: [--roots PEMFILE] [--rim-roots PEMFILE] [--collateral DIR [--require-revocation]])\n\n"+
 			"Exits 0 only when every report signature and certificate chain verifies (and the nonce, RIM\n"+
 			"signatures and measurements, when given); otherwise prints the failed check on one line.\n\nflags:")
 		fs.PrintDefaults()
@@ -54,6 +58,8 @@ func runVerifyGPU(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return usageErrorf(fs, "--report needs --chain")
 	case *evPath != "" && *chainPath != "":
 		return usageErrorf(fs, "--chain goes with --report (the evidence JSON carries its chains)")
+	case *requireRev && *collPath == "":
+		return usageErrorf(fs, "--require-revocation needs --collateral")
 	}
 	var nonce []byte
 	if *nonceHex != "" {
@@ -105,8 +111,25 @@ func runVerifyGPU(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	for i := range devs {
 		devs[i].ev.ExpectedNonce = nonce
 	}
+	gopts := nvidia.Options{Roots: roots, RIMRoots: rimRoots, Now: now, ChainCache: nvidia.NewChainCache(len(devs)), RequireOCSP: *requireRev}
+	if *collPath != "" {
+		set, err := collateral.Load(*collPath)
+		if err != nil {
+			return fmt.Errorf("verify gpu: collateral: %s", oneLine(err))
+		}
+		gopts.OCSPResponses = set.OCSP
+		seen := map[string]bool{}
+		for _, d := range devs {
+			for _, id := range set.RIMIDsFor(d.ev.Report, d.ev.Chain) {
+				if !seen[id] {
+					seen[id] = true
+					rims = append(rims, gpuRIM{path: filepath.Join(*collPath, filepath.FromSlash(collateral.NVIDIARIMDir), id+".xml"), rim: set.RIMs[id]})
+				}
+			}
+		}
+	}
 
-	res, err := verifyGPUs(ctx, devs, rims, nvidia.Options{Roots: roots, RIMRoots: rimRoots, Now: now, ChainCache: nvidia.NewChainCache(len(devs))})
+	res, err := verifyGPUs(ctx, devs, rims, gopts)
 	if err != nil {
 		return err
 	}
@@ -382,6 +405,9 @@ func gpuFailedCheck(err error) string {
 		{nvidia.ErrRIMVersion, "RIM version"},
 		{nvidia.ErrRIMConflict, "RIM conflict"},
 		{nvidia.ErrMeasurementMismatch, "measurements"},
+		{nvidia.ErrCertRevoked, "certificate revoked"},
+		{nvidia.ErrOCSPStale, "stale OCSP response"},
+		{nvidia.ErrOCSP, "OCSP"},
 		{context.Canceled, "interrupted"},
 	} {
 		if errors.Is(err, m.target) {

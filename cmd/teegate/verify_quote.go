@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/teegate/teegate/attest/claims"
+	"github.com/teegate/teegate/attest/collateral"
 	"github.com/teegate/teegate/attest/pcs"
 	"github.com/teegate/teegate/attest/sgx"
 	"github.com/teegate/teegate/attest/snp"
@@ -33,11 +34,12 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 	snpPath := fs.String("snp", "", "AMD SEV-SNP attestation report file (raw, optionally followed by its certificate table)")
 	vcekPath := fs.String("vcek", "", "SEV-SNP: VCEK or VLEK certificate (DER) when the report does not carry it")
 	snpChainPath := fs.String("snp-chain", "", "SEV-SNP: trusted AMD KDS cert_chain `PEMFILE` (ASK or ASVK, then ARK) instead of the embedded AMD VCEK and VLEK roots")
-	collPath := fs.String("collateral", "", "TDX/SGX: offline Intel collateral JSON (TCB info, QE identity, CRLs) to evaluate the TCB")
+	collPath := fs.String("collateral", "", "collateral `DIR` (teegate collateral fetch: Intel collateral, AMD CRLs), or for TDX/SGX one offline Intel collateral JSON FILE (TCB info, QE identity, CRLs)")
+	requireRev := fs.Bool("require-revocation", false, "fail when the collateral holds no revocation data (Intel PCK and root CRLs, the AMD CRL of the chain's ARK)")
 	asJSON := fs.Bool("json", false, "print the claims as JSON")
 	nowArg := fs.String("now", "", "verification time, RFC 3339 (default: the current time)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: teegate verify quote --tdx FILE | --sgx FILE | --snp FILE [--vcek FILE] [--snp-chain PEMFILE] [--collateral FILE] [--json] [--now RFC3339]")
+		fmt.Fprintln(stderr, "usage: teegate verify quote --tdx FILE | --sgx FILE | --snp FILE [--vcek FILE] [--snp-chain PEMFILE] [--collateral DIR|FILE] [--require-revocation] [--json] [--now RFC3339]")
 		fs.PrintDefaults()
 	}
 	if err := parse(fs, args); err != nil {
@@ -58,8 +60,8 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 		return usageErrorf(fs, "--vcek goes with --snp")
 	case *snpChainPath != "" && kind != "snp":
 		return usageErrorf(fs, "--snp-chain goes with --snp")
-	case *collPath != "" && kind == "snp":
-		return usageErrorf(fs, "--collateral goes with --tdx or --sgx")
+	case *requireRev && *collPath == "":
+		return usageErrorf(fs, "--require-revocation needs --collateral")
 	}
 	now, err := parseNow(*nowArg)
 	if err != nil {
@@ -72,20 +74,34 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 		return fmt.Errorf("verify quote: reading %s: %w", path, err)
 	}
 	var coll *pcs.Collateral
+	var set *collateral.Set
 	if *collPath != "" {
-		if coll, err = pcs.LoadCollateralFile(*collPath); err != nil {
+		if st, err := os.Stat(*collPath); err == nil && st.IsDir() {
+			if set, err = collateral.Load(*collPath); err != nil {
+				return fmt.Errorf("verify quote: collateral: %s", oneLine(err))
+			}
+		} else if kind == "snp" {
+			return usageErrorf(fs, "--collateral for --snp must be a collateral directory")
+		} else if coll, err = pcs.LoadCollateralFile(*collPath); err != nil {
 			return fmt.Errorf("verify quote: collateral: %w", err)
 		}
+	}
+	var getter pcs.Getter
+	if set != nil {
+		getter = set.IntelGetter()
 	}
 
 	var v verifiedQuote
 	switch kind {
 	case "tdx":
-		v, err = verifyTDXQuote(ctx, raw, tdx.Options{Collateral: coll, Now: nowFn})
+		v, err = verifyTDXQuote(ctx, raw, tdx.Options{Collateral: coll, Getter: getter, Now: nowFn, CheckCRL: *requireRev})
 	case "sgx":
-		v, err = verifySGXQuote(ctx, raw, sgx.Options{Collateral: coll, Now: nowFn})
+		v, err = verifySGXQuote(ctx, raw, sgx.Options{Collateral: coll, Getter: getter, Now: nowFn, CheckCRL: *requireRev})
 	case "snp":
-		opts := snp.Options{Now: now}
+		opts := snp.Options{Now: now, RequireCRL: *requireRev}
+		if set != nil {
+			opts.CRLs = set.AMDCRLs
+		}
 		if *vcekPath != "" {
 			if opts.VCEK, err = os.ReadFile(*vcekPath); err != nil {
 				return fmt.Errorf("verify quote: reading %s: %w", *vcekPath, err)
