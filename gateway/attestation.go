@@ -124,6 +124,9 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 	if nonce == "" || len(nonce) > 256 || !validNonce(nonce) {
 		return send(c, errInvalid("nonce", "The 'nonce' parameter is required: UTF-8 text of at most 256 bytes."))
 	}
+	if key := keyOf(c); !key.MayUse(model) {
+		return send(c, errModelNotFound(model))
+	}
 	if e := g.route(model); e != nil {
 		return send(c, e)
 	}

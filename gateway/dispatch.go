@@ -55,11 +55,21 @@ func (g *Gateway) infer(op string) fiber.Handler {
 			return send(c, apiErr)
 		}
 		reqID, _ := c.Locals(localReqID).(string)
+		key := keyOf(c)
+		rq := &inflight{key: key, id: reqID, model: p.Model, stream: p.Stream}
+		// The key's model list comes first: a model the key may not use
+		// is not revealed, not even as unavailable.
+		if !key.MayUse(p.Model) {
+			e := errModelNotFound(p.Model)
+			return g.finish(c, reqID, send(c, e), e.Status)
+		}
 		if e := g.route(p.Model); e != nil {
 			return g.finish(c, reqID, send(c, e), e.Status)
 		}
 		g.routed(obs, p.Model)
-		key, _ := c.Locals(localKey).(APIKey)
+		if e := g.admit(c, rq); e != nil {
+			return g.finish(c, reqID, send(c, e), e.Status)
+		}
 		start, _ := c.Locals(localStart).(time.Time)
 		deadline := start.Add(g.cfg.RequestTimeout)
 
@@ -97,16 +107,17 @@ func (g *Gateway) infer(op string) fiber.Handler {
 		if p.Stream {
 			h.Set(wire.HdrStream, "1")
 			h.Set(wire.HdrWindow, strconv.Itoa(g.cfg.StreamWindow))
-			err = g.stream(c, msg, deadline, reqID, op == wire.OpResponses)
+			err = g.stream(c, msg, deadline, rq, op == wire.OpResponses)
 		} else {
-			err = g.unary(c, msg, deadline, reqID)
+			err = g.unary(c, msg, deadline, rq)
 		}
 		return err
 	}
 }
 
 // unary forwards a non-stream request and relays the reply bytes.
-func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID string) error {
+func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *inflight) error {
+	reqID := rq.id
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
 	for attempt := 1; ; attempt++ {
@@ -152,6 +163,7 @@ func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID s
 		copyAttestation(c, reply.Header)
 		if sr != nil {
 			g.storeReceipt(reqID, sr)
+			g.answered(rq, reply.Header.Get(wire.HdrWorker), sr)
 		} else {
 			g.storeHeaderReceipt(reqID, reply.Header)
 		}
@@ -190,7 +202,8 @@ func (g *Gateway) finish(c *fiber.Ctx, reqID string, err error, status int) erro
 // events marks a Responses API stream: its chunks are named SSE events
 // (wire.HdrEvent), its errors are "error" events, and it ends without
 // "data: [DONE]", as OpenAI's does.
-func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID string, events bool) error {
+func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *inflight, events bool) error {
+	reqID := rq.id
 	nc := g.cfg.Conn
 	window := g.cfg.StreamWindow
 	for attempt := 1; ; attempt++ {
@@ -250,7 +263,7 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, reqID 
 			g.log.Warn("refusing a worker stream", "request_id", reqID, "err", err)
 			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 		}
-		r := &relay{nc: nc, sub: sub, ch: ch, window: window, deadline: deadline, g: g, reqID: reqID, events: events}
+		r := &relay{nc: nc, sub: sub, ch: ch, window: window, deadline: deadline, g: g, reqID: reqID, events: events, rq: rq, worker: first.Header.Get(wire.HdrWorker)}
 		if first.Header.Get(wire.HdrKind) == wire.KindData {
 			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			r.control, err = g.ackSubject(actx, first)
@@ -298,6 +311,8 @@ type relay struct {
 	reqID    string
 	events   bool    // a Responses API stream (see stream)
 	obs      *reqObs // nil with metrics and tracing off
+	rq       *inflight
+	worker   string
 
 	next    int    // next expected seq
 	acked   int    // last seq acknowledged to the worker
@@ -423,6 +438,7 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		}
 		if sr != nil {
 			r.g.storeReceipt(r.reqID, sr)
+			r.g.answered(r.rq, r.worker, sr)
 		}
 		if !r.events {
 			_, _ = w.Write(attest.AppendSSEDone(nil))

@@ -103,9 +103,14 @@ func errTooLarge(limit int) *APIError {
 		Message: "The request body is larger than the limit of " + strconv.Itoa(limit) + " bytes."}
 }
 
-func errRateLimited(retryAfter int) *APIError {
-	return &APIError{Status: http.StatusTooManyRequests, Type: "requests", Code: "rate_limit_exceeded",
-		Message: "Rate limit reached for this API key. Retry after the time in the Retry-After header.", RetryAfter: retryAfter}
+func errRateLimited(retryAfter int, what string) *APIError {
+	return &APIError{Status: http.StatusTooManyRequests, Type: what, Code: "rate_limit_exceeded",
+		Message: "Rate limit reached for " + what + " per minute on this API key. Retry after the time in the Retry-After header.", RetryAfter: retryAfter}
+}
+
+func errBudget(budget, spent int64) *APIError {
+	return &APIError{Status: http.StatusTooManyRequests, Type: "insufficient_quota", Code: "insufficient_quota",
+		Message: "This API key has used its token budget (" + strconv.FormatInt(spent, 10) + " of " + strconv.FormatInt(budget, 10) + " tokens). Ask the key's administrator for more."}
 }
 
 func errNoCapacity() *APIError {

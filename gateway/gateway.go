@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -20,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/time/rate"
 
 	"github.com/teegate/teegate/worker/wire"
 )
@@ -34,10 +32,16 @@ type Config struct {
 	BodyLimit int
 	// RequestTimeout bounds a whole request (504 beyond). Default 10 min.
 	RequestTimeout time.Duration
-	// RateLimit is requests per second per API key; 0 disables. RateBurst
-	// defaults to max(1, RateLimit).
-	RateLimit float64
-	RateBurst int
+	// DefaultRPM is the requests per minute of keys that set none (0:
+	// unlimited). Counted in Limits, shared by every replica.
+	DefaultRPM int64
+	// Limits holds the shared counters of per-key limits and budgets;
+	// required when DefaultRPM is set or keys carry limits (a key with
+	// limits and no Limits is refused: fail closed).
+	Limits *Limits
+	// Audit, when set, receives a record of every receipt relayed and
+	// every request refused by a limit (package audit).
+	Audit AuditLog
 	// StreamWindow is the flow-control window (chunks in flight) per stream.
 	StreamWindow int
 	// StreamProbe is how often a stream that received nothing from its
@@ -86,11 +90,11 @@ func (c *Config) validate() error {
 	if c.RequestTimeout <= 0 {
 		c.RequestTimeout = 10 * time.Minute
 	}
-	if c.RateLimit < 0 || math.IsNaN(c.RateLimit) {
-		return errors.New("gateway config: RateLimit must be >= 0")
+	if c.DefaultRPM < 0 {
+		return errors.New("gateway config: DefaultRPM must be >= 0")
 	}
-	if c.RateBurst <= 0 {
-		c.RateBurst = max(1, int(math.Ceil(c.RateLimit)))
+	if c.DefaultRPM > 0 && c.Limits == nil {
+		return errors.New("gateway config: DefaultRPM needs Limits")
 	}
 	if c.StreamWindow <= 0 {
 		c.StreamWindow = wire.DefaultWindow
@@ -116,8 +120,6 @@ type Gateway struct {
 	app *fiber.App
 	log *slog.Logger
 
-	limMu    sync.Mutex
-	limiters map[string]*rate.Limiter
 	receipts *receiptStore
 	// inboxPrefix is this gateway's random reply-subject prefix; keys
 	// resolves evidence ids to worker nkeys (nil without Evidence).
@@ -126,6 +128,7 @@ type Gateway struct {
 	streams     streamSet
 	metrics     *metrics
 	tracer      trace.Tracer
+	providers   sync.Map // evidence id → provider, from admission decisions
 }
 
 // New builds a Gateway; Serve starts it.
@@ -133,7 +136,7 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	g := &Gateway{cfg: cfg, log: cfg.Logger, limiters: map[string]*rate.Limiter{},
+	g := &Gateway{cfg: cfg, log: cfg.Logger,
 		inboxPrefix: wire.GatewayInboxRoot + "." + randomHex(12)}
 	g.streams.init()
 	if cfg.Evidence != nil {
@@ -322,44 +325,34 @@ func (g *Gateway) auth(c *fiber.Ctx) error {
 		return send(c, errBadKey())
 	}
 	c.Locals(localKey, rec)
-	if g.cfg.RateLimit > 0 {
-		if e := g.rateLimit(rec.Name + "\x00" + rec.Tenant); e != nil {
-			return send(c, e)
-		}
-	}
 	return c.Next()
 }
 
-func (g *Gateway) rateLimit(id string) *APIError {
-	g.limMu.Lock()
-	l, ok := g.limiters[id]
-	if !ok {
-		l = rate.NewLimiter(rate.Limit(g.cfg.RateLimit), g.cfg.RateBurst)
-		g.limiters[id] = l
-	}
-	g.limMu.Unlock()
-	now := g.cfg.Now()
-	r := l.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return errRateLimited(int(math.Ceil(d.Seconds())))
-	}
-	return nil
+// keyOf is the API key auth put on the request.
+func keyOf(c *fiber.Ctx) APIKey {
+	k, _ := c.Locals(localKey).(APIKey)
+	return k
 }
 
+// listModels lists the admitted models the key may use: others are not
+// revealed.
 func (g *Gateway) listModels(c *fiber.Ctx) error {
+	key := keyOf(c)
 	models := g.cfg.Directory.Models()
 	data := make([]fiber.Map, 0, len(models))
 	for _, m := range models {
-		data = append(data, modelObject(m))
+		if key.MayUse(m.ID) {
+			data = append(data, modelObject(m))
+		}
 	}
 	return c.JSON(fiber.Map{"object": "list", "data": data})
 }
 
 func (g *Gateway) getModel(c *fiber.Ctx) error {
 	id := c.Params("*")
+	key := keyOf(c)
 	m, ok := g.cfg.Directory.Model(id)
-	if !ok {
+	if !ok || !key.MayUse(id) {
 		return send(c, errModelNotFound(id))
 	}
 	return c.JSON(modelObject(m))

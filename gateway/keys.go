@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -19,12 +20,38 @@ import (
 // by the hex SHA-256 of the key: the secret itself is never stored.
 const KeysBucket = "teegate_apikeys"
 
-// APIKey is an API key's record.
+// APIKey is an API key's record. It never holds the secret.
 type APIKey struct {
+	// ID names the key in listings, limits and the audit log; it survives
+	// rotation. Records written before ids existed get the first 16 hex
+	// digits of their bucket key.
+	ID      string    `json:"id,omitempty"`
 	Name    string    `json:"name"`
 	Tenant  string    `json:"tenant"`
 	Admin   bool      `json:"admin,omitempty"`
 	Created time.Time `json:"created"`
+	// Models, when set, are the only models the key may use or see;
+	// others answer 404 as if they did not exist.
+	Models []string `json:"models,omitempty"`
+	// RPM and TPM are requests and tokens per minute (0: the gateway's
+	// default for requests, no limit for tokens); BudgetTokens the tokens
+	// the key may spend in all (0: unlimited).
+	RPM          int64 `json:"rpm,omitempty"`
+	TPM          int64 `json:"tpm,omitempty"`
+	BudgetTokens int64 `json:"budget_tokens,omitempty"`
+}
+
+// MayUse reports whether the key may use model.
+func (k *APIKey) MayUse(model string) bool {
+	if len(k.Models) == 0 {
+		return true
+	}
+	for _, m := range k.Models {
+		if m == model {
+			return true
+		}
+	}
+	return false
 }
 
 // KeyStore looks API keys up by their secret.
@@ -63,6 +90,9 @@ func (k *KVKeys) apply(e jetstream.KeyValueEntry) {
 	if e.Operation() == jetstream.KeyValuePut {
 		var rec APIKey
 		if json.Unmarshal(e.Value(), &rec) == nil {
+			if rec.ID == "" {
+				rec.ID = legacyID(e.Key())
+			}
 			k.keys[e.Key()] = rec
 		}
 		return
@@ -79,13 +109,39 @@ func EnsureKeysBucket(ctx context.Context, js jetstream.JetStream) (jetstream.Ke
 	return kv, nil
 }
 
-// Lookup implements KeyStore.
+// Lookup implements KeyStore. The secret is hashed first, so the map
+// lookup runs over a digest an attacker cannot steer; the stored digest is
+// then compared in constant time.
 func (k *KVKeys) Lookup(secret string) (APIKey, bool) {
 	id := KeyID(secret)
 	k.mu.RLock()
 	rec, ok := k.keys[id]
 	k.mu.RUnlock()
-	return rec, ok
+	if !ok {
+		return APIKey{}, false
+	}
+	sum := sha256.Sum256([]byte(secret))
+	stored, err := hex.DecodeString(id)
+	if err != nil || subtle.ConstantTimeCompare(stored, sum[:]) != 1 {
+		return APIKey{}, false
+	}
+	return rec, true
+}
+
+// WaitGone blocks until the key with secret is no longer valid here.
+func (k *KVKeys) WaitGone(ctx context.Context, secret string) error {
+	for {
+		if _, ok := k.Lookup(secret); !ok {
+			return nil
+		}
+		t := time.NewTimer(5 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("waiting for api key revocation: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
 }
 
 // WaitFor blocks until the key with secret is visible or ctx ends; used
@@ -116,6 +172,20 @@ func KeyID(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
+func legacyID(bucketKey string) string {
+	if len(bucketKey) > 16 {
+		return "key_" + bucketKey[:16]
+	}
+	return "key_" + bucketKey
+}
+
+// NewKeyRecordID returns a fresh key id.
+func newRecordID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "key_" + hex.EncodeToString(b[:])
+}
+
 // NewSecret returns a fresh random API key secret.
 func NewSecret() (string, error) {
 	var b [24]byte
@@ -136,6 +206,9 @@ func AddKey(ctx context.Context, kv jetstream.KeyValue, secret string, rec APIKe
 	if rec.Created.IsZero() {
 		rec.Created = time.Now().UTC()
 	}
+	if rec.ID == "" {
+		rec.ID = legacyID(KeyID(secret))
+	}
 	b, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("adding api key: %w", err)
@@ -144,4 +217,111 @@ func AddKey(ctx context.Context, kv jetstream.KeyValue, secret string, rec APIKe
 		return fmt.Errorf("adding api key: %w", err)
 	}
 	return nil
+}
+
+// ErrNoSuchKey is returned when no stored key has the id asked for.
+var ErrNoSuchKey = errors.New("no such api key")
+
+// StoredKey is a stored record with its bucket key (the secret's digest).
+type StoredKey struct {
+	Digest string
+	APIKey
+}
+
+// ListKeys returns every stored key record.
+func ListKeys(ctx context.Context, kv jetstream.KeyValue) ([]StoredKey, error) {
+	lister, err := kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("listing api keys: %w", err)
+	}
+	var out []StoredKey
+	for k := range lister.Keys() {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading api key: %w", err)
+		}
+		var rec APIKey
+		if json.Unmarshal(e.Value(), &rec) != nil {
+			continue
+		}
+		if rec.ID == "" {
+			rec.ID = legacyID(k)
+		}
+		out = append(out, StoredKey{Digest: k, APIKey: rec})
+	}
+	return out, nil
+}
+
+// FindKey returns the stored key whose id (or digest) is id.
+func FindKey(ctx context.Context, kv jetstream.KeyValue, id string) (StoredKey, error) {
+	all, err := ListKeys(ctx, kv)
+	if err != nil {
+		return StoredKey{}, err
+	}
+	for _, k := range all {
+		if k.ID == id || k.Digest == id {
+			return k, nil
+		}
+	}
+	return StoredKey{}, fmt.Errorf("finding api key %q: %w", id, ErrNoSuchKey)
+}
+
+// CreateKey stores a new key for rec (a fresh id unless set) and returns
+// its secret, which is shown once and never stored.
+func CreateKey(ctx context.Context, kv jetstream.KeyValue, rec APIKey) (string, APIKey, error) {
+	if rec.Tenant == "" {
+		return "", rec, errors.New("creating api key: a tenant is required")
+	}
+	if rec.RPM < 0 || rec.TPM < 0 || rec.BudgetTokens < 0 {
+		return "", rec, errors.New("creating api key: limits must be >= 0")
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return "", rec, err
+	}
+	if rec.ID == "" {
+		rec.ID = newRecordID()
+	}
+	rec.Created = time.Now().UTC()
+	if err := AddKey(ctx, kv, secret, rec); err != nil {
+		return "", rec, err
+	}
+	return secret, rec, nil
+}
+
+// RevokeKey deletes the key with id (or digest); every replica stops
+// accepting it when its watch delivers the delete.
+func RevokeKey(ctx context.Context, kv jetstream.KeyValue, id string) (StoredKey, error) {
+	k, err := FindKey(ctx, kv, id)
+	if err != nil {
+		return k, err
+	}
+	if err := kv.Delete(ctx, k.Digest); err != nil {
+		return k, fmt.Errorf("revoking api key: %w", err)
+	}
+	return k, nil
+}
+
+// RotateKey replaces the secret of the key with id: the record (id,
+// tenant, limits, budget spent) moves to a new secret and the old secret
+// stops working.
+func RotateKey(ctx context.Context, kv jetstream.KeyValue, id string) (string, StoredKey, error) {
+	k, err := FindKey(ctx, kv, id)
+	if err != nil {
+		return "", k, err
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return "", k, err
+	}
+	if err := AddKey(ctx, kv, secret, k.APIKey); err != nil {
+		return "", k, err
+	}
+	if err := kv.Delete(ctx, k.Digest); err != nil {
+		return "", k, fmt.Errorf("rotating api key: %w", err)
+	}
+	return secret, k, nil
 }

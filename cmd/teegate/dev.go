@@ -32,7 +32,9 @@ type devConfig struct {
 	APIKey     string
 	NATSListen string
 	Observe    cliutil.ObserveFlags
-	RateLimit  float64
+	RPM        int64
+	TLSCert    string
+	TLSKey     string
 	BodyLimit  int
 	Timeout    time.Duration
 	Policy     string
@@ -52,6 +54,12 @@ func (c *devConfig) Validate() error {
 	if c.Policy == "" {
 		return errors.New("-policy is required")
 	}
+	if c.RPM < 0 {
+		return errors.New("-rpm must be >= 0")
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return errors.New("-tls-cert and -tls-key go together")
+	}
 	return nil
 }
 
@@ -67,7 +75,9 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.APIKey, "api-key", "", "API key to accept (default: generated once, stored, and printed)")
 	fs.StringVar(&cfg.NATSListen, "nats-listen", "127.0.0.1:0", "address where the embedded NATS server accepts other processes (port 0: random)")
 	cfg.Observe.Register(fs, "auto", false)
-	fs.Float64Var(&cfg.RateLimit, "rate-limit", 0, "requests per second per API key (0: unlimited)")
+	fs.Int64Var(&cfg.RPM, "rpm", 0, "requests per minute of API keys that set none, counted across replicas in NATS (0: unlimited)")
+	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain (with -tls-key)")
+	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of -tls-cert")
 	fs.IntVar(&cfg.BodyLimit, "body-limit", 4<<20, "largest request body in bytes")
 	fs.DurationVar(&cfg.Timeout, "request-timeout", 10*time.Minute, "deadline of one request")
 	fs.StringVar(&cfg.Policy, "policy", "dev", "admission policy: dev, production, or a .rego file (watched; SIGHUP reloads). production refuses the simulated worker")
@@ -96,14 +106,19 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	tlsCfg, err := cliutil.ServerTLS(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return err
+	}
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	st, err := stack.Start(startCtx, stack.Config{
+		TLS:        tlsCfg,
 		DataDir:    cfg.DataDir,
 		Addr:       cfg.Addr,
 		NATSListen: cfg.NATSListen,
 		Engines:    []engine.Engine{eng},
-		Gateway:    gateway.Config{RateLimit: cfg.RateLimit, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout},
+		Gateway:    gateway.Config{DefaultRPM: cfg.RPM, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout},
 		Worker:     worker.Config{Logger: log.With("component", "worker")},
 		Policy:     cfg.Policy,
 		Logger:     log,

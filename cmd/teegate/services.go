@@ -2,17 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,19 +19,6 @@ import (
 	"github.com/teegate/teegate/worker/wire"
 )
 
-func connectNATS(url, name string) (*nats.Conn, jetstream.JetStream, error) {
-	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to nats: %w", err)
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, nil, fmt.Errorf("connecting to jetstream: %w", err)
-	}
-	return nc, js, nil
-}
-
 func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlagSet("gateway", stderr)
 	var nf cliutil.NATSFlags
@@ -43,7 +27,12 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var obs cliutil.ObserveFlags
 	obs.Register(fs, "json", false)
 	metricsOn := fs.Bool("metrics", true, "serve Prometheus metrics at GET /metrics on the listen address")
-	rl := fs.Float64("rate-limit", 0, "requests per second per API key (0: unlimited)")
+	rpm := fs.Int64("rpm", 0, "requests per minute of API keys that set none, counted across replicas in NATS (0: unlimited)")
+	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate chain (with -tls-key)")
+	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
+	name := fs.String("name", "", "this replica's name in audit records (default: the host name)")
+	var af auditFlags
+	af.register(fs)
 	bodyLimit := fs.Int("body-limit", 4<<20, "largest request body in bytes")
 	timeout := fs.Duration("request-timeout", 10*time.Minute, "deadline of one request")
 	unattested := fs.Bool("allow-unattested", false, "relay answers without receipts (workers started with -tee none); otherwise such answers are refused")
@@ -62,6 +51,16 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var reg *prometheus.Registry
 	if *metricsOn {
 		reg = cliutil.NewRegistry()
+	}
+	if *rpm < 0 {
+		return usageErrorf(fs, "-rpm must be >= 0")
+	}
+	tlsCfg, err := cliutil.ServerTLS(*tlsCert, *tlsKey)
+	if err != nil {
+		return err
+	}
+	if *name == "" {
+		*name, _ = os.Hostname()
 	}
 	nc, err := nf.Connect("teegate-gateway", log)
 	if err != nil {
@@ -91,8 +90,17 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	limits, err := gateway.OpenLimits(ctx, js, af.replicas, nil)
+	if err != nil {
+		return err
+	}
+	alog, err := af.open(ctx, js, *name, log)
+	if err != nil {
+		return err
+	}
+	defer alog.Close()
 	g, err := gateway.New(gateway.Config{Conn: nc, Keys: keys, Directory: dir, Logger: log,
-		RateLimit: *rl, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
+		DefaultRPM: *rpm, Limits: limits, Audit: alog, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
 		Evidence: evidence, Receipts: receipts, Unattested: *unattested,
 		Metrics: reg, Tracer: tp})
 	if err != nil {
@@ -101,6 +109,9 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
+	}
+	if tlsCfg != nil {
+		ln = tls.NewListener(ln, tlsCfg)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(ln) }()
@@ -155,74 +166,4 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer stop()
 	wcfg.MaxConcurrency = *conc
 	return cliutil.RunWorker(ctx, nf, ef, wcfg, opts)
-}
-
-func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: teegate keys add|list|revoke [flags]")
-		return errUsage
-	}
-	fs := newFlagSet("keys "+args[0], stderr)
-	natsURL := fs.String("nats", nats.DefaultURL, "NATS server URL")
-	name := fs.String("name", "", "key name (add)")
-	tenant := fs.String("tenant", "default", "tenant (add)")
-	admin := fs.Bool("admin", false, "admin key (add)")
-	secret := fs.String("key", "", "the key secret (revoke; add: use this instead of generating one)")
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	nc, js, err := connectNATS(*natsURL, "teegate-keys")
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	kv, err := gateway.EnsureKeysBucket(ctx, js)
-	if err != nil {
-		return err
-	}
-	switch args[0] {
-	case "add":
-		s := *secret
-		if s == "" {
-			if s, err = gateway.NewSecret(); err != nil {
-				return err
-			}
-		}
-		if err := gateway.AddKey(ctx, kv, s, gateway.APIKey{Name: *name, Tenant: *tenant, Admin: *admin}); err != nil {
-			return err
-		}
-		fmt.Fprintln(stdout, s)
-		return nil
-	case "revoke":
-		if *secret == "" {
-			fmt.Fprintln(stderr, "revoke needs -key")
-			return errUsage
-		}
-		if err := kv.Delete(ctx, gateway.KeyID(*secret)); err != nil {
-			return fmt.Errorf("revoking key: %w", err)
-		}
-		return nil
-	case "list":
-		lister, err := kv.ListKeys(ctx)
-		if err != nil {
-			return fmt.Errorf("listing keys: %w", err)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID (sha256 prefix)\tNAME\tTENANT\tADMIN")
-		for k := range lister.Keys() {
-			e, err := kv.Get(ctx, k)
-			if err != nil {
-				if errors.Is(err, jetstream.ErrKeyNotFound) {
-					continue
-				}
-				return fmt.Errorf("reading key: %w", err)
-			}
-			var rec gateway.APIKey
-			_ = json.Unmarshal(e.Value(), &rec)
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", k[:12], rec.Name, rec.Tenant, rec.Admin)
-		}
-		return tw.Flush()
-	}
-	fmt.Fprintf(os.Stderr, "unknown keys subcommand %q\n", args[0])
-	return errUsage
 }

@@ -273,6 +273,9 @@ func (s *Service) evictLocked(c *conn, why string) {
 	}
 	c.evicting = true
 	s.evicted.Add(1)
+	if s.cfg.OnEvict != nil {
+		s.cfg.OnEvict(c.evidenceID, why)
+	}
 	// After Stop (a Recheck racing it) no notice goes out and no task may
 	// join s.wg, which Stop may already be waiting on.
 	if s.cfg.Sys == nil || s.stopped {

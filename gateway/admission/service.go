@@ -102,6 +102,12 @@ type Config struct {
 	// Metrics, when set, receives the decision counters (by result and
 	// reason code). Nil: no metrics.
 	Metrics prometheus.Registerer
+	// OnDecision, when set, hears of every decision with the canonical
+	// bundle it judged, and OnEvict of every admitted connection told to
+	// drain (the audit log). Both run on the decision path: they must not
+	// block for long.
+	OnDecision func(d Decision, evidence []byte)
+	OnEvict    func(evidenceID, why string)
 }
 
 func (c *Config) validate() error {
@@ -166,7 +172,9 @@ type Decision struct {
 	EvidenceID string `json:"evidence_id"`
 	// NKey is the evidence's signing key as a NATS user nkey: a connection
 	// admitted on this evidence owns the inbox space wire.WorkerInboxPrefix(NKey).
-	NKey        string         `json:"nkey,omitempty"`
+	NKey string `json:"nkey,omitempty"`
+	// Provider is the provider the evidence names (its worker identity).
+	Provider    string         `json:"provider,omitempty"`
 	Allow       bool           `json:"allow"`
 	Reasons     []string       `json:"reasons,omitempty"`
 	Claims      *ClaimsSummary `json:"claims,omitempty"`
@@ -525,7 +533,7 @@ func (s *Service) record(ctx context.Context, v *verdict) *Decision {
 	b := v.vd.Bundle
 	nk, _ := wire.NKeyOfBundle(b)
 	d := &Decision{
-		WorkerID: b.Worker.ID, EvidenceID: v.vd.ID, NKey: nk, Allow: v.admitted(), Reasons: truncReasons(v.reasons),
+		WorkerID: b.Worker.ID, EvidenceID: v.vd.ID, NKey: nk, Provider: b.Worker.Provider, Allow: v.admitted(), Reasons: truncReasons(v.reasons),
 		Claims: summarize(v.vd.Claims), Models: append([]string(nil), b.Worker.Models...), Policy: v.policy,
 		EvaluatedAt: v.now.UTC(),
 	}
@@ -544,6 +552,9 @@ func (s *Service) record(ctx context.Context, v *verdict) *Decision {
 	}
 	if err != nil {
 		s.log.Warn("storing admission decision", "evidence", short(d.EvidenceID), "err", err)
+	}
+	if s.cfg.OnDecision != nil {
+		s.cfg.OnDecision(*d, v.vd.Raw)
 	}
 	return d
 }

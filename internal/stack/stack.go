@@ -2,6 +2,8 @@ package stack
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +26,7 @@ import (
 	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/gateway/admission"
+	"github.com/teegate/teegate/gateway/audit"
 	"github.com/teegate/teegate/internal/natsembed"
 	"github.com/teegate/teegate/policies"
 	"github.com/teegate/teegate/worker"
@@ -37,6 +40,8 @@ type Config struct {
 	DataDir string
 	// Addr is the gateway's listen address; default "127.0.0.1:0".
 	Addr string
+	// TLS, when set, makes the gateway serve HTTPS with it.
+	TLS *tls.Config
 	// NATSListen exposes the NATS server to other processes ("127.0.0.1:0"
 	// for a random port); empty keeps it in-process only.
 	NATSListen string
@@ -68,6 +73,11 @@ type Config struct {
 	// workers. Either may be nil (off).
 	Metrics *prometheus.Registry
 	Tracer  trace.TracerProvider
+	// Audit is the audit stream's retention and replication;
+	// AuditCheckpointEvery how many records a checkpoint follows at most
+	// (0: the audit package's default).
+	Audit                audit.StreamConfig
+	AuditCheckpointEvery int
 }
 
 // TEEConfig configures the workers' simulated TEE.
@@ -79,6 +89,9 @@ type TEEConfig struct {
 	QuoteDelay time.Duration
 	// GPUs is the number of simulated GPUs (default 1).
 	GPUs int
+	// Provider is the provider identity workers state in their evidence
+	// (AddProviderWorker sets one per worker).
+	Provider string
 	// Epoch is the key epoch (0: the keeper's default).
 	Epoch time.Duration
 	// BatchWindow is the fresh-mode batching window (0: default).
@@ -104,6 +117,14 @@ type Stack struct {
 	// Policy holds the policy it applies (SetPolicy swaps it).
 	Admission *admission.Service
 	Policy    *policies.Holder
+	// Limits are the shared per-key counters; Audit the audit log the
+	// first gateway writes; AuditKey signs its checkpoints.
+	Limits    *gateway.Limits
+	Audit     *audit.Log
+	AuditKey  ed25519.PrivateKey
+	gwcfg     gateway.Config
+	replicas  []*replica
+	logged    sync.Map // evidence ids whose bundle the audit log carries
 	watcher   *policies.Watcher
 	policyArg string
 
@@ -182,6 +203,16 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if s.Dir, err = gateway.OpenDirectory(ctx, s.JS); err != nil {
 		return nil, err
 	}
+	if s.Limits, err = gateway.OpenLimits(ctx, s.JS, cfg.Audit.Replicas, cfg.Gateway.Now); err != nil {
+		return nil, err
+	}
+	if s.AuditKey, err = audit.LoadOrCreateKey(ctx, s.JS, cfg.Audit.Replicas); err != nil {
+		return nil, err
+	}
+	if s.Audit, err = audit.Open(ctx, audit.Config{JS: s.JS, Stream: cfg.Audit, Gateway: "gateway-0", Key: s.AuditKey,
+		CheckpointEvery: cfg.AuditCheckpointEvery, Logger: log.With("component", "audit")}); err != nil {
+		return nil, err
+	}
 	if s.Evidence, err = wire.EnsureBucket(ctx, s.JS, wire.EvidenceConfig()); err != nil {
 		return nil, err
 	}
@@ -202,7 +233,6 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		}
 	}
 	gcfg := cfg.Gateway
-	gcfg.Conn, gcfg.Keys, gcfg.Directory = gwConn, s.Keys, s.Dir
 	gcfg.Evidence, gcfg.Receipts = s.Evidence, receipts
 	gcfg.Admission = s.Admission
 	gcfg.Unattested = cfg.TEE.Disabled
@@ -215,6 +245,9 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if gcfg.Logger == nil {
 		gcfg.Logger = log.With("component", "gateway")
 	}
+	s.gwcfg = gcfg
+	gcfg.Conn, gcfg.Keys, gcfg.Directory = gwConn, s.Keys, s.Dir
+	gcfg.Limits, gcfg.Audit = s.Limits, s.Audit
 	s.Gateway, err = gateway.New(gcfg)
 	if err != nil {
 		return nil, err
@@ -224,6 +257,10 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		return nil, fmt.Errorf("starting stack: listening: %w", err)
 	}
 	s.URL = "http://" + ln.Addr().String()
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+		s.URL = "https://" + ln.Addr().String()
+	}
 	s.serveWG.Add(1)
 	go func() {
 		defer s.serveWG.Done()
@@ -265,6 +302,12 @@ func (s *Stack) AddKey(ctx context.Context, secret string, rec gateway.APIKey) e
 // bare, by its evidence, as a worker in a real TEE does; without a TEE it
 // gets a service connection (static credentials, nothing judged).
 func (s *Stack) AddWorker(ctx context.Context, eng engine.Engine, wcfg worker.Config, name string) (*worker.Worker, error) {
+	return s.AddProviderWorker(ctx, eng, wcfg, name, s.tee.Provider)
+}
+
+// AddProviderWorker is AddWorker for a worker whose evidence names
+// provider as the party that operates it.
+func (s *Stack) AddProviderWorker(ctx context.Context, eng engine.Engine, wcfg worker.Config, name, provider string) (*worker.Worker, error) {
 	wcfg.Engine = eng
 	if wcfg.ID == "" {
 		wcfg.ID = name
@@ -286,7 +329,7 @@ func (s *Stack) AddWorker(ctx context.Context, eng engine.Engine, wcfg worker.Co
 		}
 		wcfg.Conn = nc
 	} else {
-		keeper, err := s.attest(ctx, wcfg.ID, eng, func(e *enclave.Epoch) {
+		keeper, err := s.attest(ctx, attest.WorkerIdentity{ID: wcfg.ID, Provider: provider}, eng, func(e *enclave.Epoch) {
 			if w := wref.Load(); w != nil {
 				w.EpochRotated(e)
 			}
@@ -328,7 +371,7 @@ func (s *Stack) AddWorker(ctx context.Context, eng engine.Engine, wcfg worker.Co
 
 // attest gives a worker a simulated TEE and a key keeper rotating epochs
 // in the background; onRotate hears of each new epoch after the first.
-func (s *Stack) attest(ctx context.Context, id string, eng engine.Engine, onRotate func(*enclave.Epoch)) (*enclave.Keeper, error) {
+func (s *Stack) attest(ctx context.Context, ident attest.WorkerIdentity, eng engine.Engine, onRotate func(*enclave.Epoch)) (*enclave.Keeper, error) {
 	if s.SimRoot == nil {
 		root, err := sim.LoadOrCreateRoot(filepath.Join(s.dataDir, "sim"))
 		if err != nil {
@@ -348,13 +391,13 @@ func (s *Stack) attest(ctx context.Context, id string, eng engine.Engine, onRota
 	if err != nil {
 		return nil, fmt.Errorf("listing models: %w", err)
 	}
-	ids := make([]string, len(models))
+	ident.Models = make([]string, len(models))
 	for i, m := range models {
-		ids[i] = m.ID
+		ident.Models[i] = m.ID
 	}
 	keeper, err := enclave.NewKeeper(ctx, enclave.KeeperConfig{
 		Attester: att,
-		Identity: attest.WorkerIdentity{ID: id, Models: ids},
+		Identity: ident,
 		Epoch:    s.tee.Epoch,
 		Batch:    enclave.BatchConfig{Window: s.tee.BatchWindow},
 		OnRotate: onRotate,
@@ -405,6 +448,12 @@ func (s *Stack) startAdmission(ctx context.Context, cfg Config, issuer nkeys.Key
 	}
 	if acfg.Metrics == nil && cfg.Metrics != nil {
 		acfg.Metrics = cfg.Metrics
+	}
+	if s.Audit != nil {
+		acfg.OnDecision = s.auditDecision
+		acfg.OnEvict = func(evidenceID, why string) {
+			s.Audit.Append(audit.Entry{Kind: audit.KindEviction, EvidenceID: evidenceID, Reasons: []string{why}})
+		}
 	}
 	if s.Admission, err = admission.New(acfg); err != nil {
 		return fmt.Errorf("starting admission: %w", err)
@@ -470,7 +519,9 @@ func (s *Stack) ReloadPolicy(ctx context.Context) error {
 }
 
 func (s *Stack) waitReady(ctx context.Context) error {
-	client := &http.Client{Timeout: 2 * time.Second}
+	// The probe asks this process's own listener whether it is up; it
+	// does not judge the certificate (clients do).
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	return poll(ctx, func() bool {
 		resp, err := client.Get(s.URL + "/healthz")
 		if err != nil {
@@ -503,6 +554,9 @@ func (s *Stack) Close(ctx context.Context) {
 			_ = s.Gateway.Shutdown(ctx)
 			s.serveWG.Wait()
 		}
+		for _, r := range s.replicas {
+			r.close(ctx)
+		}
 		s.mu.Lock()
 		workers := s.Workers
 		s.mu.Unlock()
@@ -515,6 +569,9 @@ func (s *Stack) Close(ctx context.Context) {
 		s.bg.Wait()
 		if s.Admission != nil {
 			s.Admission.Stop()
+		}
+		if s.Audit != nil {
+			s.Audit.Close()
 		}
 		for _, k := range s.Keepers {
 			k.Close()

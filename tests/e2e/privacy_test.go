@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/teegate/teegate/gateway"
+	"github.com/teegate/teegate/gateway/audit"
 	"github.com/teegate/teegate/internal/stack"
 	"github.com/teegate/teegate/internal/stacktest"
 	"github.com/teegate/teegate/worker/engine/builtin"
@@ -79,7 +80,11 @@ func TestPrivacyNoContentInLogsOrState(t *testing.T) {
 		stacktest.Builtin(t, builtin.Config{}),
 		stacktest.Builtin(t, builtin.Config{ModelID: privSlowModel, Latency: builtin.Latency{PerToken: 5 * time.Millisecond}}),
 		eng,
-	), func(c *stack.Config) { c.DataDir = dirA })
+	), func(c *stack.Config) {
+		c.DataDir = dirA
+		// Counted limits: their counters in NATS are state to check too.
+		c.Gateway.DefaultRPM = 1 << 30
+	})
 	// A gateway deadline shorter than the engine's first token: 504s.
 	b := stacktest.Start(t, withLogs, stacktest.WithEngines(
 		stacktest.Builtin(t, builtin.Config{Latency: builtin.Latency{TTFT: time.Hour}}),
@@ -242,6 +247,10 @@ func TestPrivacyNoContentInLogsOrState(t *testing.T) {
 	kvA, kvB := p.kvValues(t, a), p.kvValues(t, b)
 	p.assertClean(t, "JetStream KV (stack a)", kvA)
 	p.assertClean(t, "JetStream KV (stack b)", kvB)
+	// Every audit record the stacks wrote (receipts, refusals, admissions).
+	for name, st := range map[string]*stack.Stack{"a": a, "b": b} {
+		p.assertClean(t, "audit log (stack "+name+")", privAudit(t, st))
+	}
 
 	// Closing flushes every log line (streams and workers log after the
 	// client has its last byte) and the file store.
@@ -257,6 +266,9 @@ func TestPrivacyNoContentInLogsOrState(t *testing.T) {
 		}
 	}
 	p.assertClean(t, "logs", privLogStrings(t, out))
+	if strings.Contains(out, stacktest.APIKey) {
+		t.Fatal("an API key secret appears in the logs")
+	}
 	p.assertErrorBodies(t)
 	p.assertClean(t, "data directory (stack a)", privFiles(t, dirA))
 	p.assertClean(t, "data directory (stack b)", privFiles(t, dirB))
@@ -852,4 +864,35 @@ func TestPrivacyCheckerFindsLeaks(t *testing.T) {
 			}
 		})
 	}
+}
+
+// privAudit returns every record of a stack's audit stream, after its
+// writers flushed.
+func privAudit(t *testing.T, s *stack.Stack) []privHay {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.FlushAudit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.JS.Stream(ctx, audit.StreamName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs == 0 {
+		t.Fatal("the audit log is empty: nothing was checked")
+	}
+	var hay []privHay
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		m, err := st.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("reading audit record %d: %v", seq, err)
+		}
+		hay = append(hay, privHay{fmt.Sprintf("audit record %d", seq), m.Data})
+	}
+	return hay
 }

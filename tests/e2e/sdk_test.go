@@ -261,16 +261,18 @@ func TestSDKErrors(t *testing.T) {
 }
 
 func TestRateLimit429(t *testing.T) {
-	s := stacktest.Start(t, func(c *stack.Config) { c.Gateway.RateLimit = 0.01; c.Gateway.RateBurst = 1 })
+	s := stacktest.Start(t, func(c *stack.Config) { c.Gateway.DefaultRPM = 1 })
 	c := newClient(s, stacktest.APIKey)
 	ctx := context.Background()
-	if _, err := c.Models.List(ctx); err != nil {
+	params := openai.ChatCompletionNewParams{Model: model, Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")}, MaxTokens: openai.Int(4)}
+	if _, err := c.Chat.Completions.New(ctx, params); err != nil {
 		t.Fatal(err)
 	}
-	_, err := c.Models.List(ctx)
+	_, err := c.Chat.Completions.New(ctx, params)
 	e := apiError(t, err)
-	if e.StatusCode != 429 || e.Code != "rate_limit_exceeded" || e.Response.Header.Get("Retry-After") == "" {
-		t.Fatalf("got %d %q Retry-After=%q", e.StatusCode, e.Code, e.Response.Header.Get("Retry-After"))
+	if e.StatusCode != 429 || e.Code != "rate_limit_exceeded" || e.Response.Header.Get("Retry-After") == "" ||
+		e.Response.Header.Get("x-ratelimit-limit-requests") != "1" || e.Response.Header.Get("x-ratelimit-remaining-requests") != "0" {
+		t.Fatalf("got %d %q headers %v", e.StatusCode, e.Code, e.Response.Header)
 	}
 }
 
