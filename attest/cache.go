@@ -146,7 +146,14 @@ func (v *Verifier) Receipt(ctx context.Context, sr *SignedReceipt, chk ReceiptCh
 			return nil, fmt.Errorf("verifying receipt: fresh bundle: %w", err)
 		}
 	}
+	if chk.Now.IsZero() {
+		chk.Now = v.opts.now()
+	}
+	if chk.MaxClockSkew == 0 {
+		chk.MaxClockSkew = v.opts.MaxClockSkew
+	}
 	if err := VerifyReceipt(sr, ev, fresh, chk); err != nil {
+
 		return nil, err
 	}
 	return ev.Claims, nil

@@ -62,6 +62,9 @@ var (
 	// ErrNonceMismatch: the receipt's client nonce is not the one the client
 	// sent.
 	ErrNonceMismatch = errors.New("receipt nonce mismatch")
+	// ErrReceiptTime: the receipt's created lies in the future or before
+	// the bundle whose key signed it.
+	ErrReceiptTime = errors.New("receipt time outside its bounds")
 	// ErrBatchProof: the fresh-mode batch proof is missing, malformed, does
 	// not include the receipt, or its bundle does not commit to the root.
 	ErrBatchProof = errors.New("batch proof invalid")

@@ -643,12 +643,44 @@ type ReceiptCheck struct {
 	// Nonce is the client nonce sent with the request, empty if none. A
 	// nonce asks for fresh mode, so a batch proof is then required.
 	Nonce string
+	// Now is the verification time (zero: time.Now()); a receipt created
+	// more than MaxClockSkew after it is refused (ErrReceiptTime).
+	Now time.Time
+	// MaxClockSkew tolerated between clocks (default 5 minutes).
+	MaxClockSkew time.Duration
+}
+
+// DefaultMaxClockSkew is the clock difference verifiers tolerate when a
+// time is compared with another clock's (evidence and receipts from the
+// future, a receipt against its bundle's creation).
+const DefaultMaxClockSkew = 5 * time.Minute
+
+// checkReceiptTime bounds a receipt's created (docs/attestation.md §10
+// step 4): not before its bundle was created (the key did not exist), not
+// after the verification time.
+func checkReceiptTime(r *Receipt, ev *Verified, chk *ReceiptCheck) error {
+	skew := chk.MaxClockSkew
+	if skew <= 0 {
+		skew = DefaultMaxClockSkew
+	}
+	now := chk.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	switch {
+	case r.Created.After(now.Add(skew)):
+		return fmt.Errorf("receipt created %s, in the future: %w", r.Created.Format(TimeLayout), ErrReceiptTime)
+	case r.Created.Before(ev.Bundle.Created.Add(-skew)):
+		return fmt.Errorf("receipt created %s, before its bundle (%s): %w", r.Created.Format(TimeLayout), ev.Bundle.Created.Format(TimeLayout), ErrReceiptTime)
+	}
+	return nil
 }
 
 // VerifyReceipt checks a signed receipt against a verified bundle (ev) and,
 // for a batch proof, the verified fresh bundle it names. Checks, in order:
 // version and schema; evidence id (ErrEvidenceMismatch); signature
-// (ErrReceiptSignature); request hash (ErrRequestHash); response hash
+// (ErrReceiptSignature); created not in the future nor before the bundle
+// (ErrReceiptTime); request hash (ErrRequestHash); response hash
 // (ErrResponseHash); nonce (ErrNonceMismatch); batch proof (ErrBatchProof).
 // A present batch proof is always checked; one is required when chk.Nonce is
 // set.
@@ -665,6 +697,9 @@ func VerifyReceipt(sr *SignedReceipt, ev, fresh *Verified, chk ReceiptCheck) err
 	if len(sr.Signature) != ed25519.SignatureSize ||
 		!ed25519.Verify(ed25519.PublicKey(ev.Bundle.SigningPub), input, sr.Signature) {
 		return fmt.Errorf("verifying receipt: %w", ErrReceiptSignature)
+	}
+	if err := checkReceiptTime(r, ev, &chk); err != nil {
+		return fmt.Errorf("verifying receipt: %w", err)
 	}
 	if sha256.Sum256(chk.Request) != r.RequestSHA256 {
 		return fmt.Errorf("verifying receipt: %w", ErrRequestHash)

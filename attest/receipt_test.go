@@ -417,3 +417,33 @@ func BenchmarkParseReceiptHeader(b *testing.B) {
 		}
 	}
 }
+
+// TestVerifyReceiptTime: genuinely signed receipts dated before their
+// bundle or in the future are refused (issue 11, finding 3).
+func TestVerifyReceiptTime(t *testing.T) {
+	f := newFixture(t)
+	created := f.ev.Bundle.Created
+	chk := ReceiptCheck{Request: testRequest, Response: testResponse, Now: created.Add(time.Hour)}
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		want error
+	}{
+		{"at the bundle", created, nil},
+		{"within the skew before the bundle", created.Add(-4 * time.Minute), nil},
+		{"dated 2001", time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC), ErrReceiptTime},
+		{"an hour before the bundle", created.Add(-time.Hour), ErrReceiptTime},
+		{"dated 9999", time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), ErrReceiptTime},
+		{"an hour in the future", chk.Now.Add(time.Hour), ErrReceiptTime},
+		{"within the skew in the future", chk.Now.Add(4 * time.Minute), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := f.r
+			r.Created = tc.at
+			err := VerifyReceipt(signReceipt(f.k.sign, r), f.ev, nil, chk)
+			if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}

@@ -104,6 +104,7 @@ type setup struct {
 	tamper     tamper
 	forge      bool
 	gpus       int
+	shift      time.Duration // the gateway dates its receipts this far off
 }
 
 // newClient returns an openai client on a fake gateway, verified either by
@@ -111,6 +112,7 @@ type setup struct {
 func newClient(t *testing.T, s setup) (openai.Client, *fakeGateway) {
 	t.Helper()
 	g := newFakeGateway(t, s.gpus)
+	g.shift = s.shift
 	if s.forge {
 		g.forge()
 	}
@@ -352,6 +354,10 @@ func TestTamperingFails(t *testing.T) {
 				})
 			}
 		}}}, attest.ErrResponseHash, "response hash"},
+		{"unary receipt dated before its bundle (issue 11 finding 3)", false, setup{cfg: allowSim(), shift: -2 * time.Hour}, attest.ErrReceiptTime, "receipt time"},
+		{"unary receipt in the future", false, setup{cfg: allowSim(), shift: 2 * time.Hour}, attest.ErrReceiptTime, "receipt time"},
+		{"stream receipt dated before its bundle", true, setup{cfg: allowSim(), shift: -2 * time.Hour}, attest.ErrReceiptTime, "receipt time"},
+		{"stream receipt in the future", true, setup{cfg: allowSim(), shift: 2 * time.Hour}, attest.ErrReceiptTime, "receipt time"},
 		{"stream inline evidence", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}, tamper: flipBody(isChat, `"cpu_evidence":"`)}, attest.ErrBundleSignature, "evidence"},
 		{"stream fetched evidence", true, setup{cfg: allowSim(), tamper: flipBody(isEvidence, `"signature":"`)}, attest.ErrBundleSignature, "evidence"},
 		{"stream nonce", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{request: func(req *http.Request) {

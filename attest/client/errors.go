@@ -80,6 +80,7 @@ var causes = []struct {
 	{attest.ErrRequestHash, "request hash"},
 	{attest.ErrResponseHash, "response hash"},
 	{attest.ErrNonceMismatch, "nonce"},
+	{attest.ErrReceiptTime, "receipt time"},
 	{attest.ErrBatchProof, "batch proof"},
 	{attest.ErrEvidenceMismatch, "evidence"},
 	{attest.ErrNoReceiptEvent, "receipt"},

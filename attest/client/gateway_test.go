@@ -31,6 +31,8 @@ type fakeGateway struct {
 	srv    *httptest.Server
 	// forged, when set, signs with a key the TEE never bound (see forge).
 	forged *forgery
+	// shift moves the created time of every receipt it signs.
+	shift time.Duration
 
 	mu      sync.Mutex
 	bundles map[string][]byte
@@ -146,7 +148,7 @@ func (g *fakeGateway) receipt(r *http.Request, body []byte, model string, stream
 		RequestSHA256: sha256.Sum256(body),
 		Stream:        stream,
 		Nonce:         r.Header.Get(HeaderNonce),
-		Created:       time.Now().UTC().Truncate(time.Second),
+		Created:       time.Now().Add(g.shift).UTC().Truncate(time.Second),
 		Usage:         attest.Usage{PromptTokens: 3, CompletionTokens: 5, TotalTokens: 8},
 	}
 }

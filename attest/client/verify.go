@@ -150,10 +150,11 @@ type checker struct {
 	av     *attest.Verifier
 	policy Policy
 	now    func() time.Time
+	skew   time.Duration
 }
 
 func newChecker(o Options, cacheSize int) *checker {
-	return &checker{av: attest.NewVerifier(o.verifyOptions(), cacheSize), policy: o.Policy, now: o.now}
+	return &checker{av: attest.NewVerifier(o.verifyOptions(), cacheSize), policy: o.Policy, now: o.now, skew: o.Verify.MaxClockSkew}
 }
 
 // verify runs every check of the exchange and returns the result, or a
@@ -186,7 +187,7 @@ func (c *checker) verify(ctx context.Context, ex *exchange) (*Result, error) {
 			return nil, err
 		}
 	}
-	chk := attest.ReceiptCheck{Request: ex.request, Response: ex.response, ResponseDigest: ex.digest, Nonce: ex.nonce}
+	chk := attest.ReceiptCheck{Request: ex.request, Response: ex.response, ResponseDigest: ex.digest, Nonce: ex.nonce, Now: c.now(), MaxClockSkew: c.skew}
 	if err := attest.VerifyReceipt(sr, ev, fresh, chk); err != nil {
 		return nil, fail("receipt", err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/pem"
 	"errors"
 	"os"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/client"
+	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/enclave/sim"
 )
 
@@ -131,5 +133,55 @@ func TestVerifySimRootPinning(t *testing.T) {
 	_ = os.WriteFile(bad, []byte("nothing"), 0o600)
 	if err := runVerifyResponse(context.Background(), f.args("--sim-root", bad), &out, &errOut); !errors.Is(err, attest.ErrMalformed) {
 		t.Fatalf("empty --sim-root: %v", err)
+	}
+}
+
+// TestVerifyReceiptTimeBounds: receipts genuinely signed by a simulated
+// TEE's key but dated before its bundle or in the future fail by name
+// (issue 11, finding 3).
+func TestVerifyReceiptTimeBounds(t *testing.T) {
+	root, err := sim.NewRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := sim.NewAttester(sim.Config{Root: root, QuoteDelay: sim.NoDelay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := enclave.NewKeeper(context.Background(), enclave.KeeperConfig{Attester: a, Identity: attest.WorkerIdentity{ID: "w"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	ep := k.Current()
+	req := []byte(`{"model":"builtin","messages":[]}`)
+	resp := []byte(`{"id":"x"}`)
+	for _, tc := range []struct {
+		name string
+		at   time.Time
+		want error
+	}{
+		{"genuine", ep.Bundle.Created, nil},
+		{"dated before its bundle", ep.Bundle.Created.Add(-time.Hour), attest.ErrReceiptTime},
+		{"dated 2001", time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC), attest.ErrReceiptTime},
+		{"in the future", time.Now().Add(time.Hour), attest.ErrReceiptTime},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := attest.Receipt{RequestID: "r", Model: "builtin", RequestSHA256: sha256.Sum256(req), ResponseSHA256: sha256.Sum256(resp), Created: tc.at.UTC().Truncate(time.Second)}
+			sr, err := ep.SignReceipt(&r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(t.TempDir(), "t.json")
+			tr := &client.Transcript{Version: client.TranscriptVersion, Request: req, Response: resp, Receipt: sr, Evidence: ep.Raw}
+			if err := client.SaveTranscript(p, tr); err != nil {
+				t.Fatal(err)
+			}
+			var out, errOut bytes.Buffer
+			err = runVerifyTranscript(context.Background(), []string{p, "--allow-simulated"}, &out, &errOut)
+			if !errors.Is(err, tc.want) || (tc.want != nil && !strings.HasPrefix(err.Error(), "receipt time: ")) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
 	}
 }

@@ -546,6 +546,11 @@ function verifyReceipt(input, ctx) {
   if (!ed25519Verify(ctx.bundle.signingPub, receiptSigningInput(r), env.signature)) {
     fail('ErrReceiptSignature', 'receipt signature does not verify');
   }
+  // §10 step 4: not in the future, not before the bundle (5 min skew).
+  const created = parseTime(r.created);
+  const skew = 5 * 60 * 1000;
+  if (created > (ctx.now ?? NOW) + skew) fail('ErrReceiptTime', 'receipt in the future');
+  if (created < ctx.bundle.created - skew) fail('ErrReceiptTime', 'receipt before its bundle');
   if (r.request_sha256 !== hex(sha256(ctx.request))) fail('ErrRequestHash', 'request hash');
   const digest = ctx.responseDigest ?? sha256(ctx.response);
   if (r.response_sha256 !== hex(digest)) fail('ErrResponseHash', 'response hash');
@@ -585,6 +590,12 @@ function throwsVerifyError(fn) {
 }
 
 // signBundle re-signs a bundle object with the vectors' signing key.
+// signedEnvelope signs a receipt body with the vector key.
+function signedEnvelope(r) {
+  const sig = crypto.sign(null, receiptSigningInput(r), signingKey);
+  return JSON.stringify({ receipt: r, signature: b64u(sig) });
+}
+
 function signBundle(o, key = signingKey) {
   const rest = { ...o };
   delete rest.signature;
@@ -805,6 +816,11 @@ test('non-stream receipt negatives', () => {
     ['request byte', JSON.stringify(o), { ...ctx, request: flip(request, 30) }, 'ErrRequestHash'],
     ['response byte', JSON.stringify(o), { ...ctx, response: flip(response, 100) }, 'ErrResponseHash'],
     ['client nonce expected', JSON.stringify(o), { ...ctx, nonce: 'client-nonce' }, 'ErrNonceMismatch'],
+    // Re-signed with the vector key, so only the time is wrong (finding 3).
+    ['dated before its bundle', signedEnvelope({ ...o.receipt, created: '2026-11-27T09:00:00Z' }), ctx, 'ErrReceiptTime'],
+    ['dated 2001', signedEnvelope({ ...o.receipt, created: '2001-01-01T00:00:00Z' }), ctx, 'ErrReceiptTime'],
+    ['dated in the future', signedEnvelope({ ...o.receipt, created: '2026-11-27T11:00:00Z' }), ctx, 'ErrReceiptTime'],
+    ['dated 9999', signedEnvelope({ ...o.receipt, created: '9999-01-01T00:00:00Z' }), ctx, 'ErrReceiptTime'],
   ];
   for (const [name, input, c, code] of cases) {
     expectCode(() => verifyReceipt(input, c), code, name);
