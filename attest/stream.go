@@ -186,15 +186,18 @@ func AppendReceiptChunk(dst []byte, m ChunkMeta, sr *SignedReceipt, evidence []b
 }
 
 // ResponsesReceiptEvent is the SSE event name and the "type" of the
-// receipt event of a Responses API stream. The official SDKs dispatch on
-// the type and pass an unknown one through: openai-go decodes it into its
-// event union with this Type, the Node SDK yields it as an object.
-const ResponsesReceiptEvent = "teegate.receipt"
+// receipt event of a Responses API stream: "keepalive", the one event type
+// OpenAI defines as carrying nothing to act on. Every official SDK path
+// tolerates it: openai-go decodes it into its event union with this Type;
+// the Node SDK's raw stream yields it, and its responses.stream() helper,
+// which throws on any type it does not know (a "teegate.receipt" type
+// broke it), skips keepalive events by design.
+const ResponsesReceiptEvent = "keepalive"
 
 // AppendResponsesReceiptEvent appends the JSON payload of a Responses API
-// stream's receipt event, its last event (sent as "event: teegate.receipt"):
+// stream's receipt event, its last event (sent as "event: keepalive"):
 //
-//	{"type":"teegate.receipt","sequence_number":seq,
+//	{"type":"keepalive","sequence_number":seq,
 //	 "teegate_receipt":{envelope},"teegate_evidence":{bundle}}
 //
 // seq continues the stream's sequence numbers. Like the chat receipt chunk

@@ -214,7 +214,7 @@ func TestResponsesVerifyCLI(t *testing.T) {
 		} else {
 			args = append(args, "--stream")
 			if !strings.HasSuffix(string(out), "}\n\n") || strings.Contains(string(out), "[DONE]") ||
-				!strings.Contains(string(out), "\nevent: teegate.receipt\ndata: {\"type\":\"teegate.receipt\"") {
+				!strings.Contains(string(out), "\nevent: keepalive\ndata: {\"type\":\"keepalive\",\"sequence_number\":") {
 				t.Fatalf("stream framing:\n%s", out)
 			}
 		}

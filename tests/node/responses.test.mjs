@@ -75,8 +75,8 @@ test('responses.create stream: true with for await', async () => {
   assert.equal(types[0], 'response.created');
   assert.equal(types[1], 'response.in_progress');
   assert.ok(types.includes('response.output_text.delta'));
-  // The receipt event comes last; the SDK passes it through as an event.
-  assert.equal(types.at(-1), 'teegate.receipt');
+  // The receipt event comes last, as a keepalive event the SDK passes through.
+  assert.equal(types.at(-1), 'keepalive');
   assert.ok(text.length > 0);
   assert.ok(final, 'no terminal event');
   assert.equal(final.output[0].content[0].text, text);
@@ -90,4 +90,14 @@ test('previous_response_id is a 400 that says the gateway is stateless', async (
     (e) => e instanceof OpenAI.BadRequestError && e.status === 400 && e.param === 'previous_response_id' &&
       /stateless/.test(e.message),
   );
+});
+
+test('responses.stream helper accumulates past the receipt event', async () => {
+  const stream = client('helper').responses.stream(params);
+  let deltas = '';
+  stream.on('response.output_text.delta', (e) => { deltas += e.delta; });
+  const final = await stream.finalResponse();
+  assert.ok(final.output_text.length > 0);
+  assert.equal(final.output_text, deltas);
+  assert.ok(final.usage.total_tokens > 0);
 });
