@@ -168,3 +168,32 @@ func TestCollateralFetchUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyResponseWithCollateral: `verify response` and `verify
+// transcript` take --collateral DIR (and --require-revocation) too. The
+// golden transcripts come from the simulated TEE, whose evidence has no
+// vendor revocation data to require; a malformed directory fails by name.
+func TestVerifyResponseWithCollateral(t *testing.T) {
+	tr := loadTestTranscript(t, "chat")
+	f := writeResponseFiles(t, tr, "header")
+	if code, out, errs := runTeegate(append([]string{"verify", "response"}, f.args("--allow-simulated", "--collateral", collDir, "--require-revocation")...)...); code != 0 {
+		t.Fatalf("verify response: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	transcript := filepath.Join(transcriptDir, "chat.transcript.json")
+	if code, out, errs := runTeegate("verify", "transcript", transcript, "--allow-simulated", "--collateral", collDir, "--now", f.now); code != 0 {
+		t.Fatalf("verify transcript: exit %d, stdout %q, stderr %q", code, out, errs)
+	}
+	bad := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(bad, "amd", "vcek", "v1", "Milan"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bad, "amd", "vcek", "v1", "Milan", "crl"), []byte("junk"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errs := runTeegate("verify", "transcript", transcript, "--allow-simulated", "--collateral", bad, "--now", f.now); code != 1 || !strings.Contains(errs, "malformed collateral directory") {
+		t.Fatalf("malformed dir: exit %d, stderr %q", code, errs)
+	}
+	if code, _, errs := runTeegate("verify", "transcript", transcript, "--allow-simulated", "--require-revocation", "--now", f.now); code == 0 || !strings.Contains(errs, "--require-revocation needs --collateral") {
+		t.Fatalf("--require-revocation alone: exit %d, stderr %q", code, errs)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/client"
+	"github.com/teegate/teegate/attest/collateral"
 	"github.com/teegate/teegate/policies"
 )
 
@@ -111,6 +112,8 @@ type verifyFlags struct {
 	policy, simRoot, now *string
 	allowSim, asJSON     *bool
 	maxAge               *time.Duration
+	collateral           *string
+	requireRevocation    *bool
 }
 
 func addVerifyFlags(fs *flag.FlagSet) *verifyFlags {
@@ -122,6 +125,9 @@ func addVerifyFlags(fs *flag.FlagSet) *verifyFlags {
 		maxAge: fs.Duration("max-age", client.DefaultMaxEvidenceAge, "refuse evidence older than this at --now (0: no limit)"),
 		now:    fs.String("now", "", "verify as of this RFC 3339 time (default: now), e.g. the time a transcript was saved"),
 		asJSON: fs.Bool("json", false, "print the verified result (claims, receipt) as JSON"),
+		collateral: fs.String("collateral", "", "collateral `DIR` (teegate collateral fetch) to verify from offline: Intel TCB collateral,\n"+
+			"AMD CRLs, NVIDIA OCSP responses and RIMs; revocation data it holds is checked"),
+		requireRevocation: fs.Bool("require-revocation", false, "fail evidence whose chains the --collateral directory holds no revocation data for"),
 	}
 }
 
@@ -149,6 +155,16 @@ func (vf *verifyFlags) options() (client.Options, error) {
 			return opts, err
 		}
 		opts.Now = func() time.Time { return at }
+	}
+	if *vf.requireRevocation && *vf.collateral == "" {
+		return opts, errors.New("--require-revocation needs --collateral")
+	}
+	if *vf.collateral != "" {
+		set, err := collateral.Load(*vf.collateral)
+		if err != nil {
+			return opts, fmt.Errorf("--collateral: %w", err)
+		}
+		opts.Collateral, opts.RequireRevocation = set, *vf.requireRevocation
 	}
 	if *vf.policy != "" {
 		p, err := loadPolicy(*vf.policy)
