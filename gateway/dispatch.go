@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -286,17 +288,53 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *in
 		c.Set("X-Accel-Buffering", "no")
 		copyAttestation(c, first.Header)
 		c.Status(http.StatusOK)
-		conn := c.Context().Conn()
+		r.conn = c.Context().Conn()
 		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-			// Writes must end with the request: a client that stops
-			// reading cannot hold the connection past its deadline.
-			_ = conn.SetWriteDeadline(r.deadline.Add(writeSlack))
-			g.streams.add(conn)
-			defer g.streams.remove(conn)
+			g.streams.add(r.conn)
+			defer g.streams.remove(r.conn)
+			stop := make(chan struct{})
+			defer close(stop)
+			go r.watch(stop)
 			r.run(w, first)
 		})
 		g.log.Info("stream started", "request_id", reqID, "status", 200)
 		return nil
+	}
+}
+
+// flush sends what the stream buffered to the client. fasthttp copies a
+// stream to the connection from its own goroutine, so a client that stops
+// reading makes this block: the relay's watchdog closes the connection
+// when a flush has blocked for WriteStall, or the request deadline (plus
+// the time to say so) has passed. A client that stops reading cannot hold
+// a connection past its deadline, nor make a shutdown wait for it.
+func (r *relay) flush(w *bufio.Writer) error {
+	r.flushing.Store(time.Now().UnixNano())
+	err := w.Flush()
+	r.flushing.Store(0)
+	return err
+}
+
+// watch closes the client connection of a stalled stream; it returns when
+// stop closes.
+func (r *relay) watch(stop <-chan struct{}) {
+	if r.conn == nil {
+		return
+	}
+	t := time.NewTicker(max(r.g.cfg.WriteStall/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			since := r.flushing.Load()
+			if since != 0 && now.Sub(time.Unix(0, since)) > r.g.cfg.WriteStall || now.After(r.deadline.Add(writeSlack)) {
+				r.g.log.Info("closing the connection of a client that stopped reading", "request_id", r.reqID)
+				_ = r.conn.Close()
+				return
+			}
+		}
 	}
 }
 
@@ -313,6 +351,8 @@ type relay struct {
 	obs      *reqObs // nil with metrics and tracing off
 	rq       *inflight
 	worker   string
+	conn     net.Conn
+	flushing atomic.Int64 // unix nanos when the flush in progress began; 0: none
 
 	next    int    // next expected seq
 	acked   int    // last seq acknowledged to the worker
@@ -355,13 +395,13 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 			m = nil
 			// A comment line alone, between events: SSE parsers and
 			// the stream digest skip it (a blank line would count).
-			if _, err := w.WriteString(": keep-alive\n"); err != nil || w.Flush() != nil {
+			if _, err := w.WriteString(": keep-alive\n"); err != nil || r.flush(w) != nil {
 				r.cancel()
 				return
 			}
 		case <-dl.C:
 			r.fail(w, errDeadline())
-			_ = w.Flush()
+			_ = r.flush(w)
 			r.cancel()
 			return
 		}
@@ -380,14 +420,14 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 			r.g.log.Warn("stream's worker went away", "request_id", r.reqID)
 		}
 		r.fail(w, e)
-		_ = w.Flush()
+		_ = r.flush(w)
 		return true, true
 	}
 	seq, err := strconv.Atoi(m.Header.Get(wire.HdrSeq))
 	if err != nil || seq != r.next {
 		r.g.log.Warn("stream out of order", "request_id", r.reqID, "want", r.next, "got", seq)
 		r.fail(w, errUpstream())
-		_ = w.Flush()
+		_ = r.flush(w)
 		return true, false
 	}
 	event := ""
@@ -397,7 +437,7 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		if event = m.Header.Get(wire.HdrEvent); !wire.ValidEventName(event) && (event != "" || m.Header.Get(wire.HdrKind) == wire.KindData) {
 			r.g.log.Warn("stream event without a valid name", "request_id", r.reqID)
 			r.fail(w, errUpstream())
-			_ = w.Flush()
+			_ = r.flush(w)
 			return true, false
 		}
 	}
@@ -408,11 +448,11 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 			// Acks go only where the first chunk asked, which was checked.
 			r.g.log.Warn("stream chunk changed its ack subject", "request_id", r.reqID)
 			r.fail(w, errUpstream())
-			_ = w.Flush()
+			_ = r.flush(w)
 			return true, false
 		}
 		writeNamedEvent(w, event, m.Data)
-		if err := w.Flush(); err != nil {
+		if err := r.flush(w); err != nil {
 			return false, false
 		}
 		if seq == 1 {
@@ -430,7 +470,7 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		if err != nil {
 			r.g.log.Warn("refusing a stream end without a receipt", "request_id", r.reqID, "err", err)
 			r.fail(w, errNoReceipt())
-			_ = w.Flush()
+			_ = r.flush(w)
 			return true, true
 		}
 		if len(m.Data) > 0 {
@@ -443,17 +483,17 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		if !r.events {
 			_, _ = w.Write(attest.AppendSSEDone(nil))
 		}
-		_ = w.Flush()
+		_ = r.flush(w)
 		r.g.log.Info("stream finished", "request_id", r.reqID, "chunks", seq-1)
 		return true, true
 	case wire.KindError:
 		writeNamedEvent(w, event, m.Data)
-		_ = w.Flush()
+		_ = r.flush(w)
 		r.g.log.Info("stream failed in worker", "request_id", r.reqID, "status", m.Header.Get(wire.HdrStatus))
 		return true, true
 	}
 	r.fail(w, errUpstream())
-	_ = w.Flush()
+	_ = r.flush(w)
 	return true, false
 }
 

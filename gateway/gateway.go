@@ -69,6 +69,11 @@ type Config struct {
 	// acks go only to the inbox space of the key the worker's evidence
 	// binds, looked up in Evidence.
 	Unattested bool
+	// WriteStall is how long one write to a stream's client may block: a
+	// client that reads nothing for this long loses its stream and its
+	// connection (default 15 s), so neither the request deadline nor a
+	// shutdown waits on it.
+	WriteStall time.Duration
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
 	// Metrics, when set, receives the gateway's Prometheus metrics and is
@@ -110,6 +115,9 @@ func (c *Config) validate() error {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.WriteStall <= 0 {
+		c.WriteStall = 15 * time.Second
 	}
 	return nil
 }

@@ -95,11 +95,11 @@ func (s *streamSet) remove(c net.Conn) {
 	s.mu.Unlock()
 }
 
-// cut makes every tracked stream's next (or current) write fail.
+// cut closes the connections of the streams still running.
 func (s *streamSet) cut() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.m {
-		_ = c.SetWriteDeadline(time.Unix(1, 0))
+		_ = c.Close()
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -38,7 +40,10 @@ type devConfig struct {
 	BodyLimit  int
 	Timeout    time.Duration
 	Policy     string
-	Engine     cliutil.EngineFlags
+	// SimRoots are further simulated roots to admit (PEM files): by
+	// default only the data directory's own root is.
+	SimRoots []string
+	Engine   cliutil.EngineFlags
 }
 
 func (c *devConfig) Validate() error {
@@ -81,6 +86,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.IntVar(&cfg.BodyLimit, "body-limit", 4<<20, "largest request body in bytes")
 	fs.DurationVar(&cfg.Timeout, "request-timeout", 10*time.Minute, "deadline of one request")
 	fs.StringVar(&cfg.Policy, "policy", "dev", "admission policy: dev, production, or a .rego file (watched; SIGHUP reloads). production refuses the simulated worker")
+	fs.Func("trust-sim-root", "also admit workers whose simulated TEE has this root (PEM file; repeatable). By default only the data directory's own root, which `teegate worker --data-dir` with the same directory shares, is admitted", func(v string) error {
+		cfg.SimRoots = append(cfg.SimRoots, v)
+		return nil
+	})
 	cfg.Engine.Register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
@@ -110,20 +119,25 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	simRoots, err := readSimRoots(cfg.SimRoots)
+	if err != nil {
+		return err
+	}
 	startCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	st, err := stack.Start(startCtx, stack.Config{
-		TLS:        tlsCfg,
-		DataDir:    cfg.DataDir,
-		Addr:       cfg.Addr,
-		NATSListen: cfg.NATSListen,
-		Engines:    []engine.Engine{eng},
-		Gateway:    gateway.Config{DefaultRPM: cfg.RPM, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout},
-		Worker:     worker.Config{Logger: log.With("component", "worker")},
-		Policy:     cfg.Policy,
-		Logger:     log,
-		Metrics:    cliutil.NewRegistry(),
-		Tracer:     tp,
+		TrustedSimRoots: simRoots,
+		TLS:             tlsCfg,
+		DataDir:         cfg.DataDir,
+		Addr:            cfg.Addr,
+		NATSListen:      cfg.NATSListen,
+		Engines:         []engine.Engine{eng},
+		Gateway:         gateway.Config{DefaultRPM: cfg.RPM, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout},
+		Worker:          worker.Config{Logger: log.With("component", "worker")},
+		Policy:          cfg.Policy,
+		Logger:          log,
+		Metrics:         cliutil.NewRegistry(),
+		Tracer:          tp,
 	})
 	if err != nil {
 		return err
@@ -160,6 +174,37 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			cancel()
 		}
 	}
+}
+
+// readSimRoots reads PEM certificates, each a simulated root to trust.
+func readSimRoots(paths []string) ([][]byte, error) {
+	var out [][]byte
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return nil, fmt.Errorf("reading simulated root: %w", err)
+		}
+		n := 0
+		for {
+			var blk *pem.Block
+			blk, b = pem.Decode(b)
+			if blk == nil {
+				break
+			}
+			if blk.Type != "CERTIFICATE" {
+				continue
+			}
+			if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+				return nil, fmt.Errorf("reading simulated root %s: %w", p, err)
+			}
+			out = append(out, blk.Bytes)
+			n++
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("reading simulated root %s: no PEM certificate", p)
+		}
+	}
+	return out, nil
 }
 
 // devKey returns the key to print: the flag's, else the stored dev key,

@@ -66,7 +66,13 @@ type Config struct {
 	// Verify.MaxAge); its connections, issuer, policy and verifiers are
 	// filled in.
 	Admission admission.Config
-	Logger    *slog.Logger
+	// TrustedSimRoots are further simulated roots (DER) whose evidence
+	// admission verifies. The stack's own root (the data directory's, which
+	// `teegate worker` with the same data directory shares) is always
+	// trusted; any other simulated root is refused, so no local process can
+	// join with a simulated TEE of its own making.
+	TrustedSimRoots [][]byte
+	Logger          *slog.Logger
 	// Metrics, when set, collects every component's Prometheus metrics
 	// (gateway, admission, each worker under a "worker" label) and the
 	// gateway serves it at /metrics. Tracer traces the gateway and the
@@ -111,7 +117,7 @@ type Stack struct {
 	// Evidence is the evidence bucket; Keepers the workers' key keepers.
 	Evidence jetstream.KeyValue
 	Keepers  []*enclave.Keeper
-	// SimRoot is the simulated TEE's root (nil when the TEE is disabled).
+	// SimRoot is the simulated TEE's root, kept in the data directory; admission trusts it (and TrustedSimRoots) alone.
 	SimRoot *sim.Root
 	// Admission is the auth callout that admits workers by their evidence;
 	// Policy holds the policy it applies (SetPolicy swaps it).
@@ -372,18 +378,15 @@ func (s *Stack) AddProviderWorker(ctx context.Context, eng engine.Engine, wcfg w
 // attest gives a worker a simulated TEE and a key keeper rotating epochs
 // in the background; onRotate hears of each new epoch after the first.
 func (s *Stack) attest(ctx context.Context, ident attest.WorkerIdentity, eng engine.Engine, onRotate func(*enclave.Epoch)) (*enclave.Keeper, error) {
-	if s.SimRoot == nil {
-		root, err := sim.LoadOrCreateRoot(filepath.Join(s.dataDir, "sim"))
-		if err != nil {
-			return nil, fmt.Errorf("loading simulated root: %w", err)
-		}
-		s.SimRoot = root
+	root, err := s.simRoot()
+	if err != nil {
+		return nil, err
 	}
 	gpus := s.tee.GPUs
 	if gpus == 0 {
 		gpus = 1
 	}
-	att, err := sim.NewAttester(sim.Config{Root: s.SimRoot, GPUs: gpus, QuoteDelay: s.tee.QuoteDelay})
+	att, err := sim.NewAttester(sim.Config{Root: root, GPUs: gpus, QuoteDelay: s.tee.QuoteDelay})
 	if err != nil {
 		return nil, fmt.Errorf("starting simulated TEE: %w", err)
 	}
@@ -417,6 +420,19 @@ func (s *Stack) attest(ctx context.Context, ident attest.WorkerIdentity, eng eng
 	return keeper, nil
 }
 
+// simRoot loads (or, on first start, creates) the data directory's
+// simulated root.
+func (s *Stack) simRoot() (*sim.Root, error) {
+	if s.SimRoot == nil {
+		root, err := sim.LoadOrCreateRoot(filepath.Join(s.dataDir, "sim"))
+		if err != nil {
+			return nil, fmt.Errorf("loading simulated root: %w", err)
+		}
+		s.SimRoot = root
+	}
+	return s.SimRoot, nil
+}
+
 // startAdmission starts the auth callout with the policy, and the policy
 // file's watcher when the policy is a file.
 func (s *Stack) startAdmission(ctx context.Context, cfg Config, issuer nkeys.KeyPair, pol *policies.Policy) error {
@@ -439,9 +455,15 @@ func (s *Stack) startAdmission(ctx context.Context, cfg Config, issuer nkeys.Key
 	}
 	acfg.Policy = admission.Holder(s.Policy)
 	if acfg.Verify.CPU == nil {
-		// Simulated evidence verifies (its claims say simulated); the
-		// policy decides whether that is acceptable.
-		acfg.Verify = verifiers.Options(verifiers.Config{AllowSimulated: true, MaxAge: acfg.Verify.MaxAge})
+		// Simulated evidence of the stack's own root (and of roots the
+		// operator added) verifies, its claims saying simulated; the policy
+		// decides whether that is acceptable. Other simulated roots fail.
+		root, err := s.simRoot()
+		if err != nil {
+			return err
+		}
+		pinned := append([][]byte{root.Cert.Raw}, cfg.TrustedSimRoots...)
+		acfg.Verify = verifiers.Options(verifiers.Config{AllowSimulated: true, PinnedSimulatedRoots: pinned, MaxAge: acfg.Verify.MaxAge})
 	}
 	if acfg.Logger == nil {
 		acfg.Logger = s.log.With("component", "admission")
