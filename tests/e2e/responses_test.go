@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/attest/client"
 	"github.com/teegate/teegate/internal/stacktest"
+	"github.com/teegate/teegate/worker/engine"
 )
 
 func responseParams(input string) responses.ResponseNewParams {
@@ -271,5 +273,86 @@ func TestResponsesValidation(t *testing.T) {
 	resp, _ := mustSend(t, http.MethodDelete, s.URL+"/v1/responses/resp_1", stacktest.APIKey, "")
 	if resp.StatusCode != 404 {
 		t.Fatalf("DELETE: %d", resp.StatusCode)
+	}
+}
+
+// failingEvents is a Responses engine whose streams send two named events
+// and then fail, or send an event whose name would break the framing.
+type failingEvents struct{ badName bool }
+
+func (f *failingEvents) Models(context.Context) ([]engine.Model, error) {
+	return []engine.Model{{ID: "events", Object: "model", OwnedBy: "test"}}, nil
+}
+
+func (f *failingEvents) Do(_ context.Context, call engine.Call) (*engine.Result, error) {
+	return &engine.Result{Stream: &failingStream{bad: f.badName}}, nil
+}
+
+type failingStream struct {
+	n   int
+	bad bool
+}
+
+func (s *failingStream) Next(context.Context) ([]byte, error) {
+	s.n++
+	if s.n > 2 {
+		return nil, engine.Errorf(502, "server_error", "", "engine_stream_truncated", "inference engine ended the stream early")
+	}
+	return []byte(`{"type":"response.created","sequence_number":` + strconv.Itoa(s.n-1) + `}`), nil
+}
+
+func (s *failingStream) Event() string {
+	if s.bad && s.n == 2 {
+		return "x\ndata: {}"
+	}
+	return "response.created"
+}
+
+func (s *failingStream) Close() error { return nil }
+
+// A Responses stream that fails after it started ends with an "error"
+// event carrying the next sequence number, which the SDKs raise; an engine
+// event name that could break the framing is refused the same way.
+func TestResponsesStreamErrorEvent(t *testing.T) {
+	for _, bad := range []bool{false, true} {
+		s := stacktest.Start(t, stacktest.WithEngines(&failingEvents{badName: bad}))
+		resp, out := post(t, s.URL+"/v1/responses", stacktest.APIKey, `{"model":"events","input":"x","stream":true}`)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, out)
+		}
+		events := strings.Split(strings.TrimSuffix(string(out), "\n\n"), "\n\n")
+		last := events[len(events)-1]
+		wantSeq := map[bool]string{false: "2", true: "1"}[bad]
+		if !strings.HasPrefix(last, "event: error\ndata: {\"type\":\"error\",\"sequence_number\":"+wantSeq+",") || strings.Contains(string(out), "[DONE]") {
+			t.Fatalf("bad=%v: stream\n%s", bad, out)
+		}
+		c := openai.NewClient(option.WithBaseURL(s.URL+"/v1"), option.WithAPIKey(stacktest.APIKey), option.WithMaxRetries(0))
+		st := c.Responses.NewStreaming(context.Background(), responses.ResponseNewParams{Model: "events", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String("x")}})
+		var types []string
+		for st.Next() {
+			types = append(types, st.Current().Type)
+		}
+		if len(types) == 0 || types[len(types)-1] != "error" {
+			t.Fatalf("bad=%v: SDK saw %v, err %v", bad, types, st.Err())
+		}
+	}
+}
+
+// Fresh mode and inline evidence work for Responses answers as for chat:
+// the middleware sends a nonce and requires evidence covering it.
+func TestSDKResponsesFreshMode(t *testing.T) {
+	s := stacktest.Start(t)
+	c, _ := verifyingClient(t, s.URL, client.Config{RequireNonce: true, InlineEvidence: true})
+	ctx := context.Background()
+	var res client.Result
+	if _, err := c.Responses.New(client.WithResult(ctx, &res), responseParams("Tell me about tides.")); err != nil || !res.Verified || res.FreshEvidenceID == "" {
+		t.Fatalf("non-stream: %v %+v", err, res)
+	}
+	res = client.Result{}
+	st := c.Responses.NewStreaming(client.WithResult(ctx, &res), responseParams("Tell me about tides."))
+	for st.Next() {
+	}
+	if st.Err() != nil || !res.Verified || res.FreshEvidenceID == "" {
+		t.Fatalf("stream: %v %+v", st.Err(), res)
 	}
 }
