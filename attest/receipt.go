@@ -25,8 +25,23 @@ const (
 	// responses.
 	HeaderReceipt = "Teegate-Receipt"
 	// HeaderEvidenceID carries the id of the bundle that signed the
-	// response (also inside the receipt), so clients can prefetch it.
+	// response (also inside the receipt), so clients can prefetch it; on
+	// streams too, where it names the worker's epoch when the stream
+	// started (the receipt's evidence_id is authoritative).
 	HeaderEvidenceID = "Teegate-Evidence-Id"
+	// HeaderNonce carries the client's fresh-mode nonce on a request.
+	HeaderNonce = "Teegate-Nonce"
+	// HeaderInlineEvidence on a request asks for the bundle with the
+	// answer: in a stream's receipt event (teegate_evidence). A non-stream
+	// answer is never given more than HeaderEvidenceID: the bundle (~18 KB)
+	// does not fit the header limits of Node's fetch and common proxies,
+	// and the body stays the worker's bytes; clients fetch the bundle by
+	// id (docs/attestation.md §7.4).
+	HeaderInlineEvidence = "Teegate-Inline-Evidence"
+	// HeaderEvidence is the bundle as base64url, which older gateways sent
+	// on non-stream answers. teegate no longer sends it; the Go client
+	// still reads it when present.
+	HeaderEvidence = "Teegate-Evidence"
 	// ChunkReceiptMember is the member of the final SSE chunk holding the
 	// signed receipt; ChunkEvidenceMember optionally holds an inline bundle.
 	ChunkReceiptMember  = "teegate_receipt"

@@ -37,11 +37,10 @@ func validNonce(n string) bool {
 
 // Client-facing headers that carry attestation material.
 const (
-	HeaderReceipt    = "Teegate-Receipt"
-	HeaderEvidence   = "Teegate-Evidence"
-	HeaderEvidenceID = "Teegate-Evidence-Id"
-	HeaderNonce      = "Teegate-Nonce"
-	HeaderInline     = "Teegate-Inline-Evidence"
+	HeaderReceipt    = attest.HeaderReceipt
+	HeaderEvidenceID = attest.HeaderEvidenceID
+	HeaderNonce      = attest.HeaderNonce
+	HeaderInline     = attest.HeaderInlineEvidence
 	HeaderWorker     = "Teegate-Worker"
 )
 
@@ -183,9 +182,6 @@ func copyAttestation(c *fiber.Ctx, h nats.Header) {
 	}
 	if v := h.Get(wire.HdrEvidenceID); v != "" {
 		c.Set(HeaderEvidenceID, v)
-	}
-	if v := h.Get(wire.HdrEvidence); v != "" {
-		c.Set(HeaderEvidence, v)
 	}
 	if v := h.Get(wire.HdrWorker); v != "" {
 		c.Set(HeaderWorker, v)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -138,16 +137,16 @@ func (n *KeeperNotary) Seal(ctx context.Context, meta Meta, request, response []
 	} else {
 		r.Usage = usageOf(response)
 	}
-	sr, evidence, err := n.sign(ctx, &r)
+	sr, _, err := n.sign(ctx, &r)
 	if err != nil {
 		return nil, err
 	}
 	h := nats.Header{}
 	h.Set(wire.HdrReceipt, sr.HeaderValue())
+	// The bundle itself never rides in a header, inline or not: at ~18 KB
+	// it overflows Node's fetch (16 KiB of headers) and common proxies
+	// (8 KiB). Clients fetch it by this id (docs/attestation.md §7.4).
 	h.Set(wire.HdrEvidenceID, sr.Receipt.EvidenceID)
-	if meta.Inline && evidence != nil {
-		h.Set(wire.HdrEvidence, base64.RawURLEncoding.EncodeToString(evidence))
-	}
 	return h, nil
 }
 

@@ -18,12 +18,12 @@ import (
 // HTTP headers of the attestation exchange (DESIGN §3.2, §3.3).
 const (
 	// HeaderNonce carries the client's fresh-mode nonce on a request.
-	HeaderNonce = "Teegate-Nonce"
+	HeaderNonce = attest.HeaderNonce
 	// HeaderInlineEvidence: "1" asks for the evidence bundle inline.
-	HeaderInlineEvidence = "Teegate-Inline-Evidence"
-	// HeaderEvidence carries the inline bundle of a non-stream answer:
-	// its canonical bytes as base64url without padding.
-	HeaderEvidence = "Teegate-Evidence"
+	HeaderInlineEvidence = attest.HeaderInlineEvidence
+	// HeaderEvidence is attest.HeaderEvidence, read when an older gateway
+	// sends it.
+	HeaderEvidence = attest.HeaderEvidence
 )
 
 // Defaults.

@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -221,21 +219,39 @@ func TestFreshModeBatching(t *testing.T) {
 	}
 }
 
-// The inline evidence header of a non-stream response is the bundle the
-// receipt names.
-func TestInlineEvidenceHeader(t *testing.T) {
+// Inline evidence fits the header limits of clients and proxies (issue 11,
+// finding 6): a non-stream answer asked for inline evidence names its
+// bundle in Teegate-Evidence-Id, carries no bundle in a header and keeps
+// all its headers under 8 KiB, and the named bundle is fetched; a stream
+// names its bundle too and delivers it in the receipt event.
+func TestInlineEvidenceFitsHeaders(t *testing.T) {
 	s := stacktest.Start(t)
 	body := `{"model":"teegate-builtin","messages":[{"role":"user","content":"hi"}],"max_tokens":3}`
 	resp, _ := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, body, "Teegate-Inline-Evidence", "1")
-	raw, err := base64.RawURLEncoding.DecodeString(resp.Header.Get("Teegate-Evidence"))
-	if err != nil || len(raw) == 0 {
-		t.Fatalf("no inline evidence: %v", err)
+	n := 0
+	for k, vs := range resp.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
 	}
-	if attest.BundleID(raw) != resp.Header.Get("Teegate-Evidence-Id") {
-		t.Fatal("inline evidence is not the named bundle")
+	if n > 8<<10 || resp.Header.Get("Teegate-Evidence") != "" {
+		t.Fatalf("%d bytes of headers (bundle header %d bytes)", n, len(resp.Header.Get("Teegate-Evidence")))
 	}
-	var probe map[string]any
-	if json.Unmarshal(raw, &probe) != nil {
-		t.Fatal("inline evidence is not JSON")
+	id := resp.Header.Get("Teegate-Evidence-Id")
+	_, raw := get(t, s.URL+"/v1/attestation/evidence/"+id)
+	if attest.BundleID(raw) != id {
+		t.Fatal("fetched evidence is not the named bundle")
+	}
+	sbody := `{"model":"teegate-builtin","messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stream":true}`
+	resp, out := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, sbody, "Teegate-Inline-Evidence", "1")
+	res, err := attest.DigestSSE(bytes.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Evidence == nil || attest.BundleID(res.Evidence) != res.Receipt.Receipt.EvidenceID {
+		t.Fatal("stream receipt event carries no inline bundle, or another one")
+	}
+	if resp.Header.Get("Teegate-Evidence-Id") != res.Receipt.Receipt.EvidenceID {
+		t.Fatalf("stream Teegate-Evidence-Id %q, receipt names %s", resp.Header.Get("Teegate-Evidence-Id"), res.Receipt.Receipt.EvidenceID)
 	}
 }

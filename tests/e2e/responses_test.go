@@ -208,10 +208,9 @@ func TestResponsesVerifyCLI(t *testing.T) {
 		}
 		args := []string{"verify", "response", "--allow-simulated", "--request", write("req", []byte(body)), "--response", write("resp", out)}
 		if !stream {
-			ev, err := attest.DecodeBase64URL(resp.Header.Get("Teegate-Evidence"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			// A non-stream answer names its bundle; the bundle is
+			// fetched (it never rides in a header).
+			_, ev := get(t, s.URL+"/v1/attestation/evidence/"+resp.Header.Get("Teegate-Evidence-Id"))
 			args = append(args, "--receipt", write("rcpt", []byte(resp.Header.Get("Teegate-Receipt"))), "--evidence", write("ev", ev))
 		} else {
 			args = append(args, "--stream")
