@@ -60,7 +60,10 @@ func (g *Gateway) newInbox() string { return g.inboxPrefix + "." + randomHex(16)
 // maps the server's no-responders status to nats.ErrNoResponders.
 func (g *Gateway) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error) {
 	inbox := g.newInbox()
-	sub, err := g.cfg.Conn.SubscribeSync(inbox)
+	// One reply is expected: a channel of its own, not SubscribeSync's,
+	// which allocates (and zeroes) room for 64k messages per request.
+	ch := make(chan *nats.Msg, 1)
+	sub, err := g.cfg.Conn.ChanSubscribe(inbox, ch)
 	if err != nil {
 		return nil, fmt.Errorf("subscribing for a reply: %w", err)
 	}
@@ -72,9 +75,11 @@ func (g *Gateway) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error)
 	if err := g.cfg.Conn.PublishMsg(msg); err != nil {
 		return nil, fmt.Errorf("publishing a request: %w", err)
 	}
-	m, err := sub.NextMsgWithContext(ctx)
-	if err != nil {
-		return nil, err
+	var m *nats.Msg
+	select {
+	case m = <-ch:
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
 	if wire.IsNoResponders(m) {
 		return nil, nats.ErrNoResponders
