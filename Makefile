@@ -15,8 +15,34 @@ BENCHFLAGS ?=
 help: ## show this help
 	@awk 'BEGIN {FS = ":.*##"; printf "usage: make <target>\n\n"} /^[a-zA-Z_-]+:.*##/ { printf "  %-12s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
+# The auditor page's in-browser verifier (cmd/teegate-wasm), generated into
+# the gateway's embed folder; not in git (gateway/ui/wasm/.gitignore).
+WASM_DIR := gateway/ui/wasm
+
+.PHONY: wasm
+wasm: wasm-overlay ## build the in-browser verifier (GOOS=js GOARCH=wasm) into gateway/ui/wasm for the /ui page
+	GOWORK=$(CURDIR)/$(WASM_WORK)/go.work GOOS=js GOARCH=wasm $(GO) build -trimpath -ldflags='-s -w' -o $(WASM_DIR)/verifier.wasm ./cmd/teegate-wasm
+	gzip -9 -n -f $(WASM_DIR)/verifier.wasm
+	cp "$$($(GO) env GOROOT)/lib/wasm/wasm_exec.js" $(WASM_DIR)/wasm_exec.js
+	@ls -l $(WASM_DIR)/verifier.wasm.gz | awk '{printf "verifier.wasm.gz: %.1f MiB\n", $$5/1048576}'
+
+# go-sev-guest's abi imports github.com/google/logger, whose system-log setup
+# exists for unix and windows only. The wasm build alone uses a copy of that
+# module with a js stub added (cmd/teegate-wasm/logger_js.go.in), through a
+# go.work with a replace in bin/wasm-build; nothing in git or in the module
+# cache changes.
+WASM_WORK := $(BIN)/wasm-build
+.PHONY: wasm-overlay
+wasm-overlay:
+	@rm -rf $(WASM_WORK) && mkdir -p $(WASM_WORK) $(WASM_DIR)
+	@mod=$$($(GO) list -m -f '{{.Dir}} {{.Version}}' github.com/google/logger); set -- $$mod; \
+	  cp -r "$$1" $(WASM_WORK)/logger && chmod -R u+w $(WASM_WORK)/logger && \
+	  cp cmd/teegate-wasm/logger_js.go.in $(WASM_WORK)/logger/logger_js.go && \
+	  printf 'go %s\n\nuse %s\n\nreplace github.com/google/logger %s => ./logger\n' \
+	    "$$($(GO) list -m -f '{{.GoVersion}}')" "$(CURDIR)" "$$2" > $(WASM_WORK)/go.work
+
 .PHONY: build
-build: ## build bin/teegate, bin/teegate-worker and bin/nats-server (the pinned module, the server teegate embeds)
+build: wasm ## build bin/teegate (with the /ui verifier), bin/teegate-worker and bin/nats-server (the pinned module, the server teegate embeds)
 	$(GO) build -o $(BIN)/teegate ./cmd/teegate
 	$(GO) build -o $(BIN)/teegate-worker ./cmd/teegate-worker
 	@# The nats-server main package of the version go.mod pins: nothing is fetched from elsewhere.
@@ -27,17 +53,25 @@ run: build ## run the whole product on this machine (teegate dev): NATS, gateway
 	$(BIN)/teegate dev $(ARGS)
 
 .PHONY: test
-test: node-deps ## run every test (Go, Rego, Node SDK smoke), installing what is missing
+test: node-deps chromium wasm ## run every test (Go, Rego, Node SDK smoke, headless Chromium), installing what is missing
 	$(GO) vet $(PKGS)
+	GOWORK=$(CURDIR)/$(WASM_WORK)/go.work GOOS=js GOARCH=wasm $(GO) vet ./cmd/teegate-wasm ./internal/browserverify
 	@# The verifier side must build without cgo (DESIGN §2).
 	CGO_ENABLED=0 $(GO) build ./attest/... ./policies/... ./cmd/teegate
-	TEEGATE_REQUIRE_NODE=1 $(GO) test -count=1 -timeout 15m $(PKGS)
+	TEEGATE_REQUIRE_NODE=1 TEEGATE_REQUIRE_CHROMIUM=1 $(GO) test -count=1 -timeout 15m $(PKGS)
 	$(GO) test -count=1 -race -timeout 15m $(RACE_PKGS)
 
 .PHONY: node-deps
 node-deps: ## install the official OpenAI Node SDK used by the smoke tests
 	@command -v node >/dev/null || { echo "node is required (apt-get install nodejs npm)"; exit 1; }
 	@if [ ! -d tests/node/node_modules/openai ]; then cd tests/node && npm ci --no-audit --no-fund --loglevel=error; fi
+
+.PHONY: chromium
+chromium: ## install Debian's chromium for the browser tests (skipped when present)
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  echo "installing chromium (apt-get)"; \
+	  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -qq --no-install-recommends chromium; }
 
 .PHONY: bench
 bench: build ## side-by-side benchmark (teegate bench $(BENCHFLAGS); --quick, --json), then the Go benchmarks; numbers go to docs/PERFORMANCE.md
@@ -66,3 +100,4 @@ lint: ## gofmt and go vet
 .PHONY: clean
 clean: ## remove build outputs
 	rm -rf $(BIN)
+	rm -f $(WASM_DIR)/verifier.wasm $(WASM_DIR)/verifier.wasm.gz $(WASM_DIR)/wasm_exec.js

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/teegate/teegate/gateway/ui"
 	"github.com/teegate/teegate/worker/wire"
 )
 
@@ -83,6 +84,9 @@ type Config struct {
 	// Tracer, when set, traces each request and carries the W3C trace
 	// context to the worker in NATS headers. Nil: no spans.
 	Tracer trace.TracerProvider
+	// AuditState, when set, reports the audit chain's state at GET
+	// /v1/audit/state (admin keys; the /ui page shows it). Nil: 501.
+	AuditState func(ctx context.Context) (any, error)
 }
 
 func (c *Config) validate() error {
@@ -192,6 +196,9 @@ func (g *Gateway) routes() {
 	if g.cfg.Metrics != nil {
 		a.Get("/metrics", metricsHandler(g.cfg.Metrics))
 	}
+	// The auditor page: static, embedded; its data calls carry the key.
+	a.Get("/ui", ui.Handler())
+	a.Get("/ui/*", ui.Handler())
 	v1 := a.Group("/v1", g.auth)
 	v1.Post("/chat/completions", g.infer(wire.OpChat))
 	v1.Post("/completions", g.infer(wire.OpCompletions))
@@ -205,6 +212,7 @@ func (g *Gateway) routes() {
 	v1.Get("/attestation/workers", g.listWorkers)
 	v1.Get("/attestation/evidence/:id", g.getEvidence)
 	v1.Get("/attestation/receipts/:id", g.getReceipt)
+	v1.Get("/audit/state", g.auditState)
 	a.Use(func(c *fiber.Ctx) error { return send(c, errNotFound()) })
 }
 

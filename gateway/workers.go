@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"net/http"
 	"sort"
 	"time"
 
@@ -139,4 +140,26 @@ func (g *Gateway) workerStatuses() []WorkerStatus {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].WorkerID < out[j].WorkerID })
 	return out
+}
+
+func errAuditOff() *APIError {
+	return &APIError{Status: http.StatusNotImplemented, Type: "server_error", Code: "audit_unavailable",
+		Message: "This gateway has no audit log configured."}
+}
+
+// auditState serves GET /v1/audit/state to admin keys: the audit chain's
+// head, last checkpoint and whether the chain since it links.
+func (g *Gateway) auditState(c *fiber.Ctx) error {
+	if key, _ := c.Locals(localKey).(APIKey); !key.Admin {
+		return send(c, errForbidden())
+	}
+	if g.cfg.AuditState == nil {
+		return send(c, errAuditOff())
+	}
+	st, err := g.cfg.AuditState(c.UserContext())
+	if err != nil {
+		g.log.Error("reading audit state failed", "err", err)
+		return send(c, errInternal())
+	}
+	return c.JSON(st)
 }

@@ -243,6 +243,7 @@ func printBanner(w io.Writer, st *stack.Stack, key, model, simRoot string) {
   NATS:            %[3]s
   Model:           %[4]s
   Policy:          %[5]s (workers are admitted by their evidence)
+  Auditor page:    %[1]s/ui/ (sign in with the API key above; it verifies receipts in your browser)
   Simulated root:  %[6]s (pin it: teegate verify ... --sim-root %[6]s)
 `, st.URL, key, orNone(st.NATSURL), model, pol.Name()+"@"+pol.Hash()[:12], simRoot)
 	if u, ok := st.Server.ServiceUser(); ok && st.NATSURL != "" {

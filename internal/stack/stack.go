@@ -242,6 +242,12 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	gcfg.Evidence, gcfg.Receipts = s.Evidence, receipts
 	gcfg.Admission = s.Admission
 	gcfg.Unattested = cfg.TEE.Disabled
+	if gcfg.AuditState == nil {
+		// The chain as the audit stream holds it (empty until something
+		// writes the log).
+		js := s.JS
+		gcfg.AuditState = func(ctx context.Context) (any, error) { return audit.ReadState(ctx, js, nil) }
+	}
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = cfg.Metrics
 	}
