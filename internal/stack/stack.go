@@ -243,10 +243,10 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	gcfg.Admission = s.Admission
 	gcfg.Unattested = cfg.TEE.Disabled
 	if gcfg.AuditState == nil {
-		// The chain as the audit stream holds it (empty until something
-		// writes the log).
-		js := s.JS
-		gcfg.AuditState = func(ctx context.Context) (any, error) { return audit.ReadState(ctx, js, nil) }
+		// The chain as the audit stream holds it, checkpoints checked
+		// against this stack's audit key.
+		js, pub := s.JS, s.AuditKey.Public().(ed25519.PublicKey)
+		gcfg.AuditState = func(ctx context.Context) (any, error) { return audit.ReadState(ctx, js, pub) }
 	}
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = cfg.Metrics

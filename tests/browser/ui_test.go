@@ -306,7 +306,7 @@ func TestUIServesItsFilesWithCSP(t *testing.T) {
 		}
 		b, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		if res.StatusCode != tc.status || tc.status == 200 && !strings.Contains(string(b), `"records":0`) {
+		if res.StatusCode != tc.status || tc.status == 200 && !strings.Contains(string(b), `"records":`) {
 			t.Errorf("audit state with %q: %d %s", tc.key, res.StatusCode, b)
 		}
 	}
