@@ -180,8 +180,9 @@ func (f *Fetcher) AMD(ctx context.Context, lines []string, out string) ([]string
 
 // NVIDIA fetches, for each device's evidence, the OCSP responses of its
 // certificate chain (every certificate but the device-issued leaf and the
-// root, as NVIDIA's SDK checks them; SHA-384 CertIDs) and its driver and
-// VBIOS RIMs from the RIM service, into out/nvidia/. Failures are joined,
+// root, as NVIDIA's SDK checks them; SHA-384 CertIDs), its driver and VBIOS
+// RIMs from the RIM service, and the OCSP responses of each RIM's signer
+// chain (from the signer up), into out/nvidia/. Failures are joined,
 // each wrapping ErrUnavailable.
 func (f *Fetcher) NVIDIA(ctx context.Context, evs []nvidia.Evidence, out string) ([]string, error) {
 	var files []string
@@ -233,6 +234,26 @@ func (f *Fetcher) NVIDIA(ctx context.Context, evs []nvidia.Evidence, out string)
 				return files, err
 			}
 			files = append(files, p)
+			// The RIM signer chain is checked by OCSP from the signer up.
+			rim, _ := nvidia.ParseRIM(xml) // ParseRIMResponse parsed it
+			for j := 0; j+1 < len(rim.Certs); j++ {
+				cert, issuer := rim.Certs[j], rim.Certs[j+1]
+				key := cert.SerialNumber.Text(16)
+				if seen["ocsp/"+key] {
+					continue
+				}
+				der, err := f.ocsp(ctx, cert, issuer)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("RIM %s: %w", id, err))
+					continue
+				}
+				seen["ocsp/"+key] = true
+				p, err := write(out, NVIDIAOCSPDir+"/"+key+".der", der)
+				if err != nil {
+					return files, err
+				}
+				files = append(files, p)
+			}
 		}
 	}
 	return files, errors.Join(errs...)

@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
@@ -41,15 +42,7 @@ func newTestPKI(t testing.TB) *testPKI {
 	}
 	p.rootKey, p.caKey, p.leafKey, p.respKey = key(), key(), key(), key()
 	issue := func(tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, priv *ecdsa.PrivateKey) *x509.Certificate {
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, priv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
+		return p.issue(t, tmpl, parent, pub, priv)
 	}
 	validity := func(sn int64, cn string) *x509.Certificate {
 		return &x509.Certificate{SerialNumber: big.NewInt(sn), Subject: pkix.Name{CommonName: cn},
@@ -83,6 +76,19 @@ func newTestPKI(t testing.TB) *testPKI {
 	p.roots = x509.NewCertPool()
 	p.roots.AddCert(p.root)
 	return p
+}
+
+func (p *testPKI) issue(t testing.TB, tmpl, parent *x509.Certificate, pub *ecdsa.PublicKey, priv *ecdsa.PrivateKey) *x509.Certificate {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // response makes a real-format OCSP response for cert, signed by signer
@@ -121,6 +127,12 @@ func TestVerifyOCSP(t *testing.T) {
 		return der
 	}
 	otherKey, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	// A responder without the OCSP-signing EKU, and one issued by the CA
+	// (not by the CA certificate's issuer).
+	noEKU := p.issue(t, &x509.Certificate{SerialNumber: big.NewInt(5), Subject: pkix.Name{CommonName: "no EKU"},
+		NotBefore: p.now.Add(-time.Hour), NotAfter: p.now.Add(time.Hour)}, p.root, &p.respKey.PublicKey, p.rootKey)
+	wrongIssuer := p.issue(t, &x509.Certificate{SerialNumber: big.NewInt(6), Subject: pkix.Name{CommonName: "CA's responder"},
+		NotBefore: p.now.Add(-time.Hour), NotAfter: p.now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning}}, p.ca, &p.respKey.PublicKey, p.caKey)
 	for _, tc := range []struct {
 		name    string
 		resps   [][]byte
@@ -139,6 +151,8 @@ func TestVerifyOCSP(t *testing.T) {
 		{"thisUpdate in the future", [][]byte{p.response(t, p.ca, p.root, p.rootKey, nil, ocsp.Good, p.now.Add(time.Hour), p.now.Add(48*time.Hour))}, false, false, ErrOCSPStale},
 		{"signed by an untrusted key", [][]byte{p.response(t, p.ca, p.root, otherKey, nil, ocsp.Good, p.now.Add(-time.Hour), p.now.Add(time.Hour))}, false, false, ErrOCSP},
 		{"required but missing", nil, true, false, ErrOCSP},
+		{"delegated responder without the OCSP-signing EKU", [][]byte{p.response(t, p.ca, p.root, p.respKey, noEKU, ocsp.Good, p.now.Add(-time.Hour), p.now.Add(time.Hour))}, false, false, ErrOCSP},
+		{"delegated responder not issued by the issuer", [][]byte{p.response(t, p.ca, p.root, p.respKey, wrongIssuer, ocsp.Good, p.now.Add(-time.Hour), p.now.Add(time.Hour))}, false, false, ErrOCSP},
 		{"response for another serial only, required", [][]byte{p.response(t, p.leaf, p.ca, p.caKey, nil, ocsp.Good, p.now.Add(-time.Hour), p.now.Add(time.Hour))}, true, false, ErrOCSP},
 		{"not DER", [][]byte{[]byte("junk")}, false, false, ErrOCSP},
 	} {
@@ -186,4 +200,23 @@ func FuzzParseOCSPResponse(f *testing.F) {
 		}
 		_ = CheckOCSP([]*x509.Certificate{p.leaf, p.ca, p.root}, true, OCSPOptions{Responses: [][]byte{b}, Now: p.now})
 	})
+}
+
+// TestRIMSignerOCSPRequired: with OCSP required, a RIM whose signer chain
+// has no responses fails by name (RIM chains are checked from the signer
+// up, unlike device chains).
+func TestRIMSignerOCSPRequired(t *testing.T) {
+	rep, err := ParseReport(readHex(t, "sdk_hopper_report.hex"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rim := mustRIM(t, "1010_0205_862_9600740020_PROD.swidtag")
+	opts := Options{RIMRoots: rimRoots(t), RIMs: []*RIM{rim}, RequireOCSP: true}
+	if _, err := checkRIMs(rep, ArchHopper, opts, timeGPU); !errors.Is(err, ErrOCSP) || !strings.Contains(err.Error(), "RIM 0 signer") {
+		t.Fatalf("err = %v, want ErrOCSP for the RIM signer", err)
+	}
+	opts.RequireOCSP = false
+	if _, err := checkRIMs(rep, ArchHopper, opts, timeGPU); err != nil {
+		t.Fatalf("not required: %v", err)
+	}
 }

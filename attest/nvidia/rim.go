@@ -84,6 +84,8 @@ type RIM struct {
 type rimVerification struct {
 	roots               *x509.CertPool
 	notBefore, notAfter time.Time
+	// path is the verified signer path, signer first, ending with the root.
+	path []*x509.Certificate
 }
 
 // ParseRIM parses a RIM and checks its structure: one SoftwareIdentity with
@@ -403,7 +405,7 @@ func (r *RIM) Verify(roots *x509.CertPool, now time.Time) error {
 		return fmt.Errorf("%w: ECDSA signature does not verify", ErrRIMSignature)
 	}
 
-	v := &rimVerification{roots: roots, notBefore: path[0].NotBefore, notAfter: path[0].NotAfter}
+	v := &rimVerification{roots: roots, notBefore: path[0].NotBefore, notAfter: path[0].NotAfter, path: path}
 	for _, c := range path[1:] {
 		if c.NotBefore.After(v.notBefore) {
 			v.notBefore = c.NotBefore
@@ -420,14 +422,20 @@ func (r *RIM) Verify(roots *x509.CertPool, now time.Time) error {
 
 // ensureVerified reuses an earlier successful Verify against the same root
 // pool while now stays inside the chain's validity; otherwise it verifies.
-func (r *RIM) ensureVerified(roots *x509.CertPool, now time.Time) error {
+// It returns the verified signer path.
+func (r *RIM) ensureVerified(roots *x509.CertPool, now time.Time) ([]*x509.Certificate, error) {
 	r.mu.Lock()
 	v := r.verified
 	r.mu.Unlock()
-	if v != nil && v.roots == roots && !now.Before(v.notBefore) && !now.After(v.notAfter) {
-		return nil
+	if v == nil || v.roots != roots || now.Before(v.notBefore) || now.After(v.notAfter) {
+		if err := r.Verify(roots, now); err != nil {
+			return nil, err
+		}
+		r.mu.Lock()
+		v = r.verified
+		r.mu.Unlock()
 	}
-	return r.Verify(roots, now)
+	return v.path, nil
 }
 
 // withInScopeNamespaces returns a detached copy of el that declares every

@@ -108,7 +108,7 @@ func Verify(ctx context.Context, ev Evidence, opts Options) (*claims.GPU, error)
 	if err != nil {
 		return nil, fmt.Errorf("verifying GPU certificate chain: %w", err)
 	}
-	if err := CheckOCSP(leaf.path, true, OCSPOptions{Responses: opts.OCSPResponses, Roots: opts.Roots, Now: now,
+	if err := CheckOCSP(leaf.path, true, OCSPOptions{Responses: opts.OCSPResponses, Now: now,
 		Require: opts.RequireOCSP, AllowHold: opts.AllowCertificateHold}); err != nil {
 		return nil, fmt.Errorf("checking GPU certificate revocation: %w", err)
 	}
@@ -185,8 +185,15 @@ func checkRIMs(rep *Report, arch string, opts Options, now time.Time) (bool, err
 		if rim == nil {
 			return false, fmt.Errorf("checking RIMs: %w: RIM %d is nil", ErrRIMFormat, i)
 		}
-		if err := rim.ensureVerified(opts.RIMRoots, now); err != nil {
+		path, err := rim.ensureVerified(opts.RIMRoots, now)
+		if err != nil {
 			return false, fmt.Errorf("verifying RIM %d: %w", i, err)
+		}
+		// RIM signer chains are checked from the signer up (NVIDIA's SDK
+		// does the same); only the device chain skips its leaf.
+		if err := CheckOCSP(path, false, OCSPOptions{Responses: opts.OCSPResponses, Now: now,
+			Require: opts.RequireOCSP, AllowHold: opts.AllowCertificateHold}); err != nil {
+			return false, fmt.Errorf("checking RIM %d signer revocation: %w", i, err)
 		}
 		switch {
 		case driver != "" && rim.Version == driver:

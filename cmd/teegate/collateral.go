@@ -8,6 +8,8 @@ import (
 	"os"
 	"strings"
 
+	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/attest/claims"
 	"github.com/teegate/teegate/attest/collateral"
 	"github.com/teegate/teegate/attest/nvidia"
 )
@@ -34,6 +36,8 @@ func runCollateralFetch(ctx context.Context, args []string, stdout, stderr io.Wr
 	fs.Var(&tdxQuotes, "tdx", "TDX quote `FILE` whose Intel collateral to fetch; repeatable")
 	fs.Var(&sgxQuotes, "sgx", "SGX quote `FILE` whose Intel collateral to fetch; repeatable")
 	fs.Var(&gpuEvidence, "nvidia-evidence", "NVIDIA evidence `JSONFILE` (any shape verify gpu reads) whose OCSP responses and RIMs to fetch; repeatable")
+	var bundles fileList
+	fs.Var(&bundles, "evidence", "evidence bundle `FILE` (its JSON or the Teegate-Evidence header value, as verify response reads it): the collateral of its CPU evidence and GPUs; repeatable")
 	reportPath := fs.String("report", "", "one GPU report `HEXFILE` (with --chain) whose OCSP responses and RIMs to fetch")
 	chainPath := fs.String("chain", "", "the device certificate chain `PEMFILE` of --report")
 	amd := fs.Bool("amd", false, "fetch the AMD KDS VCEK and VLEK chains and CRLs (of --amd-product, default Milan, Genoa, Turin)")
@@ -44,7 +48,7 @@ func runCollateralFetch(ctx context.Context, args []string, stdout, stderr io.Wr
 	ocspURL := fs.String("nvidia-ocsp-url", "", "NVIDIA OCSP responder `URL` (default "+collateral.DefaultNVIDIAOCSPURL+")")
 	rimURL := fs.String("nvidia-rim-url", "", "NVIDIA RIM service `URL` (default "+collateral.DefaultNVIDIARIMURL+")")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: teegate collateral fetch --out DIR [--tdx FILE]... [--sgx FILE]... [--amd] [--amd-product LINE]...\n"+
+		fmt.Fprintln(stderr, "usage: teegate collateral fetch --out DIR [--evidence BUNDLE]... [--tdx FILE]... [--sgx FILE]... [--amd] [--amd-product LINE]...\n"+
 			"       [--nvidia-evidence JSONFILE]... [--report HEXFILE --chain PEMFILE] [--intel-url URL] [--amd-url URL]\n"+
 			"       [--nvidia-ocsp-url URL] [--nvidia-rim-url URL]\n\n"+
 			"Writes the collateral directory that `teegate verify ... --collateral DIR` reads offline\n"+
@@ -59,7 +63,7 @@ func runCollateralFetch(ctx context.Context, args []string, stdout, stderr io.Wr
 		return usageErrorf(fs, "--out is required")
 	case (*reportPath == "") != (*chainPath == ""):
 		return usageErrorf(fs, "--report and --chain go together")
-	case len(tdxQuotes)+len(sgxQuotes)+len(gpuEvidence) == 0 && *reportPath == "" && !*amd && len(amdLines) == 0:
+	case len(tdxQuotes)+len(sgxQuotes)+len(gpuEvidence)+len(bundles) == 0 && *reportPath == "" && !*amd && len(amdLines) == 0:
 		return usageErrorf(fs, "nothing to fetch: give quotes, GPU evidence or --amd")
 	}
 	f := &collateral.Fetcher{IntelURL: *intelURL, IntelRootCRLURL: *intelRootCRL, AMDURL: *amdURL, NVIDIAOCSPURL: *ocspURL, NVIDIARIMURL: *rimURL}
@@ -84,8 +88,46 @@ func runCollateralFetch(ctx context.Context, args []string, stdout, stderr io.Wr
 		evs = append(evs, devs[0].ev)
 	}
 
+	type cpuQuote struct {
+		name, kind string
+		raw        []byte
+	}
+	var cpu []cpuQuote
+	for _, p := range bundles {
+		raw, err := readBundle(p)
+		if err != nil {
+			return fmt.Errorf("collateral fetch: %s: %s", p, oneLine(err))
+		}
+		b, err := attest.DecodeBundle(raw)
+		if err != nil {
+			return fmt.Errorf("collateral fetch: %s: %s", p, oneLine(err))
+		}
+		if b.Simulated() {
+			return fmt.Errorf("collateral fetch: %s: simulated evidence has no vendor collateral", p)
+		}
+		switch b.TEE {
+		case claims.TEETDX:
+			cpu = append(cpu, cpuQuote{p, "tdx", b.CPUEvidence})
+		case claims.TEESGX:
+			cpu = append(cpu, cpuQuote{p, "sgx", b.CPUEvidence})
+		case claims.TEESEVSNP:
+			*amd = true
+		}
+		for _, g := range b.GPUs {
+			evs = append(evs, nvidia.Evidence{Report: g.Report, Chain: g.CertChain, Arch: g.Arch})
+		}
+	}
+
 	var wrote []string
 	var failed []error
+	for _, q := range cpu {
+		file, err := f.Intel(ctx, q.kind, q.raw, *out)
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s: %w", q.name, err))
+			continue
+		}
+		wrote = append(wrote, file)
+	}
 	for _, q := range []struct {
 		kind  string
 		paths []string

@@ -197,3 +197,14 @@ func TestVerifyResponseWithCollateral(t *testing.T) {
 		t.Fatalf("--require-revocation alone: exit %d, stderr %q", code, errs)
 	}
 }
+
+// TestCollateralFetchSimulatedBundle: a simulated bundle names no vendor
+// collateral; fetch says so rather than writing an empty directory.
+func TestCollateralFetchSimulatedBundle(t *testing.T) {
+	tr := loadTestTranscript(t, "chat")
+	f := writeResponseFiles(t, tr, "header")
+	code, _, errs := runTeegate("collateral", "fetch", "--out", t.TempDir(), "--evidence", f.evidence)
+	if code != 1 || !strings.Contains(errs, "simulated evidence has no vendor collateral") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+}
