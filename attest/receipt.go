@@ -56,6 +56,23 @@ const (
 	MaxReceiptSize = MaxBundleSize + 64<<10
 )
 
+// Values of Receipt.UsageSource (docs/attestation.md §7).
+const (
+	// UsageFromEngine: the usage the engine reported in the answer the
+	// client received (the body's usage, or the stream's usage chunk the
+	// client asked for), so the client can compare it with its bytes.
+	UsageFromEngine = "engine"
+	// UsageRequested: a stream whose client did not ask for usage; the
+	// worker asked the engine for it and kept the usage chunk back.
+	UsageRequested = "engine_requested"
+	// UsageNone: the engine reported no usage; the counters are zero.
+	UsageNone = "none"
+)
+
+func validUsageSource(s string) bool {
+	return s == UsageFromEngine || s == UsageRequested || s == UsageNone
+}
+
 // Usage is the token accounting of one completion.
 type Usage struct {
 	PromptTokens     int64
@@ -91,9 +108,12 @@ type Receipt struct {
 	ResponseSHA256 [32]byte
 	Stream         bool
 	// Nonce is the client's nonce, empty when none was sent.
-	Nonce   string
-	Created time.Time
-	Usage   Usage
+	Nonce string
+	// UsageSource says where Usage comes from (UsageFromEngine,
+	// UsageRequested, UsageNone); empty in receipts that do not say.
+	UsageSource string
+	Created     time.Time
+	Usage       Usage
 }
 
 // BatchProof places a receipt in a fresh-mode batch: the receipt's leaf
@@ -135,7 +155,17 @@ func (r *Receipt) Validate() error {
 	if !r.Usage.Valid() {
 		return fmt.Errorf("usage out of range: %w", ErrMalformed)
 	}
+	if r.UsageSource != "" && !validUsageSource(r.UsageSource) {
+		return fmt.Errorf("usage_source %q: %w", truncateForError(r.UsageSource), ErrMalformed)
+	}
 	return nil
+}
+
+func truncateForError(s string) string {
+	if len(s) > 32 {
+		return s[:32] + "…"
+	}
+	return s
 }
 
 func isHexID(s string) bool {
@@ -154,7 +184,8 @@ func isHexID(s string) bool {
 // AppendCanonical appends the receipt body's canonical (RFC 8785) encoding,
 // members in sorted order: created, evidence_id, model, nonce (omitted when
 // empty), request_id, request_sha256, response_sha256, stream,
-// usage[completion_tokens, prompt_tokens, total_tokens], version.
+// usage[completion_tokens, prompt_tokens, total_tokens], usage_source
+// (omitted when empty), version.
 func (r *Receipt) AppendCanonical(dst []byte) []byte {
 	dst = append(dst, '{')
 	dst = appendKey(dst, "created", true)
@@ -186,6 +217,10 @@ func (r *Receipt) AppendCanonical(dst []byte) []byte {
 	dst = appendKey(dst, "total_tokens", false)
 	dst = appendJSONUint(dst, uint64(r.Usage.TotalTokens))
 	dst = append(dst, '}')
+	if r.UsageSource != "" {
+		dst = appendKey(dst, "usage_source", false)
+		dst = appendJSONString(dst, r.UsageSource)
+	}
 	dst = appendKey(dst, "version", false)
 	dst = appendJSONUint(dst, uint64(r.Version))
 	return append(dst, '}')
@@ -229,6 +264,7 @@ const (
 	rmCompletionTokens
 	rmPromptTokens
 	rmTotalTokens
+	rmUsageSource
 )
 
 // receiptWire is a receipt body as read, before its values are checked.
@@ -236,6 +272,7 @@ type receiptWire struct {
 	seen                               uint32
 	created, evidenceID, model, nonce  string
 	requestID, requestSHA, responseSHA string
+	usageSource                        string
 	stream                             bool
 	version                            uint64
 	completion, prompt, total          uint64
@@ -274,6 +311,9 @@ func readReceiptBody(d *jsonReader, w *receiptWire) error {
 			return rmStream, err
 		case "usage":
 			return rmUsage, readUsage(d, w)
+		case "usage_source":
+			w.usageSource, err = d.str()
+			return rmUsageSource, err
 		case "version":
 			w.version, err = d.uint(maxSafeInt)
 			return rmVersion, err
@@ -313,13 +353,16 @@ func (w *receiptWire) receipt() (Receipt, error) {
 	if w.seen&rmNonce != 0 && w.nonce == "" {
 		return Receipt{}, fmt.Errorf("decoding receipt: empty nonce: %w", ErrMalformed)
 	}
+	if w.seen&rmUsageSource != 0 && !validUsageSource(w.usageSource) {
+		return Receipt{}, fmt.Errorf("decoding receipt: usage_source is not engine, engine_requested or none: %w", ErrMalformed)
+	}
 	created, err := parseTime(w.created)
 	if err != nil {
 		return Receipt{}, fmt.Errorf("decoding receipt created: %w", ErrMalformed)
 	}
 	out := Receipt{
 		Version: ReceiptVersion, RequestID: w.requestID, EvidenceID: w.evidenceID,
-		Model: w.model, Stream: w.stream, Nonce: w.nonce, Created: created,
+		Model: w.model, Stream: w.stream, Nonce: w.nonce, UsageSource: w.usageSource, Created: created,
 		Usage: Usage{
 			PromptTokens:     int64(w.prompt),
 			CompletionTokens: int64(w.completion),

@@ -92,13 +92,15 @@ func oracleReceipt(data []byte) (Receipt, error) {
 			PromptTokens     *int64 `json:"prompt_tokens"`
 			TotalTokens      *int64 `json:"total_tokens"`
 		} `json:"usage"`
-		Version int `json:"version"`
+		UsageSource oraclePresent `json:"usage_source"`
+		Version     int           `json:"version"`
 	}
 	if err := strictUnmarshal(data, &w); err != nil {
 		return Receipt{}, err
 	}
 	if w.Stream == nil || !w.Model.set || w.Usage == nil || w.Usage.CompletionTokens == nil ||
-		w.Usage.PromptTokens == nil || w.Usage.TotalTokens == nil || (w.Nonce.set && w.Nonce.v == "") {
+		w.Usage.PromptTokens == nil || w.Usage.TotalTokens == nil || (w.Nonce.set && w.Nonce.v == "") ||
+		(w.UsageSource.set && w.UsageSource.v == "") {
 		return Receipt{}, ErrMalformed
 	}
 	created, err := time.Parse(TimeLayout, w.Created)
@@ -107,7 +109,7 @@ func oracleReceipt(data []byte) (Receipt, error) {
 	}
 	out := Receipt{
 		Version: w.Version, RequestID: w.RequestID, EvidenceID: w.EvidenceID,
-		Model: w.Model.v, Stream: *w.Stream, Nonce: w.Nonce.v, Created: created,
+		Model: w.Model.v, Stream: *w.Stream, Nonce: w.Nonce.v, UsageSource: w.UsageSource.v, Created: created,
 		Usage: Usage{PromptTokens: *w.Usage.PromptTokens, CompletionTokens: *w.Usage.CompletionTokens, TotalTokens: *w.Usage.TotalTokens},
 	}
 	if err := oracleDigest(w.RequestSHA256, &out.RequestSHA256); err != nil {

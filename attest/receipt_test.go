@@ -82,7 +82,9 @@ func (f *fixture) fresh(t testing.TB, n int) ([]*SignedReceipt, *Verified) {
 func TestReceiptEncodings(t *testing.T) {
 	f := newFixture(t)
 	srs, _ := f.fresh(t, 3)
-	for _, sr := range []*SignedReceipt{signReceipt(f.k.sign, f.r), srs[1]} {
+	sourced := f.r
+	sourced.UsageSource = UsageRequested
+	for _, sr := range []*SignedReceipt{signReceipt(f.k.sign, f.r), srs[1], signReceipt(f.k.sign, sourced)} {
 		body := sr.Receipt.AppendCanonical(nil)
 		assertJCS(t, body)
 		env := sr.AppendJSON(nil)
@@ -157,6 +159,9 @@ func TestReceiptStrictness(t *testing.T) {
 	sig := base64.RawURLEncoding.EncodeToString(sr.Signature)
 	tests := []struct{ name, in string }{
 		{"empty nonce", strings.Replace(env, `"model":`, `"nonce":"","model":`, 1)},
+		{"empty usage_source", strings.Replace(env, `"version":`, `"usage_source":"","version":`, 1)},
+		{"unknown usage_source", strings.Replace(env, `"version":`, `"usage_source":"guess","version":`, 1)},
+		{"null usage_source", strings.Replace(env, `"version":`, `"usage_source":null,"version":`, 1)},
 		{"null nonce", strings.Replace(env, `"model":`, `"nonce":null,"model":`, 1)},
 		{"missing model", strings.Replace(env, `"model":"builtin",`, ``, 1)},
 		{"null model", strings.Replace(env, `"model":"builtin"`, `"model":null`, 1)},

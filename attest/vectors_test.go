@@ -104,7 +104,7 @@ func vectorFiles(t *testing.T) map[string][]byte {
 	r := Receipt{
 		Version: ReceiptVersion, RequestID: "req-vector-1", EvidenceID: ev.ID, Model: "builtin",
 		RequestSHA256: sha256.Sum256(req), ResponseSHA256: sha256.Sum256(resp),
-		Created: time.Date(2026, 11, 27, 10, 0, 5, 0, time.UTC), Usage: Usage{11, 2, 13},
+		Created: time.Date(2026, 11, 27, 10, 0, 5, 0, time.UTC), Usage: Usage{11, 2, 13}, UsageSource: UsageFromEngine,
 	}
 	sr := signReceipt(k.sign, r)
 	files["receipt.body.json"] = r.AppendCanonical(nil)
@@ -145,6 +145,9 @@ func vectorFiles(t *testing.T) map[string][]byte {
 		Version: ReceiptVersion, RequestID: "req-vector-2", EvidenceID: ev.ID, Model: "builtin", Stream: true,
 		RequestSHA256: sha256.Sum256(sreq), ResponseSHA256: sd,
 		Created: time.Date(2026, 11, 27, 10, 0, 6, 0, time.UTC), Usage: Usage{11, 2, 13},
+		// The request did not ask for usage: the worker asked the engine
+		// and kept the usage chunk out of the stream.
+		UsageSource: UsageRequested,
 	}
 	ssr := signReceipt(k.sign, rs)
 	sse.Write(AppendSSEEvent(nil, "", AppendReceiptChunk(nil, ChunkMeta{ID: "chatcmpl-vs", Object: "chat.completion.chunk", Created: 1795773601, Model: "builtin"}, ssr, nil)))

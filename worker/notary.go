@@ -136,6 +136,10 @@ func (n *KeeperNotary) Seal(ctx context.Context, meta Meta, request, response []
 		r.Usage = responsesUsageOf(response)
 	} else {
 		r.Usage = usageOf(response)
+	r.UsageSource = attest.UsageFromEngine
+	if r.Usage == (attest.Usage{}) {
+		r.UsageSource = attest.UsageNone
+	}
 	}
 	sr, _, err := n.sign(ctx, &r)
 	if err != nil {
@@ -154,6 +158,7 @@ func (n *KeeperNotary) Seal(ctx context.Context, meta Meta, request, response []
 func (n *KeeperNotary) Stream(_ context.Context, meta Meta, request []byte) StreamNotary {
 	r := n.receipt(meta, request)
 	r.Stream = true
+	r.UsageSource = attest.UsageNone
 	return &streamNotary{n: n, meta: meta, r: r, h: attest.NewStreamHasher()}
 }
 
@@ -202,7 +207,7 @@ func (s *streamNotary) Add(event string, payload []byte) {
 			var v [1]span
 			if topLevel(payload, responseMember, v[:]) && !v[0].absent() {
 				if u := responsesUsageOf(payload[v[0].start:v[0].end]); u.TotalTokens > 0 {
-					s.r.Usage = u
+					s.r.Usage, s.r.UsageSource = u, attest.UsageFromEngine
 				}
 			}
 		}
@@ -216,8 +221,15 @@ func (s *streamNotary) Add(event string, payload []byte) {
 	}
 	if mayHaveUsage(payload) {
 		if u := usageOf(payload); u.TotalTokens > 0 {
-			s.r.Usage = u
+			s.r.Usage, s.r.UsageSource = u, attest.UsageFromEngine
 		}
+	}
+}
+
+// Usage implements StreamNotary.
+func (s *streamNotary) Usage(payload []byte) {
+	if u := usageOf(payload); u.TotalTokens > 0 {
+		s.r.Usage, s.r.UsageSource = u, attest.UsageRequested
 	}
 }
 

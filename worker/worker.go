@@ -105,6 +105,10 @@ type StreamNotary interface {
 	// Finish returns the receipt event's payload. Responses API streams
 	// send it as event attest.ResponsesReceiptEvent.
 	Finish(ctx context.Context) ([]byte, error)
+	// Usage takes the usage chunk the worker asked the engine for and
+	// keeps from the client (engine.Call.IncludeUsage): its usage is what
+	// the receipt signs; it is not part of the stream's digest.
+	Usage(payload []byte)
 }
 
 // Meta is the request metadata a receipt covers besides the bytes.
@@ -114,6 +118,10 @@ type Meta struct {
 	Op        string
 	Nonce     string
 	Inline    bool
+	// UsageHidden: the client's stream did not ask for usage, so the
+	// worker asked the engine for it and keeps the usage chunk back
+	// (StreamNotary.Usage).
+	UsageHidden bool
 }
 
 func (c *Config) validate() error {
@@ -663,6 +671,10 @@ func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, sta
 	}
 	meta := Meta{RequestID: reqID, Model: h.Get(wire.HdrModel), Op: string(op), Nonce: h.Get(wire.HdrNonce), Inline: h.Get(wire.HdrInline) != ""}
 	call := engine.Call{Op: op, Body: req.Data(), Stream: h.Get(wire.HdrStream) == "1", RequestID: reqID}
+	// A stream whose client did not ask for usage still gets a receipt with
+	// the real usage: the engine is asked for it, the chunk kept back.
+	meta.UsageHidden = call.Stream && (op == engine.OpChatCompletions || op == engine.OpCompletions) && !asksUsage(call.Body)
+	call.IncludeUsage = meta.UsageHidden
 	if call.Stream && req.Reply() == "" {
 		w.replyError(req, http.StatusBadRequest, wire.CodeBad, engine.InvalidRequest("", "A stream needs a reply inbox."))
 		return http.StatusBadRequest
@@ -897,6 +909,14 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serv
 			failed(engine.Errorf(http.StatusBadGateway, "server_error", "", "bad_response", "The engine sent a stream event without a valid name."))
 			return seq, errors.New("generating: engine event without a valid name")
 		}
+		if meta.UsageHidden && isUsageChunk(payload) {
+			// The usage chunk the client did not ask for: its usage goes
+			// into the receipt, the chunk nowhere.
+			if notary != nil {
+				notary.Usage(payload)
+			}
+			continue
+		}
 		if notary != nil {
 			notary.Add(event, payload)
 		}
@@ -911,6 +931,37 @@ func randomToken() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// asksUsage reports whether a stream request's body sets
+// stream_options.include_usage to true.
+func asksUsage(body []byte) bool {
+	var r struct {
+		StreamOptions *struct {
+			IncludeUsage *bool `json:"include_usage"`
+		} `json:"stream_options"`
+	}
+	if json.Unmarshal(body, &r) != nil || r.StreamOptions == nil || r.StreamOptions.IncludeUsage == nil {
+		return false
+	}
+	return *r.StreamOptions.IncludeUsage
+}
+
+// isUsageChunk reports whether a stream payload is the usage chunk of
+// stream_options.include_usage: "choices" an empty array and "usage" an
+// object.
+func isUsageChunk(p []byte) bool {
+	if !mayHaveUsage(p) {
+		return false
+	}
+	var c struct {
+		Choices *[]json.RawMessage `json:"choices"`
+		Usage   *json.RawMessage   `json:"usage"`
+	}
+	if json.Unmarshal(p, &c) != nil || c.Choices == nil || len(*c.Choices) != 0 || c.Usage == nil {
+		return false
+	}
+	return len(*c.Usage) > 0 && (*c.Usage)[0] == '{'
 }
 
 func newRequestID() string {

@@ -59,6 +59,7 @@ func run(args []string) int {
 	gpus := fs.Int("gpus", 1, "simulated GPUs (simulated TEE only)")
 	gpuMode := fs.String("gpu", "auto", "confidential GPUs: auto (use them when in CC mode), require, off")
 	epoch := fs.Duration("epoch", time.Hour, "key epoch: how often the worker re-attests with fresh keys")
+	provider := fs.String("provider", "", "who operates this machine (stated in the evidence; the audit ledger sums usage by it)")
 	var ef cliutil.EngineFlags
 	ef.Register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -99,7 +100,7 @@ func run(args []string) int {
 	}
 	defer stop()
 	wcfg.MaxConcurrency = *conc
-	if err := cliutil.RunWorker(ctx, nf, ef, wcfg, cliutil.WorkerOptions{Attester: att, Epoch: *epoch}); err != nil {
+	if err := cliutil.RunWorker(ctx, nf, ef, wcfg, cliutil.WorkerOptions{Attester: att, Epoch: *epoch, Provider: *provider}); err != nil {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
 		return 1
 	}

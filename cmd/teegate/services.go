@@ -133,6 +133,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var obs cliutil.ObserveFlags
 	obs.Register(fs, "json", true)
 	conc := fs.Int("max-concurrency", 64, "requests served at once")
+	provider := fs.String("provider", "", "who operates this machine (stated in the evidence; the audit ledger sums usage by it)")
 	tee := fs.String("tee", "simulated", "simulated (development only) or none; real TEEs: use the measured teegate-worker binary")
 	dataDir := fs.String("data-dir", cliutil.DefaultDataDir(), "data directory (simulated TEE root)")
 	var ef cliutil.EngineFlags
@@ -144,7 +145,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var opts cliutil.WorkerOptions
+	opts := cliutil.WorkerOptions{Provider: *provider}
 	switch *tee {
 	case "simulated":
 		root, err := sim.LoadOrCreateRoot(filepath.Join(*dataDir, "sim"))

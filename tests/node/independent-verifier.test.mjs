@@ -371,7 +371,7 @@ const bundleOpts = { now: NOW, cpu: { tdx: fakeCPU }, gpu: fakeGPU };
 const RECEIPT_REQUIRED = ['created', 'evidence_id', 'model', 'request_id', 'request_sha256', 'response_sha256', 'stream', 'usage', 'version'];
 
 function decodeReceiptBody(r) {
-  checkMembers(r, RECEIPT_REQUIRED, ['nonce'], 'receipt');
+  checkMembers(r, RECEIPT_REQUIRED, ['nonce', 'usage_source'], 'receipt');
   if (!Number.isSafeInteger(r.version)) fail('ErrMalformed', 'bad version');
   // §15: version 1 receipts are refused by name.
   if (r.version === 1) fail('ErrUnsupportedVersion', 'receipt version 1 is no longer accepted');
@@ -386,6 +386,10 @@ function decodeReceiptBody(r) {
   if (typeof r.stream !== 'boolean') fail('ErrMalformed', 'bad stream');
   checkMembers(r.usage, ['completion_tokens', 'prompt_tokens', 'total_tokens'], [], 'usage');
   Object.values(r.usage).forEach((n) => checkInt(n, 'usage'));
+  // §7: where the usage comes from, when the receipt says.
+  if (Object.hasOwn(r, 'usage_source') && !['engine', 'engine_requested', 'none'].includes(r.usage_source)) {
+    fail('ErrMalformed', 'usage_source is not engine, engine_requested or none');
+  }
   return r;
 }
 
@@ -800,6 +804,9 @@ test('non-stream receipt negatives', () => {
     ['usage changed', withReceipt({ usage: { ...o.receipt.usage, completion_tokens: 3 } }), ctx, 'ErrReceiptSignature'],
     ['model changed', withReceipt({ model: 'builtio' }), ctx, 'ErrReceiptSignature'],
     ['nonce added', withReceipt({ nonce: 'n' }), ctx, 'ErrReceiptSignature'],
+    ['usage_source added', withReceipt({ usage_source: 'engine_requested' }), ctx, 'ErrReceiptSignature'],
+    ['usage_source unknown', withReceipt({ usage_source: 'guess' }), ctx, 'ErrMalformed'],
+    ['usage_source empty', withReceipt({ usage_source: '' }), ctx, 'ErrMalformed'],
     ['evidence id', withReceipt({ evidence_id: '0'.repeat(64) }), ctx, 'ErrEvidenceMismatch'],
     ['uppercase hex', withReceipt({ request_sha256: o.receipt.request_sha256.toUpperCase() }), ctx, 'ErrMalformed'],
     ['unknown member', withReceipt({ extra: 1 }), ctx, 'ErrMalformed'],

@@ -59,6 +59,12 @@ type Call struct {
 	// RequestID identifies the request in logs and ids; engines may use it
 	// to build response ids.
 	RequestID string
+	// IncludeUsage asks a chat or completions stream to end with the usage
+	// chunk (choices [] and usage) although the body does not ask for one:
+	// the worker needs the real usage for the receipt and removes that
+	// chunk before the client sees it. Engines behave as if the body said
+	// stream_options.include_usage = true.
+	IncludeUsage bool
 }
 
 // Result is what an engine returns for a successful call. Exactly one of

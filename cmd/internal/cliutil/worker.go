@@ -23,6 +23,9 @@ type WorkerOptions struct {
 	Attester enclave.Attester
 	// Epoch is the key epoch length.
 	Epoch time.Duration
+	// Provider names who operates this machine; the evidence states it
+	// and the audit ledger sums usage by it.
+	Provider string
 }
 
 // RunWorker builds the engine, attests, connects to NATS and serves until
@@ -103,7 +106,7 @@ func startKeeper(ctx context.Context, eng engine.Engine, wcfg worker.Config, opt
 	log := wcfg.Logger
 	keeper, err := enclave.NewKeeper(ctx, enclave.KeeperConfig{
 		Attester: opts.Attester,
-		Identity: attest.WorkerIdentity{ID: wcfg.ID, Models: ids},
+		Identity: attest.WorkerIdentity{ID: wcfg.ID, Models: ids, Provider: opts.Provider},
 		Epoch:    opts.Epoch,
 		OnRotate: onRotate,
 		OnError: func(err error) {

@@ -51,7 +51,7 @@ func (e *Engine) plan(call engine.Call) (*plan, error) {
 }
 
 func (e *Engine) newPlan(chat bool, call engine.Call, s *sampling) *plan {
-	p := &plan{chat: chat, created: e.cfg.Now().Unix(), maxTokens: s.maxTokens, includeUsage: s.includeUsage}
+	p := &plan{chat: chat, created: e.cfg.Now().Unix(), maxTokens: s.maxTokens, includeUsage: s.includeUsage || call.IncludeUsage}
 	prefix := "cmpl-"
 	if chat {
 		prefix = "chatcmpl-"

@@ -105,7 +105,36 @@ func (e *Engine) Close() error {
 	return nil
 }
 
-// Do sends call.Body unchanged to the operation's endpoint. A non-stream
+// WithIncludeUsage returns a copy of a chat or completions request body
+// whose stream_options.include_usage is true, other members kept as they
+// are. It is what an upstream gets when the worker needs the usage of a
+// stream whose client did not ask for it (engine.Call.IncludeUsage).
+func WithIncludeUsage(body []byte) ([]byte, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return nil, fmt.Errorf("adding include_usage: %w", err)
+	}
+	opts := map[string]json.RawMessage{}
+	if raw, ok := top["stream_options"]; ok && string(raw) != "null" {
+		if err := json.Unmarshal(raw, &opts); err != nil {
+			return nil, fmt.Errorf("adding include_usage: stream_options: %w", err)
+		}
+	}
+	opts["include_usage"] = json.RawMessage("true")
+	b, err := json.Marshal(opts)
+	if err != nil {
+		return nil, fmt.Errorf("adding include_usage: %w", err)
+	}
+	top["stream_options"] = b
+	out, err := json.Marshal(top)
+	if err != nil {
+		return nil, fmt.Errorf("adding include_usage: %w", err)
+	}
+	return out, nil
+}
+
+// Do sends call.Body unchanged to the operation's endpoint (with
+// stream_options.include_usage set when call.IncludeUsage asks for it). A non-stream
 // success returns the upstream body bytes unchanged; a stream success
 // returns a Stream of the upstream SSE data payloads, tied to ctx (ending ctx
 // aborts the upstream request, as does Stream.Close). A non-2xx answer is
@@ -126,15 +155,23 @@ func (e *Engine) do(ctx context.Context, call engine.Call) (*engine.Result, erro
 		return nil, fmt.Errorf("calling engine: %w: %q", ErrUnknownOp, string(call.Op))
 	}
 	accept := "application/json"
+	body := call.Body
 	if call.Stream {
 		accept = "text/event-stream"
+		if call.IncludeUsage {
+			b, err := WithIncludeUsage(body)
+			if err != nil {
+				return nil, clientError("calling engine", engine.InvalidRequest("", "We could not parse the JSON body of your request."), ErrBadResponse, err)
+			}
+			body = b
+		}
 	}
 	return e.send(ctx, request{
 		what:      "calling engine",
 		method:    http.MethodPost,
 		path:      path,
 		accept:    accept,
-		body:      call.Body,
+		body:      body,
 		requestID: call.RequestID,
 		stream:    call.Stream,
 		events:    call.Op == engine.OpResponses,
