@@ -136,10 +136,10 @@ func (n *KeeperNotary) Seal(ctx context.Context, meta Meta, request, response []
 		r.Usage = responsesUsageOf(response)
 	} else {
 		r.Usage = usageOf(response)
-		r.UsageSource = attest.UsageFromEngine
-		if r.Usage == (attest.Usage{}) {
-			r.UsageSource = attest.UsageNone
-		}
+	}
+	r.UsageSource = attest.UsageFromEngine
+	if r.Usage == (attest.Usage{}) {
+		r.UsageSource = attest.UsageNone
 	}
 	sr, _, err := n.sign(ctx, &r)
 	if err != nil {
