@@ -161,12 +161,13 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 // receiptStore writes receipts to the bucket off the request path. A full
 // queue falls back to a synchronous write: receipts are never dropped.
 type receiptStore struct {
-	kv      jetstream.KeyValue
-	log     interface{ Error(string, ...any) }
-	ch      chan receiptEntry
-	wg      sync.WaitGroup
-	metrics *metrics
-	known   func(model string) bool
+	kv        jetstream.KeyValue
+	log       interface{ Error(string, ...any) }
+	ch        chan receiptEntry
+	wg        sync.WaitGroup
+	metrics   *metrics
+	known     func(model string) bool
+	closeOnce sync.Once
 }
 
 type receiptEntry struct {
@@ -216,8 +217,10 @@ func (s *receiptStore) put(id string, json []byte) {
 	}
 }
 
+// close stops the writer once it has written what is queued; a second
+// call (a second Shutdown) waits the same way.
 func (s *receiptStore) close() {
-	close(s.ch)
+	s.closeOnce.Do(func() { close(s.ch) })
 	s.wg.Wait()
 }
 
