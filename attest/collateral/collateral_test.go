@@ -133,6 +133,12 @@ func kdsServer(t *testing.T, s *sevtest.AmdSigner, next time.Time) *httptest.Ser
 			w.Write(pemOf(s.Asvk, s.Ark))
 		case "/vcek/v1/Milan/crl", "/vlek/v1/Milan/crl":
 			w.Write(crl)
+		case "/vcek/v1/Milan/" + strings.Repeat("00", abi.ChipIDSize):
+			if r.URL.RawQuery != "blSPL=4&teeSPL=0&snpSPL=24&ucodeSPL=219" {
+				http.Error(w, "no such TCB", http.StatusNotFound)
+				return
+			}
+			w.Write(s.Vcek.Raw)
 		default:
 			http.NotFound(w, r)
 		}
@@ -308,6 +314,10 @@ func TestFetchThenVerifyOffline(t *testing.T) {
 	if len(files) != 4 || !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "Genoa") {
 		t.Fatalf("AMD: %d files, err %v (want Milan's 4 files and Genoa unavailable)", len(files), err)
 	}
+	rep := snpReport(t, amd)
+	if _, err := f.AMDVCEK(ctx, rep, []string{"Genoa", "Milan"}, out); err != nil {
+		t.Fatalf("VCEK: %v", err)
+	}
 	hopper := nvidia.Evidence{Report: readHex(t, "sdk_hopper_report.hex"), Chain: read(t, "sdk_hopper_chain.pem")}
 	files, err = f.NVIDIA(ctx, []nvidia.Evidence{{Report: gpu.report, Chain: gpu.chain}, hopper}, out)
 	// The test responder knows only the test CA; the RIM service only the
@@ -322,6 +332,9 @@ func TestFetchThenVerifyOffline(t *testing.T) {
 	set, err := Load(out)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if len(set.AMDVCEKs) != 1 {
+		t.Fatalf("loaded %d VCEKs", len(set.AMDVCEKs))
 	}
 	if len(set.Intel) != 1 || len(set.AMDChains) != 2 || len(set.AMDCRLs) != 2 || len(set.OCSP) != 1 || len(set.RIMs) != 1 {
 		t.Fatalf("loaded %d intel, %d chains, %d CRLs, %d OCSP, %d RIMs", len(set.Intel), len(set.AMDChains), len(set.AMDCRLs), len(set.OCSP), len(set.RIMs))
@@ -338,9 +351,8 @@ func TestFetchThenVerifyOffline(t *testing.T) {
 		t.Fatalf("TDX with stale collateral: %v, want ErrCollateralExpired", err)
 	}
 
-	// AMD: chain and CRL from the directory.
-	rep := snpReport(t, amd)
-	sopts := snp.Options{VCEK: amd.Vcek.Raw, CertChain: set.AMDChains[0], CRLs: set.AMDCRLs, RequireCRL: true, Now: nowTest}
+	// AMD: VCEK, chain and CRL from the directory.
+	sopts := snp.Options{VCEKCandidates: set.AMDVCEKs, CertChain: set.AMDChains[0], CRLs: set.AMDCRLs, RequireCRL: true, Now: nowTest}
 	if bytes.Contains(set.AMDChains[0], pemOf(amd.Asvk)) {
 		sopts.CertChain = set.AMDChains[1]
 	}
@@ -421,6 +433,7 @@ func TestLoadErrors(t *testing.T) {
 		{"amd/vcek/v1/Milan/cert_chain", "junk"},
 		{"amd/vcek/v1/Milan/crl", "junk"},
 		{"amd/vcek/v1/Milan/other", "x"},
+		{"amd/vcek/v1/Milan/00-00.der", "junk"},
 		{"nvidia/ocsp/01.der", "junk"},
 		{"nvidia/ocsp/01.txt", "x"},
 		{"nvidia/rims/NV_GPU_DRIVER_GH100_1.xml", "<x/>"},

@@ -2,6 +2,7 @@ package collateral
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -48,6 +49,9 @@ type Set struct {
 	// AMDChains are KDS cert_chain PEMs; AMDCRLs KDS CRLs (DER).
 	AMDChains [][]byte
 	AMDCRLs   [][]byte
+	// AMDVCEKs are DER VCEKs fetched for reports without a certificate
+	// table: amd/vcek/v1/{line}/{CHIP_ID hex}-{REPORTED_TCB hex}.der.
+	AMDVCEKs [][]byte
 	// OCSP are DER OCSP responses for NVIDIA device certificates.
 	OCSP [][]byte
 	// RIMs are the NVIDIA RIMs, by RIM id.
@@ -91,7 +95,14 @@ func Load(dir string) (*Set, error) {
 			}
 			s.AMDCRLs = append(s.AMDCRLs, b)
 		default:
-			return fmt.Errorf("%w: %s: want {vcek|vlek}/v1/LINE/{cert_chain|crl}", ErrFormat, rel)
+			if strings.HasPrefix(rel, AMDDir+"/vcek/") && strings.HasSuffix(rel, ".der") {
+				if _, err := x509.ParseCertificate(b); err != nil {
+					return fmt.Errorf("%w: %s: %w", ErrFormat, rel, err)
+				}
+				s.AMDVCEKs = append(s.AMDVCEKs, b)
+				return nil
+			}
+			return fmt.Errorf("%w: %s: want {vcek|vlek}/v1/LINE/{cert_chain|crl} or vcek/v1/LINE/CHIPID-TCB.der", ErrFormat, rel)
 		}
 		return nil
 	}); err != nil {

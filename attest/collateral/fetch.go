@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -19,6 +20,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/teegate/teegate/attest/nvidia"
@@ -176,6 +179,58 @@ func (f *Fetcher) AMD(ctx context.Context, lines []string, out string) ([]string
 		}
 	}
 	return files, errors.Join(errs...)
+}
+
+// AMDVCEK fetches from AMD KDS the VCEK of an SEV-SNP report that carries
+// no certificate table (/vcek/v1/{line}/{CHIP_ID}?blSPL=…&teeSPL=…&snpSPL=…
+// &ucodeSPL=…, DER), trying each product line until the answer is a VCEK for the report's CHIP_ID and REPORTED_TCB (its chain is
+// checked when verifying), and writes it to
+// out/amd/vcek/v1/{line}/{CHIP_ID hex}-{REPORTED_TCB hex}.der. Turin is
+// asked with its 8-byte HWID and fmcSPL.
+func (f *Fetcher) AMDVCEK(ctx context.Context, report []byte, lines []string, out string) (string, error) {
+	if len(report) < abi.ReportSize {
+		return "", fmt.Errorf("fetching VCEK: %w: report too short", ErrFormat)
+	}
+	r, err := abi.ReportToProto(report[:abi.ReportSize])
+	if err != nil {
+		return "", fmt.Errorf("fetching VCEK: %w: %w", ErrFormat, err)
+	}
+	if len(lines) == 0 {
+		lines = AMDProductLines
+	}
+	tcb := make([]byte, 8)
+	binary.LittleEndian.PutUint64(tcb, r.GetReportedTcb())
+	base := or(f.AMDURL, DefaultAMDURL)
+	var errs []error
+	for _, line := range lines {
+		chip := r.GetChipId()
+		q := fmt.Sprintf("blSPL=%d&teeSPL=%d&snpSPL=%d&ucodeSPL=%d", tcb[0], tcb[1], tcb[6], tcb[7])
+		if line == "Turin" {
+			chip = chip[:8]
+			q = fmt.Sprintf("fmcSPL=%d&blSPL=%d&teeSPL=%d&snpSPL=%d&ucodeSPL=%d", tcb[0], tcb[1], tcb[2], tcb[3], tcb[7])
+		}
+		der, err := f.get(ctx, http.MethodGet, base+"/vcek/v1/"+url.PathEscape(line)+"/"+hex.EncodeToString(chip)+"?"+q, "", nil)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// The offline verification checks the chain; here the answer must
+		// at least be a VCEK for this chip and TCB.
+		c, err := x509.ParseCertificate(der)
+		var exts *kds.Extensions
+		if err == nil {
+			exts, err = kds.VcekCertificateExtensions(c)
+		}
+		if err == nil && (!bytes.Equal(exts.HWID, r.GetChipId()) || uint64(exts.TCBVersion) != r.GetReportedTcb()) {
+			err = errors.New("certificate is for another chip or TCB")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("VCEK from %s: %w: %w", line, ErrUnavailable, err))
+			continue
+		}
+		return write(out, fmt.Sprintf("%s/vcek/v1/%s/%s-%s.der", AMDDir, line, hex.EncodeToString(r.GetChipId()), hex.EncodeToString(tcb)), der)
+	}
+	return "", fmt.Errorf("fetching VCEK: %w", errors.Join(errs...))
 }
 
 // NVIDIA fetches, for each device's evidence, the OCSP responses of its

@@ -64,6 +64,10 @@ type Options struct {
 	// or the VLEK for VLEK-signed reports. Optional when the report carries
 	// a certificate table holding it; when both are present this one wins.
 	VCEK []byte
+	// VCEKCandidates are DER VCEKs (a collateral directory's) tried when
+	// neither VCEK nor the certificate table provides one: the one whose
+	// HWID is the report's CHIP_ID and whose TCB is its REPORTED_TCB.
+	VCEKCandidates [][]byte
 	// CertChain is the PEM ASK (or ASVK) and ARK of the product line, as
 	// AMD KDS serves them from /vcek/v1/{product}/cert_chain (or
 	// /vlek/v1/{product}/cert_chain). It replaces the embedded roots, so
@@ -166,6 +170,9 @@ func Verify(ctx context.Context, report []byte, opts Options) (*claims.Claims, e
 	default:
 		return nil, fmt.Errorf("checking signer: %w: report signed by %v", ErrReportFormat, info.SigningKey)
 	}
+	if len(ekDER) == 0 && info.SigningKey == abi.VcekReportSigner {
+		ekDER = pickVCEK(opts.VCEKCandidates, att.GetReport())
+	}
 	if len(ekDER) == 0 {
 		return nil, fmt.Errorf("finding %v certificate: %w", info.SigningKey, ErrMissingCertificate)
 	}
@@ -231,6 +238,26 @@ func Verify(ctx context.Context, report []byte, opts Options) (*claims.Claims, e
 		Launch:      decomposeTCB(chain.ProductLine, r.GetLaunchTcb()).claim(),
 	}
 	return c, nil
+}
+
+// pickVCEK returns the candidate VCEK certifying the report's chip and
+// reported TCB, or nil. Nothing is trusted here: the chain, signature and
+// consistency checks follow.
+func pickVCEK(candidates [][]byte, r *spb.Report) []byte {
+	for _, der := range candidates {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			continue
+		}
+		exts, err := kds.VcekCertificateExtensions(c)
+		if err != nil || !bytes.Equal(exts.HWID, r.GetChipId()) {
+			continue
+		}
+		if uint64(exts.TCBVersion) == r.GetReportedTcb() {
+			return der
+		}
+	}
+	return nil
 }
 
 func (p TCBParts) claim() claims.SNPTCBParts {

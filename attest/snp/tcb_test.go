@@ -304,3 +304,17 @@ func FuzzParseCRL(f *testing.F) {
 }
 
 func rsaKey() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) }
+
+// TestVCEKCandidates: a report without a certificate table verifies with
+// the matching VCEK among candidates (a collateral directory's), and not
+// with non-matching ones.
+func TestVCEKCandidates(t *testing.T) {
+	report, vcek := read(t, "attestation_milan.bin"), read(t, "vcek_milan.der")
+	s := signerWith(t, kds.TCBParts{BlSpl: 4, SnpSpl: 24, UcodeSpl: 219})
+	if _, err := Verify(context.Background(), report, Options{VCEKCandidates: [][]byte{[]byte("junk"), s.Vcek.Raw, vcek}, Now: verifyTime}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Verify(context.Background(), report, Options{VCEKCandidates: [][]byte{s.Vcek.Raw}, Now: verifyTime}); !errors.Is(err, ErrMissingCertificate) {
+		t.Fatalf("err = %v, want ErrMissingCertificate", err)
+	}
+}

@@ -77,9 +77,9 @@ func Options(cfg Config) attest.VerifyOptions {
 	if getter == nil && cfg.IntelCollateral == nil && set != nil {
 		getter = set.IntelGetter()
 	}
-	var amdCRLs, ocsp [][]byte
+	var amdCRLs, vceks, ocsp [][]byte
 	if set != nil {
-		amdCRLs, ocsp = set.AMDCRLs, set.OCSP
+		amdCRLs, vceks, ocsp = set.AMDCRLs, set.AMDVCEKs, set.OCSP
 	}
 	tdxOpts := func(o attest.CPUOptions) tdx.Options {
 		to := tdx.Options{Collateral: cfg.IntelCollateral, Getter: getter, Now: func() time.Time { return o.Now }, CheckCRL: cfg.RequireRevocation}
@@ -103,7 +103,7 @@ func Options(cfg Config) attest.VerifyOptions {
 					return nil, fmt.Errorf("verifying SEV-SNP report: %w", attest.ErrUnknownTEE)
 				}
 				return snp.Verify(ctx, ev, snp.Options{Now: o.Now, CertChain: cfg.SNPCertChain, MinimumTCB: cfg.SNPMinimumTCB,
-					CRLs: amdCRLs, RequireCRL: cfg.RequireRevocation})
+					CRLs: amdCRLs, RequireCRL: cfg.RequireRevocation, VCEKCandidates: vceks})
 			}),
 		},
 		GPU: attest.GPUVerifierFunc(func(ctx context.Context, ev attest.GPUEvidence, o attest.GPUOptions) (*claims.GPU, error) {

@@ -32,9 +32,10 @@ func runCollateral(ctx context.Context, args []string, stdout, stderr io.Writer)
 func runCollateralFetch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("collateral fetch", stderr)
 	out := fs.String("out", "", "collateral `DIR` to write (created; existing files are replaced)")
-	var tdxQuotes, sgxQuotes, gpuEvidence, amdLines fileList
+	var tdxQuotes, sgxQuotes, snpReports, gpuEvidence, amdLines fileList
 	fs.Var(&tdxQuotes, "tdx", "TDX quote `FILE` whose Intel collateral to fetch; repeatable")
 	fs.Var(&sgxQuotes, "sgx", "SGX quote `FILE` whose Intel collateral to fetch; repeatable")
+	fs.Var(&snpReports, "snp", "SEV-SNP report `FILE` without a certificate table whose VCEK to fetch from AMD KDS; repeatable; implies --amd")
 	fs.Var(&gpuEvidence, "nvidia-evidence", "NVIDIA evidence `JSONFILE` (any shape verify gpu reads) whose OCSP responses and RIMs to fetch; repeatable")
 	var bundles fileList
 	fs.Var(&bundles, "evidence", "evidence bundle `FILE` (its JSON or the Teegate-Evidence header value, as verify response reads it): the collateral of its CPU evidence and GPUs; repeatable")
@@ -48,7 +49,7 @@ func runCollateralFetch(ctx context.Context, args []string, stdout, stderr io.Wr
 	ocspURL := fs.String("nvidia-ocsp-url", "", "NVIDIA OCSP responder `URL` (default "+collateral.DefaultNVIDIAOCSPURL+")")
 	rimURL := fs.String("nvidia-rim-url", "", "NVIDIA RIM service `URL` (default "+collateral.DefaultNVIDIARIMURL+")")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: teegate collateral fetch --out DIR [--evidence BUNDLE]... [--tdx FILE]... [--sgx FILE]... [--amd] [--amd-product LINE]...\n"+
+		fmt.Fprintln(stderr, "usage: teegate collateral fetch --out DIR [--evidence BUNDLE]... [--tdx FILE]... [--sgx FILE]... [--snp FILE]... [--amd] [--amd-product LINE]...\n"+
 			"       [--nvidia-evidence JSONFILE]... [--report HEXFILE --chain PEMFILE] [--intel-url URL] [--amd-url URL]\n"+
 			"       [--nvidia-ocsp-url URL] [--nvidia-rim-url URL]\n\n"+
 			"Writes the collateral directory that `teegate verify ... --collateral DIR` reads offline\n"+
@@ -63,7 +64,7 @@ func runCollateralFetch(ctx context.Context, args []string, stdout, stderr io.Wr
 		return usageErrorf(fs, "--out is required")
 	case (*reportPath == "") != (*chainPath == ""):
 		return usageErrorf(fs, "--report and --chain go together")
-	case len(tdxQuotes)+len(sgxQuotes)+len(gpuEvidence)+len(bundles) == 0 && *reportPath == "" && !*amd && len(amdLines) == 0:
+	case len(tdxQuotes)+len(sgxQuotes)+len(snpReports)+len(gpuEvidence)+len(bundles) == 0 && *reportPath == "" && !*amd && len(amdLines) == 0:
 		return usageErrorf(fs, "nothing to fetch: give quotes, GPU evidence or --amd")
 	}
 	f := &collateral.Fetcher{IntelURL: *intelURL, IntelRootCRLURL: *intelRootCRL, AMDURL: *amdURL, NVIDIAOCSPURL: *ocspURL, NVIDIARIMURL: *rimURL}
@@ -144,6 +145,19 @@ func runCollateralFetch(ctx context.Context, args []string, stdout, stderr io.Wr
 			}
 			wrote = append(wrote, file)
 		}
+	}
+	for _, p := range snpReports {
+		raw, err := os.ReadFile(p)
+		if err != nil {
+			return fmt.Errorf("collateral fetch: reading %s: %w", p, err)
+		}
+		file, err := f.AMDVCEK(ctx, raw, amdLines, *out)
+		if err != nil {
+			failed = append(failed, fmt.Errorf("%s: %w", p, err))
+		} else {
+			wrote = append(wrote, file)
+		}
+		*amd = true
 	}
 	if *amd || len(amdLines) > 0 {
 		files, err := f.AMD(ctx, amdLines, *out)

@@ -42,6 +42,7 @@ func TestVerifyOfflineWithCollateralDir(t *testing.T) {
 		{"TDX v4 quote, CRLs required and present", []string{"verify", "quote", "--tdx", quotes + "tdx_quote_v4.bin", "--collateral", collDir, "--require-revocation", "--now", "2025-07-01T00:00:00Z"}, true, "OK"},
 		{"SGX v3 quote, TCB from the directory", []string{"verify", "quote", "--sgx", quotes + "sgx_quote_v3.bin", "--collateral", collDir, "--now", "2025-07-01T00:00:00Z", "--json"}, true, `"tcb_status"`},
 		{"SEV-SNP Milan report, no AMD CRL in the directory", []string{"verify", "quote", "--snp", quotes + "attestation_milan.bin", "--vcek", quotes + "vcek_milan.der", "--collateral", collDir, "--now", nowSNP}, true, "OK"},
+		{"SEV-SNP Milan report without --vcek: the VCEK from the directory", []string{"verify", "quote", "--snp", quotes + "attestation_milan.bin", "--collateral", collDir, "--now", nowSNP, "--json"}, true, `"product_line": "Milan"`},
 		{"H100 report, no RIM of its versions in the directory", []string{"verify", "gpu", "--report", gpuData + "nvtrust_hopper_report.hex", "--chain", gpuData + "nvtrust_hopper_chain.pem", "--collateral", collDir, "--now", nowGPU}, true, "OK"},
 		{"Blackwell report", []string{"verify", "gpu", "--report", gpuData + "sdk_blackwell_report.hex", "--chain", gpuData + "sdk_blackwell_chain.pem", "--collateral", collDir, "--now", nowGPU}, true, "blackwell"},
 		{"stale Intel collateral", []string{"verify", "quote", "--tdx", quotes + "tdx_quote_v4.bin", "--collateral", collDir, "--now", "2025-08-01T00:00:00Z"}, false, "verify quote: collateral expired: "},

@@ -100,7 +100,7 @@ func runVerifyQuote(ctx context.Context, args []string, stdout, stderr io.Writer
 	case "snp":
 		opts := snp.Options{Now: now, RequireCRL: *requireRev}
 		if set != nil {
-			opts.CRLs = set.AMDCRLs
+			opts.CRLs, opts.VCEKCandidates = set.AMDCRLs, set.AMDVCEKs
 		}
 		if *vcekPath != "" {
 			if opts.VCEK, err = os.ReadFile(*vcekPath); err != nil {
