@@ -31,6 +31,7 @@ func commands() []command {
 		{"collateral", "fetch vendor collateral (Intel PCS, AMD KDS, NVIDIA OCSP and RIMs) for offline verification", runCollateral},
 		{"policy", "evaluate a policy against claims; show the builtin policies", runPolicy},
 		{"bench", "measure the stack against a direct upstream call, side by side (--quick, --json)", runBench},
+		{"status", "print the fleet (workers, decisions, evidence) as a table, from a gateway", runStatus},
 		{"probe", "show the TEE and confidential GPUs this machine offers", runProbe},
 		{"version", "print the version", func(_ context.Context, _ []string, out, _ io.Writer) error {
 			_, err := fmt.Fprintln(out, "teegate", version)
