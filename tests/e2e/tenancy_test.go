@@ -30,13 +30,19 @@ import (
 )
 
 // testClock is a settable clock shared by both gateway replicas, so a
-// minute window cannot roll over in the middle of a test.
-type testClock struct{ off atomic.Int64 }
+// minute window cannot roll over in the middle of a test: it stands at the
+// second second of the minute it was made in, plus what the test added.
+type testClock struct {
+	base time.Time
+	off  atomic.Int64
+}
+
+func newTestClock() *testClock {
+	return &testClock{base: time.Now().Truncate(time.Minute).Add(time.Second)}
+}
 
 func (c *testClock) now() time.Time {
-	// The second second of the current minute, plus what the test added.
-	base := time.Now().Truncate(time.Minute).Add(time.Second)
-	return base.Add(time.Duration(c.off.Load()))
+	return c.base.Add(time.Duration(c.off.Load()))
 }
 
 // twoReplicas starts a stack (gateway A) and a second gateway replica B on
@@ -88,7 +94,7 @@ func waitKey(t *testing.T, base, secret string) {
 // A 60 rpm key through two replicas: the 61st request in the minute is a
 // 429 with OpenAI's headers whichever replica serves it.
 func TestRateLimitAcrossReplicas(t *testing.T) {
-	var clk testClock
+	clk := newTestClock()
 	s, a, b := twoReplicas(t, func(c *stack.Config) { c.Gateway.Now = clk.now })
 	secret, _ := newKey(t, s, gateway.APIKey{Tenant: "t1", RPM: 60})
 	waitKey(t, b, secret)
