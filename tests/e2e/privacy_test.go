@@ -20,12 +20,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/gateway/audit"
 	"github.com/teegate/teegate/internal/stack"
 	"github.com/teegate/teegate/internal/stacktest"
 	"github.com/teegate/teegate/worker/engine/builtin"
 	upstream "github.com/teegate/teegate/worker/engine/openai"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
 // privCanary starts every word planted in request content by the privacy
@@ -895,4 +898,55 @@ func privAudit(t *testing.T, s *stack.Stack) []privHay {
 		hay = append(hay, privHay{fmt.Sprintf("audit record %d", seq), m.Data})
 	}
 	return hay
+}
+
+// Metrics and traces carry counts, ids, models and statuses: never a
+// prompt, a completion, or a client-chosen model name.
+func TestPrivacyNoContentInMetricsOrSpans(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
+	reg := prometheus.NewRegistry()
+	s := stacktest.Start(t, withMetrics(reg), func(c *stack.Config) { c.Tracer = tp })
+	const canary = "obs-canary-5cf1e07d"
+	bodies := []string{
+		`{"model":"teegate-builtin","messages":[{"role":"user","content":"` + canary + `"}],"max_tokens":6}`,
+		`{"model":"teegate-builtin","messages":[{"role":"user","content":"` + canary + `"}],"max_tokens":6,"stream":true}`,
+		`{"model":"` + canary + `","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"teegate-builtin","messages":"` + canary + `"}`,
+	}
+	var answers []string
+	for _, b := range bodies {
+		_, out := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, b, "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+		answers = append(answers, string(out))
+	}
+	_, text := scrape(t, s.URL)
+	var spans strings.Builder
+	for _, sp := range exp.GetSpans() {
+		spans.WriteString(sp.Name + "\n")
+		for _, a := range sp.Attributes {
+			spans.WriteString(string(a.Key) + "=" + a.Value.Emit() + "\n")
+		}
+		for _, ev := range sp.Events {
+			spans.WriteString(ev.Name + "\n")
+		}
+		spans.WriteString(sp.Status.Description + "\n")
+	}
+	if spans.Len() == 0 {
+		t.Fatal("no spans recorded")
+	}
+	for where, got := range map[string]string{"/metrics": text, "spans": spans.String()} {
+		if strings.Contains(got, canary) {
+			t.Errorf("%s carries the canary", where)
+		}
+		// A completion's words (the builtin engine's output) neither.
+		for _, a := range answers[:1] {
+			if i := strings.Index(a, `"content":"`); i >= 0 {
+				words := strings.Fields(a[i+11 : min(len(a), i+60)])
+				if len(words) > 2 && strings.Contains(got, words[0]+" "+words[1]) {
+					t.Errorf("%s carries completion text %q", where, words[0]+" "+words[1])
+				}
+			}
+		}
+	}
 }
