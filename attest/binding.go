@@ -13,7 +13,7 @@ const (
 	DomainGPUNonce = "teegate/gpu/v1"
 	DomainEvidence = "teegate/evidence/v1"
 	DomainReceipt  = "teegate/receipt/v1"
-	DomainBatch    = "teegate/batch/v1"
+	DomainBatch    = "teegate/batch/v2"
 	DomainBundle   = "teegate/bundle/v1"
 )
 
@@ -87,11 +87,17 @@ func ReportData(signingPub, hpkePub []byte, gpuEvidenceDigest, epochNonce [32]by
 }
 
 // BatchNonce is the epoch nonce of a fresh-mode bundle that commits to a
-// batch of receipts: SHA-256("teegate/batch/v1" || merkle_root). Through
-// ReportData, the CPU evidence of that bundle then commits to the root.
-func BatchNonce(root [32]byte) [32]byte {
+// batch of receipts, an RFC 6962-style tree head: SHA-256("teegate/batch/v2"
+// || u64be(tree_size) || merkle_root). Through ReportData, the CPU evidence
+// of that bundle then commits to the size and the root, and with the size
+// fixed an inclusion proof also fixes the leaf's index
+// (docs/attestation.md §9.3).
+func BatchNonce(treeSize uint64, root [32]byte) [32]byte {
 	h := sha256.New()
 	h.Write([]byte(DomainBatch))
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], treeSize)
+	h.Write(n[:])
 	h.Write(root[:])
 	var out [32]byte
 	h.Sum(out[:0])

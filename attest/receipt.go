@@ -5,8 +5,10 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -780,24 +782,59 @@ func VerifyReceipt(sr *SignedReceipt, ev, fresh *Verified, chk ReceiptCheck) err
 		}
 		return nil
 	}
-	if err := verifyBatch(sr.Batch, merkle.LeafHash(input), ev, fresh); err != nil {
+	if err := verifyBatch(sr.Batch, r, merkle.LeafHash(input), ev, fresh, chk.MaxClockSkew); err != nil {
 		return fmt.Errorf("verifying receipt: %w", err)
 	}
 	return nil
 }
 
-func verifyBatch(b *BatchProof, leaf [32]byte, ev, fresh *Verified) error {
+func verifyBatch(b *BatchProof, r *Receipt, leaf [32]byte, ev, fresh *Verified, skew time.Duration) error {
 	if fresh == nil || fresh.Bundle == nil || fresh.ID != b.EvidenceID {
 		return fmt.Errorf("fresh bundle %.16s not offered: %w", b.EvidenceID, ErrBatchProof)
 	}
-	if !bytes.Equal(fresh.Bundle.SigningPub, ev.Bundle.SigningPub) {
-		return fmt.Errorf("fresh bundle binds another key: %w", ErrBatchProof)
+	if err := sameMachine(ev.Bundle, fresh.Bundle); err != nil {
+		return fmt.Errorf("fresh bundle %w: %w", err, ErrBatchProof)
 	}
-	if fresh.Bundle.EpochNonce != BatchNonce(b.Root) {
-		return fmt.Errorf("fresh bundle does not commit to the root: %w", ErrBatchProof)
+	if skew <= 0 {
+		skew = DefaultMaxClockSkew
+	}
+	if fresh.Bundle.Created.Before(r.Created.Add(-skew)) {
+		return fmt.Errorf("fresh bundle created before the receipt: %w", ErrBatchProof)
+	}
+	if fresh.Bundle.EpochNonce != BatchNonce(b.TreeSize, b.Root) {
+		return fmt.Errorf("fresh bundle does not commit to the tree size and root: %w", ErrBatchProof)
 	}
 	if err := merkle.VerifyInclusion(leaf, b.LeafIndex, b.TreeSize, b.Proof, b.Root); err != nil {
 		return fmt.Errorf("%w: %w", ErrBatchProof, err)
+	}
+	return nil
+}
+
+// sameMachine checks that a fresh bundle comes from the epoch and machine
+// of the receipt's bundle (docs/attestation.md §9.4 step 2): the same keys,
+// TEE kind, worker identity, simulated roots and GPUs (architecture, mode
+// and certificate chain: the same devices; their reports differ, being
+// bound to another nonce).
+func sameMachine(a, b *Bundle) error {
+	switch {
+	case !bytes.Equal(a.SigningPub, b.SigningPub):
+		return errors.New("binds another signing key")
+	case !bytes.Equal(a.HPKEPub, b.HPKEPub):
+		return errors.New("binds another HPKE key")
+	case a.TEE != b.TEE:
+		return errors.New("is of another TEE kind")
+	case a.Worker.ID != b.Worker.ID || a.Worker.Provider != b.Worker.Provider || !slices.Equal(a.Worker.Models, b.Worker.Models):
+		return errors.New("names another worker")
+	case !slices.EqualFunc(a.SimulatedRoots, b.SimulatedRoots, bytes.Equal):
+		return errors.New("chains to other simulated roots")
+	case len(a.GPUs) != len(b.GPUs):
+		return errors.New("has other GPUs")
+	}
+	for i := range a.GPUs {
+		g, h := &a.GPUs[i], &b.GPUs[i]
+		if g.Arch != h.Arch || g.CCMode != h.CCMode || !bytes.Equal(g.CertChain, h.CertChain) {
+			return fmt.Errorf("has another GPU %d", i)
+		}
 	}
 	return nil
 }

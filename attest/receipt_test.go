@@ -67,7 +67,7 @@ func (f *fixture) fresh(t testing.TB, n int) ([]*SignedReceipt, *Verified) {
 		leaves = append(leaves, merkle.LeafHash(sr.Receipt.AppendSigningInput(nil)))
 	}
 	tree := merkle.New(leaves)
-	fb := f.m.bundle(f.k, BatchNonce(tree.Root()), 1)
+	fb := f.m.bundle(f.k, BatchNonce(uint64(n), tree.Root()), 1)
 	fresh, err := VerifyBundleFull(context.Background(), mustEncode(t, fb), f.opts)
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +299,7 @@ func TestVerifyReceiptBatchRejects(t *testing.T) {
 			*fresh = v
 		}, ErrBatchProof},
 		{"fresh bundle of another key", func(sr *SignedReceipt, fresh **Verified, chk *ReceiptCheck) {
-			v, err := VerifyBundleFull(context.Background(), mustEncode(t, f.m.bundle(otherKeys, BatchNonce(sr.Batch.Root), 1)), f.opts)
+			v, err := VerifyBundleFull(context.Background(), mustEncode(t, f.m.bundle(otherKeys, BatchNonce(sr.Batch.TreeSize, sr.Batch.Root), 1)), f.opts)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -448,6 +448,73 @@ func TestVerifyReceiptTime(t *testing.T) {
 			err := VerifyReceipt(signReceipt(f.k.sign, r), f.ev, nil, chk)
 			if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
 				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestBatchTreeHead: leaf_index and tree_size are authenticated (issue 11,
+// finding 4). The path of leaf 1 in a tree of 3 also verifies in a tree of
+// 4 (its last entry standing for a subtree); the fresh bundle commits to
+// the tree size, so the changed size is refused, and so is a changed index.
+func TestBatchTreeHead(t *testing.T) {
+	f := newFixture(t)
+	srs, fresh := f.fresh(t, 3)
+	sr := srs[1]
+	chk := ReceiptCheck{Request: testRequest, Response: testResponse, Nonce: sr.Receipt.Nonce, Now: testTime.Add(time.Hour)}
+	if err := VerifyReceipt(sr, f.ev, fresh, chk); err != nil {
+		t.Fatal(err)
+	}
+	leaf := merkle.LeafHash(sr.Receipt.AppendSigningInput(nil))
+	if err := merkle.VerifyInclusion(leaf, 1, 4, sr.Batch.Proof, sr.Batch.Root); err != nil {
+		t.Fatalf("the path of leaf 1 of 3 no longer verifies in a tree of 4 (%v): pick another example", err)
+	}
+	for name, mutate := range map[string]func(b *BatchProof){
+		"tree size 3 -> 4":  func(b *BatchProof) { b.TreeSize = 4 },
+		"tree size 3 -> 2":  func(b *BatchProof) { b.TreeSize = 2 },
+		"leaf index 1 -> 0": func(b *BatchProof) { b.LeafIndex = 0 },
+		"leaf index 1 -> 2": func(b *BatchProof) { b.LeafIndex = 2 },
+	} {
+		t.Run(name, func(t *testing.T) {
+			cp := *sr
+			b := *sr.Batch
+			mutate(&b)
+			cp.Batch = &b
+			if err := VerifyReceipt(&cp, f.ev, fresh, chk); !errors.Is(err, ErrBatchProof) {
+				t.Fatalf("got %v, want ErrBatchProof", err)
+			}
+		})
+	}
+}
+
+// TestBatchSameMachine: a fresh bundle must be of the receipt's epoch and
+// machine, not only of its signing key (§9.4 step 2).
+func TestBatchSameMachine(t *testing.T) {
+	f := newFixture(t)
+	srs, _ := f.fresh(t, 3)
+	sr := srs[0]
+	chk := ReceiptCheck{Request: testRequest, Response: testResponse, Nonce: sr.Receipt.Nonce, Now: testTime.Add(time.Hour)}
+	nonce := BatchNonce(sr.Batch.TreeSize, sr.Batch.Root)
+	for name, edit := range map[string]func(b *Bundle){
+		"another worker":   func(b *Bundle) { b.Worker.ID = "w-other" },
+		"created before the receipt": func(b *Bundle) {
+			b.Created = sr.Receipt.Created.Add(-time.Hour)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := f.m.bundle(f.k, nonce, 1)
+			edit(b)
+			f.k.signBundle(b)
+			v, err := VerifyBundleFull(context.Background(), mustEncode(t, b), f.opts)
+			if err != nil {
+				t.Fatalf("bundle: %v", err)
+			}
+			cp := *sr
+			bp := *sr.Batch
+			bp.EvidenceID = v.ID
+			cp.Batch = &bp
+			if err := VerifyReceipt(&cp, f.ev, v, chk); !errors.Is(err, ErrBatchProof) {
+				t.Fatalf("got %v, want ErrBatchProof", err)
 			}
 		})
 	}

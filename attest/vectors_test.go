@@ -185,7 +185,7 @@ func vectorFiles(t *testing.T) map[string][]byte {
 	}
 	tree := merkle.New(leaves)
 	root := tree.Root()
-	fb := m.bundle(k, BatchNonce(root), 2)
+	fb := m.bundle(k, BatchNonce(3, root), 2)
 	fb.Worker = b.Worker
 	fb.Created = time.Date(2026, 11, 27, 10, 0, 6, 0, time.UTC)
 	k.signBundle(fb)
@@ -207,7 +207,7 @@ func vectorFiles(t *testing.T) map[string][]byte {
 			t.Fatal(err)
 		}
 	}
-	bn := BatchNonce(root)
+	bn := BatchNonce(3, root)
 	var lh []string
 	for _, l := range leaves {
 		lh = append(lh, hex.EncodeToString(l[:]))
@@ -218,6 +218,7 @@ func vectorFiles(t *testing.T) map[string][]byte {
 		"signing_inputs":  inputs,
 		"leaf_hashes":     lh,
 		"root":            hex.EncodeToString(root[:]),
+		"tree_size":       3,
 		"batch_nonce":     hex.EncodeToString(bn[:]),
 		"proofs":          proofs,
 		"fresh_bundle_id": fev.ID,

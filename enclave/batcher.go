@@ -44,9 +44,10 @@ func (c *BatchConfig) validate() error {
 	return nil
 }
 
-// FreshFunc produces a fresh bundle whose epoch nonce is
-// attest.BatchNonce(root) and returns its canonical bytes and id.
-type FreshFunc func(ctx context.Context, root [32]byte) (raw []byte, id string, err error)
+// FreshFunc produces a fresh bundle with the given epoch nonce (the
+// batch's tree head, attest.BatchNonce(tree_size, root)) and returns its
+// canonical bytes and id.
+type FreshFunc func(ctx context.Context, nonce [32]byte) (raw []byte, id string, err error)
 
 // BatchResult is what one leaf gets back.
 type BatchResult struct {
@@ -165,7 +166,7 @@ func (b *Batcher) run(batch []*batchWaiter) {
 	}
 	tree := merkle.New(hashes)
 	root := tree.Root()
-	raw, id, err := b.fresh(b.ctx, root)
+	raw, id, err := b.fresh(b.ctx, attest.BatchNonce(uint64(len(batch)), root))
 	// Count before waking the waiters, so that Stats read after Add
 	// returns includes this batch.
 	b.batches.Add(1)

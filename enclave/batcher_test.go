@@ -26,7 +26,7 @@ func quoteFunc(delay time.Duration) FreshFunc {
 				return nil, "", ctx.Err()
 			}
 		}
-		bn := attest.BatchNonce(root)
+		bn := root // the tree head the batcher asks for
 		return bn[:], attest.BundleID(bn[:]), nil
 	}
 }
@@ -73,7 +73,7 @@ func TestBatcherProofs(t *testing.T) {
 				if err := merkle.VerifyInclusion(leafN(i), p.LeafIndex, p.TreeSize, p.Proof, p.Root); err != nil {
 					t.Fatalf("leaf %d: %v", i, err)
 				}
-				if bn := attest.BatchNonce(p.Root); string(r.Bundle) != string(bn[:]) || p.EvidenceID != attest.BundleID(r.Bundle) {
+				if bn := attest.BatchNonce(p.TreeSize, p.Root); string(r.Bundle) != string(bn[:]) || p.EvidenceID != attest.BundleID(r.Bundle) {
 					t.Fatalf("leaf %d: bundle not over its root", i)
 				}
 				if tt.cfg.MaxSize > 0 && p.TreeSize > uint64(tt.cfg.MaxSize) {

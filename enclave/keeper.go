@@ -170,8 +170,8 @@ func (k *Keeper) Rotate(ctx context.Context) (*Epoch, error) {
 		return nil, fmt.Errorf("rotating keys: %w", err)
 	}
 	e.Bundle, e.Raw, e.ID = b, raw, attest.BundleID(raw)
-	e.batch = NewBatcher(k.cfg.Batch, func(ctx context.Context, root [32]byte) ([]byte, string, error) {
-		_, raw, err := e.Attest(ctx, attest.BatchNonce(root))
+	e.batch = NewBatcher(k.cfg.Batch, func(ctx context.Context, nonce [32]byte) ([]byte, string, error) {
+		_, raw, err := e.Attest(ctx, nonce)
 		if err != nil {
 			return nil, "", err
 		}

@@ -307,6 +307,16 @@ func TestTamperingFails(t *testing.T) {
 				flipReceiptHeader(resp, `"root":"`)
 			}
 		}}}, attest.ErrBatchProof, "batch proof"},
+		{"unary batch tree size (issue 11 finding 4)", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				flipReceiptHeader(resp, `"tree_size":`)
+			}
+		}}}, attest.ErrBatchProof, "batch proof"},
+		{"unary batch leaf index", false, setup{cfg: Config{Options: Options{AllowSimulated: true}, RequireNonce: true}, tamper: tamper{response: func(req *http.Request, resp *http.Response) {
+			if isChat(req) {
+				flipReceiptHeader(resp, `"leaf_index":`)
+			}
+		}}}, attest.ErrBatchProof, "batch proof"},
 		{"unary unbound key", false, setup{cfg: allowSim(), forge: true}, attest.ErrBindingReportData, "binding"},
 		{"unary simulated not allowed", false, setup{}, attest.ErrSimulatedNotAllowed, "evidence"},
 		{"unary policy", false, setup{cfg: Config{Options: Options{AllowSimulated: true, Policy: denySimulated}}}, ErrPolicy, "policy"},

@@ -185,3 +185,28 @@ func TestVerifyReceiptTimeBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyBatchTreeHead: a changed tree_size or leaf_index in a fresh
+// receipt's batch proof fails by name (issue 11, finding 4).
+func TestVerifyBatchTreeHead(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(b *attest.BatchProof)
+	}{
+		{"tree size", func(b *attest.BatchProof) { b.TreeSize++ }},
+		{"leaf index", func(b *attest.BatchProof) { b.LeafIndex++ }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := loadTestTranscript(t, "fresh")
+			bp := *tr.Receipt.Batch
+			tc.mutate(&bp)
+			tr.Receipt.Batch = &bp
+			f := writeResponseFiles(t, tr, "header")
+			var out, errOut bytes.Buffer
+			err := runVerifyResponse(context.Background(), f.args("--allow-simulated", "--nonce", tr.Nonce), &out, &errOut)
+			if !errors.Is(err, attest.ErrBatchProof) || !strings.HasPrefix(err.Error(), "batch proof: ") {
+				t.Fatalf("got %v, want ErrBatchProof", err)
+			}
+		})
+	}
+}

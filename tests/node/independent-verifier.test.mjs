@@ -526,15 +526,24 @@ function verifyInclusion(index, size, leaf, proof, root) {
   return sn === 0n && r.equals(root);
 }
 
-const batchNonce = (root) => sha256(ascii('teegate/batch/v1'), root);
+// §9.2: the tree head, u64be(tree_size) || root, after the domain string.
+const u64be = (n) => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; };
+const batchNonce = (treeSize, root) => sha256(ascii('teegate/batch/v2'), u64be(treeSize), root);
 
 // §9.4, all failures ErrBatchProof. fresh is a verified bundle (verifyBundle).
 function verifyBatch(env, bundle, fresh) {
   const b = env.batch;
   if (!fresh || fresh.id !== b.evidence_id) fail('ErrBatchProof', 'fresh bundle id');
-  if (!fresh.signingPub.equals(bundle.signingPub)) fail('ErrBatchProof', 'fresh bundle key');
+  // §9.4 step 2: the same epoch and machine, not only the same key.
+  const same = fresh.signingPub.equals(bundle.signingPub) && fresh.hpkePub.equals(bundle.hpkePub) &&
+    fresh.tee === bundle.tee && canonical(fresh.json.worker).equals(canonical(bundle.json.worker)) &&
+    JSON.stringify(fresh.simulatedRoots ?? []) === JSON.stringify(bundle.simulatedRoots ?? []) &&
+    fresh.gpus.length === bundle.gpus.length &&
+    fresh.gpus.every((g, i) => g.arch === bundle.gpus[i].arch && g.ccMode === bundle.gpus[i].ccMode && g.certChain.equals(bundle.gpus[i].certChain));
+  if (!same) fail('ErrBatchProof', 'fresh bundle of another epoch or machine');
+  if (fresh.created < parseTime(env.receipt.created) - 5 * 60 * 1000) fail('ErrBatchProof', 'fresh bundle before the receipt');
   const root = fromHex(b.root, 32, 'ErrBatchProof');
-  if (!fresh.epochNonce.equals(batchNonce(root))) fail('ErrBatchProof', 'batch nonce');
+  if (!fresh.epochNonce.equals(batchNonce(b.tree_size, root))) fail('ErrBatchProof', 'batch nonce');
   const leaf = leafHash(receiptSigningInput(env.receipt));
   if (!verifyInclusion(b.leaf_index, b.tree_size, leaf, b.proof.map((p) => fromHex(p, 32)), root)) {
     fail('ErrBatchProof', 'inclusion proof');
@@ -941,8 +950,9 @@ test('batch: leaves, root, every inclusion proof and the batch nonce (§9)', () 
   batch.proofs.forEach((proof, i) => {
     assert.ok(verifyInclusion(i, leaves.length, leaves[i], proof.map((p) => Buffer.from(p, 'hex')), root), `leaf ${i}`);
   });
-  // The root enters the nonce as its 32 raw bytes.
-  assert.equal(hex(batchNonce(root)), batch.batch_nonce);
+  // The tree size and the root (its 32 raw bytes) enter the nonce.
+  assert.equal(batch.tree_size, leaves.length);
+  assert.equal(hex(batchNonce(leaves.length, root)), batch.batch_nonce);
   const freshBytes = vec('fresh.bundle.json');
   assert.equal(bundleId(freshBytes), batch.fresh_bundle_id);
   const fresh = verifyBundle(freshBytes, bundleOpts);
@@ -995,11 +1005,13 @@ test('fresh receipt: nonce, batch proof and fresh bundle (§9.4, §10)', () => {
     ['fresh bundle of the epoch instead', JSON.stringify(o), { ...ctx, fresh: bundle }, 'ErrBatchProof'],
   ];
   for (const [name, input, c, code] of cases) expectCode(() => verifyReceipt(input, c), code, name);
-  // tree_size is not committed to by anything but the root's shape: the
-  // path of leaf 1 in a tree of 3 ([leaf 0, leaf 2]) is also a valid path
-  // in a tree of 4 where leaf 2's hash stands for the right subtree. The
-  // leaf is still proven to be under the attested root (§9.3 says so).
-  verifyReceipt(withBatch({ tree_size: 4 }), ctx);
+  // The path of leaf 1 in a tree of 3 ([leaf 0, leaf 2]) is also a valid
+  // path in a tree of 4 where leaf 2's hash stands for the right subtree;
+  // the fresh bundle commits to the tree size, so the claim is refused
+  // (issue 11, finding 4).
+  const leaf1 = leafHash(receiptSigningInput(env.receipt));
+  assert.ok(verifyInclusion(1, 4, leaf1, proof.map((p) => Buffer.from(p, 'hex')), Buffer.from(o.batch.root, 'hex')));
+  expectCode(() => verifyReceipt(withBatch({ tree_size: 4 }), ctx), 'ErrBatchProof', 'tree size 3 -> 4');
 
   // A fresh bundle whose evidence verifies but whose epoch nonce is not the
   // batch nonce (one byte flipped): only §9.4 step 3 catches it.
