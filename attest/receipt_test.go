@@ -496,7 +496,7 @@ func TestBatchSameMachine(t *testing.T) {
 	chk := ReceiptCheck{Request: testRequest, Response: testResponse, Nonce: sr.Receipt.Nonce, Now: testTime.Add(time.Hour)}
 	nonce := BatchNonce(sr.Batch.TreeSize, sr.Batch.Root)
 	for name, edit := range map[string]func(b *Bundle){
-		"another worker":   func(b *Bundle) { b.Worker.ID = "w-other" },
+		"another worker": func(b *Bundle) { b.Worker.ID = "w-other" },
 		"created before the receipt": func(b *Bundle) {
 			b.Created = sr.Receipt.Created.Add(-time.Hour)
 		},
