@@ -2,6 +2,7 @@ package bench
 
 import (
 	"math"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -39,20 +40,37 @@ type Latency struct {
 	FirstError string `json:"first_error,omitempty"`
 }
 
+// maxOpenConns bounds the connections of an open-loop run: past it, a
+// target that cannot keep up queues requests in the client (their latency
+// counts the wait) instead of the run opening sockets until the machine
+// runs out of ports.
+const maxOpenConns = 512
+
 // openLoop sends rate requests per second for d, whatever the answers'
 // pace (new requests do not wait for old ones), as clients on the
 // internet do.
 func openLoop(t Target, rate int, d time.Duration) Latency {
-	a := vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true))
+	c, done := runClient(maxOpenConns)
+	defer done()
+	a := vegeta.NewAttacker(vegeta.Client(c))
 	return collect(a.Attack(vegeta.NewStaticTargeter(t.vegeta()), vegeta.Rate{Freq: rate, Per: time.Second}, d, t.Name))
 }
 
 // closedLoop keeps conns requests in flight for d: the target's peak.
 func closedLoop(t Target, conns int, d time.Duration) Latency {
+	c, done := runClient(conns)
+	defer done()
 	n := uint64(conns)
-	a := vegeta.NewAttacker(vegeta.Timeout(30*time.Second), vegeta.KeepAlive(true),
-		vegeta.Workers(n), vegeta.MaxWorkers(n), vegeta.Connections(conns), vegeta.MaxConnections(conns))
+	a := vegeta.NewAttacker(vegeta.Client(c), vegeta.Workers(n), vegeta.MaxWorkers(n))
 	return collect(a.Attack(vegeta.NewStaticTargeter(t.vegeta()), vegeta.ConstantPacer{}, d, t.Name))
+}
+
+// runClient is one run's HTTP client, keep-alive, at most conns
+// connections; done closes them, so that no run inherits another's.
+func runClient(conns int) (*http.Client, func()) {
+	tr := &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, DisableCompression: true,
+		DialContext: (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext}
+	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, tr.CloseIdleConnections
 }
 
 func collect(results <-chan *vegeta.Result) Latency {
