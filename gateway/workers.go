@@ -47,7 +47,7 @@ func (g *Gateway) knownModel(model string) bool {
 	}
 	now := g.cfg.Now()
 	for _, d := range g.cfg.Admission.Decisions() {
-		if len(d.Connections) == 0 && now.Sub(d.EvaluatedAt) > refusedWindow {
+		if !current(d, now) {
 			continue
 		}
 		for _, m := range d.Models {
@@ -57,6 +57,14 @@ func (g *Gateway) knownModel(model string) bool {
 		}
 	}
 	return false
+}
+
+// current: a decision still speaks for a worker while a connection this
+// replica knows presents it, while its admission lasts (a decision another
+// replica made: the shared view has no connections), or for refusedWindow
+// after it was made.
+func current(d admission.Decision, now time.Time) bool {
+	return len(d.Connections) > 0 || d.Allow && now.Before(d.ExpiresAt) || now.Sub(d.EvaluatedAt) <= refusedWindow
 }
 
 // WorkerStatus is one worker in GET /v1/attestation/workers: its latest
@@ -104,7 +112,7 @@ func (g *Gateway) workerStatuses() []WorkerStatus {
 	if g.cfg.Admission != nil {
 		// Decisions come newest first: the first per worker is its latest.
 		for _, d := range g.cfg.Admission.Decisions() {
-			if byID[d.WorkerID] != nil || len(d.Connections) == 0 && now.Sub(d.EvaluatedAt) > refusedWindow {
+			if byID[d.WorkerID] != nil || !current(d, now) {
 				continue
 			}
 			ws := &WorkerStatus{

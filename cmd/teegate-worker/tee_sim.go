@@ -4,8 +4,6 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"path/filepath"
 
 	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/enclave/sim"
@@ -15,10 +13,7 @@ import (
 // and tests. Its evidence says "simulated" and production policies refuse it.
 func init() {
 	teeFactories["simulated"] = func(_ context.Context, cfg teeConfig) (enclave.Attester, error) {
-		root, err := sim.LoadOrCreateRoot(filepath.Join(cfg.DataDir, "sim"))
-		if err != nil {
-			return nil, fmt.Errorf("loading simulated root: %w", err)
-		}
-		return sim.NewAttester(sim.Config{Root: root, GPUs: cfg.GPUs})
+		att, _, err := sim.OpenAttester(cfg.DataDir, sim.Config{GPUs: cfg.GPUs})
+		return att, err
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -136,6 +135,9 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	provider := fs.String("provider", "", "who operates this machine (stated in the evidence; the audit ledger sums usage by it)")
 	tee := fs.String("tee", "simulated", "simulated (development only) or none; real TEEs: use the measured teegate-worker binary")
 	dataDir := fs.String("data-dir", cliutil.DefaultDataDir(), "data directory (simulated TEE root)")
+	id := fs.String("id", "", "worker id (default: random)")
+	epoch := fs.Duration("epoch", time.Hour, "key epoch: how often the worker re-attests with fresh keys")
+	simLabel := fs.String("sim-mrtd-label", "", "simulated TEE: report a different MRTD, SHA-384(\"teegate simulated mrtd \"+label), to try pinned-measurement policies")
 	var ef cliutil.EngineFlags
 	ef.Register(fs)
 	if err := parse(fs, args); err != nil {
@@ -148,11 +150,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	opts := cliutil.WorkerOptions{Provider: *provider}
 	switch *tee {
 	case "simulated":
-		root, err := sim.LoadOrCreateRoot(filepath.Join(*dataDir, "sim"))
-		if err != nil {
-			return fmt.Errorf("loading simulated root: %w", err)
-		}
-		if opts.Attester, err = sim.NewAttester(sim.Config{Root: root, GPUs: 1}); err != nil {
+		if opts.Attester, _, err = sim.OpenAttester(*dataDir, sim.Config{GPUs: 1, Measurements: ptr(sim.MeasurementsLabeled(*simLabel))}); err != nil {
 			return err
 		}
 	case "none":
@@ -165,6 +163,8 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer stop()
-	wcfg.MaxConcurrency = *conc
+	wcfg.ID, wcfg.MaxConcurrency = *id, *conc
+	opts.Epoch = *epoch
 	return cliutil.RunWorker(ctx, nf, ef, wcfg, opts)
 }
+func ptr[T any](v T) *T { return &v }

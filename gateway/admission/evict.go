@@ -184,10 +184,31 @@ func (s *Service) onStatus(m *nats.Msg) {
 	d := s.decisions[id]
 	s.mu.Unlock()
 	if d == nil {
+		// Another replica may have decided a moment ago; the bucket is
+		// ahead of this replica's watch.
+		d = s.storedDecision(id)
+	}
+	if d == nil {
 		s.reply(m, wire.AdmissionStatus{EvidenceID: id, Error: "no decision recorded for this evidence"})
 		return
 	}
 	s.reply(m, statusOf(d))
+}
+
+// storedDecision reads id's decision from the decision bucket (nil when
+// there is none).
+func (s *Service) storedDecision(id string) *Decision {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e, err := s.decKV.Get(ctx, id)
+	if err != nil {
+		return nil
+	}
+	var d Decision
+	if json.Unmarshal(e.Value(), &d) != nil || d.EvidenceID != id {
+		return nil
+	}
+	return &d
 }
 
 func (s *Service) reply(m *nats.Msg, st wire.AdmissionStatus) {

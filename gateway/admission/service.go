@@ -96,6 +96,9 @@ type Config struct {
 	SubmitBurst   int
 	EvidenceRate  rate.Limit
 	EvidenceBurst int
+	// Replicas of the decision bucket when this service creates it (0:
+	// one; 3 on a three-node cluster).
+	Replicas int
 	// Now is the clock (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -251,6 +254,9 @@ type Service struct {
 	decisions map[string]*Decision
 	stored    map[string]bool // evidence ids known to be in the bucket
 
+	stopWatch func()
+	watchDone chan struct{}
+
 	admitted, quarantined, refused, evicted atomic.Int64
 }
 
@@ -286,12 +292,17 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("starting admission: %w", err)
 	}
-	if s.evKV, err = openEvidence(ctx, js); err != nil {
+	if s.evKV, err = openEvidence(ctx, js, s.cfg.Replicas); err != nil {
 		return fmt.Errorf("starting admission: %w", err)
 	}
-	s.decKV, err = wire.EnsureBucket(ctx, js, DecisionConfig())
+	dcfg := DecisionConfig()
+	dcfg.Replicas = s.cfg.Replicas
+	s.decKV, err = wire.EnsureBucket(ctx, js, dcfg)
 	if err != nil {
 		return fmt.Errorf("starting admission: opening decision bucket: %w", err)
+	}
+	if err := s.watchDecisions(); err != nil {
+		return fmt.Errorf("starting admission: %w", err)
 	}
 	type sub struct {
 		nc   *nats.Conn
@@ -343,8 +354,10 @@ func DecisionConfig() jetstream.KeyValueConfig {
 
 // openEvidence opens the evidence bucket with its bounds (the admission
 // service is its only writer).
-func openEvidence(ctx context.Context, js jetstream.JetStream) (jetstream.KeyValue, error) {
-	return wire.EnsureBucket(ctx, js, wire.EvidenceConfig())
+func openEvidence(ctx context.Context, js jetstream.JetStream, replicas int) (jetstream.KeyValue, error) {
+	cfg := wire.EvidenceConfig()
+	cfg.Replicas = replicas
+	return wire.EnsureBucket(ctx, js, cfg)
 }
 
 func (s *Service) unsubscribe() {
@@ -368,6 +381,10 @@ func (s *Service) Stop() {
 	}
 	s.mu.Unlock()
 	s.unsubscribe()
+	if s.stopWatch != nil {
+		s.stopWatch()
+		<-s.watchDone
+	}
 	s.wg.Wait()
 }
 
@@ -580,6 +597,60 @@ func truncReasons(rs []string) []string {
 	return out
 }
 
+// watchDecisions keeps s.decisions in step with the decision bucket, so
+// that every replica lists and routes by every replica's decisions.
+func (s *Service) watchDecisions() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := s.decKV.WatchAll(ctx)
+	if err != nil {
+		cancel()
+		return fmt.Errorf("watching decisions: %w", err)
+	}
+	s.stopWatch, s.watchDone = cancel, make(chan struct{})
+	go func() {
+		defer close(s.watchDone)
+		defer func() { _ = w.Stop() }()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e != nil {
+					s.learn(e)
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// learn applies one decision bucket entry: a newer decision replaces the
+// one held, a deleted one is forgotten.
+func (s *Service) learn(e jetstream.KeyValueEntry) {
+	id := e.Key()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e.Operation() != jetstream.KeyValuePut {
+		delete(s.decisions, id)
+		return
+	}
+	var d Decision
+	if !isEvidenceID(id) || json.Unmarshal(e.Value(), &d) != nil || d.EvidenceID != id {
+		return
+	}
+	d.Connections = nil
+	if old := s.decisions[id]; old != nil && old.EvaluatedAt.After(d.EvaluatedAt) {
+		return
+	}
+	s.decisions[id] = &d
+	if len(s.decisions) > maxDecisions {
+		s.pruneDecisionsLocked()
+	}
+}
+
 // pruneDecisionsLocked drops the oldest half of the in-memory decisions
 // (the bucket keeps them for its TTL).
 func (s *Service) pruneDecisionsLocked() {
@@ -593,8 +664,10 @@ func (s *Service) pruneDecisionsLocked() {
 	}
 }
 
-// Decisions lists the latest decision per evidence id this service made,
-// newest first, with the live connections it knows of.
+// Decisions lists the latest decision per evidence id, newest first: those
+// this service made and, from the decision bucket, those of every other
+// replica (the shared view all replicas route by), with the live
+// connections this service knows of.
 func (s *Service) Decisions() []Decision {
 	s.mu.Lock()
 	defer s.mu.Unlock()

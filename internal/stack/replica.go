@@ -2,7 +2,6 @@ package stack
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"sync"
@@ -10,7 +9,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/teegate/teegate/gateway"
-	"github.com/teegate/teegate/gateway/admission"
 	"github.com/teegate/teegate/gateway/audit"
 )
 
@@ -96,20 +94,6 @@ func (s *Stack) AddGateway(ctx context.Context, name string) (*Replica, error) {
 	}()
 	s.replicas = append(s.replicas, r)
 	return &Replica{URL: "http://" + ln.Addr().String(), Gateway: r.gw, Keys: r.keys, Audit: r.audit, r: r}, nil
-}
-
-// auditDecision records an admission decision, with the evidence bundle
-// the first time this stack logs it.
-func (s *Stack) auditDecision(d admission.Decision, evidence []byte) {
-	e := audit.Entry{Kind: audit.KindAdmission, Worker: d.WorkerID, Provider: d.Provider, EvidenceID: d.EvidenceID,
-		Allow: &d.Allow, Reasons: d.Reasons, Policy: d.Policy, Models: d.Models}
-	if d.Claims != nil {
-		e.Claims, _ = json.Marshal(d.Claims)
-	}
-	if _, dup := s.logged.LoadOrStore(d.EvidenceID, true); !dup {
-		e.Evidence = evidence
-	}
-	s.Audit.Append(e)
 }
 
 // FlushAudit waits until every audit writer of the stack wrote what it

@@ -2,18 +2,13 @@ package cliutil
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/teegate/teegate/attest"
 	"github.com/teegate/teegate/enclave"
+	"github.com/teegate/teegate/internal/workernode"
 	"github.com/teegate/teegate/worker"
-	"github.com/teegate/teegate/worker/engine"
 )
 
 // WorkerOptions are the worker's attestation settings.
@@ -28,11 +23,12 @@ type WorkerOptions struct {
 	Provider string
 }
 
-// RunWorker builds the engine, attests, connects to NATS and serves until
+// RunWorker builds the engine, starts the worker node and serves until
 // ctx ends, then withdraws the worker, letting requests in flight finish.
 // With an attester the worker connects by its evidence (the gateway's
-// admission judges it; a server without admission accepts it as it is);
-// without one it connects with whatever the URL carries, and serves
+// admission judges it; a server without admission accepts it as it is):
+// the flags' URLs, TLS and reconnect settings apply, their credentials do
+// not. Without one it connects with the flags' credentials and serves
 // without receipts.
 func RunWorker(ctx context.Context, nf NATSFlags, ef EngineFlags, wcfg worker.Config, opts WorkerOptions) error {
 	if err := nf.Validate(); err != nil {
@@ -42,99 +38,29 @@ func RunWorker(ctx context.Context, nf NATSFlags, ef EngineFlags, wcfg worker.Co
 	if err != nil {
 		return err
 	}
-	wcfg.Engine = eng
-	if wcfg.ID == "" {
-		id, err := newWorkerID()
-		if err != nil {
-			return err
-		}
-		wcfg.ID = id
-	}
-	base, err := nf.Options("teegate-worker", wcfg.Logger)
-	if err != nil {
-		return err
-	}
-	var wref atomic.Pointer[worker.Worker]
+	cfg := workernode.Config{Engine: eng, Attester: opts.Attester, Epoch: opts.Epoch, Provider: opts.Provider, Worker: wcfg, Logger: wcfg.Logger}
 	if opts.Attester == nil {
 		nc, err := nf.Connect("teegate-worker", wcfg.Logger)
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
-		wcfg.Conn = nc
+		cfg.Conn = nc
 	} else {
-		keeper, stop, err := startKeeper(ctx, eng, wcfg, opts, func(e *enclave.Epoch) {
-			if w := wref.Load(); w != nil {
-				w.EpochRotated(e)
-			}
-		})
+		base, err := nf.Options("teegate-worker", wcfg.Logger)
 		if err != nil {
 			return err
 		}
-		defer stop()
-		wcfg.Keeper, wcfg.TEE = keeper, opts.Attester.Kind()
-		wcfg.Dial = func(o ...nats.Option) (*nats.Conn, error) {
-			// Evidence is the credential: no static one goes along.
+		cfg.Dial = func(o ...nats.Option) (*nats.Conn, error) {
 			return nf.Dial(append(append([]nats.Option(nil), base...), o...)...)
 		}
 	}
-	w, err := worker.New(wcfg)
+	n, err := workernode.Start(ctx, cfg)
 	if err != nil {
-		return err
-	}
-	wref.Store(w)
-	if err := w.Start(ctx); err != nil {
 		return err
 	}
 	<-ctx.Done()
 	sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	return w.Stop(sctx)
-}
-
-// startKeeper attests the first key epoch and rotates epochs in the
-// background; the returned func stops it.
-func startKeeper(ctx context.Context, eng engine.Engine, wcfg worker.Config, opts WorkerOptions, onRotate func(*enclave.Epoch)) (*enclave.Keeper, func(), error) {
-	models, err := eng.Models(ctx)
-	if err != nil {
-		return nil, nil, fmt.Errorf("listing models: %w", err)
-	}
-	ids := make([]string, len(models))
-	for i, m := range models {
-		ids[i] = m.ID
-	}
-	log := wcfg.Logger
-	keeper, err := enclave.NewKeeper(ctx, enclave.KeeperConfig{
-		Attester: opts.Attester,
-		Identity: attest.WorkerIdentity{ID: wcfg.ID, Models: ids, Provider: opts.Provider},
-		Epoch:    opts.Epoch,
-		OnRotate: onRotate,
-		OnError: func(err error) {
-			if log != nil {
-				log.Error("key rotation failed", "err", err)
-			}
-		},
-	})
-	if err != nil {
-		return nil, nil, fmt.Errorf("attesting: %w", err)
-	}
-	rctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = keeper.Run(rctx)
-	}()
-	return keeper, func() {
-		cancel()
-		<-done
-		keeper.Close()
-	}, nil
-}
-
-func newWorkerID() (string, error) {
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("generating worker id: %w", err)
-	}
-	return "w-" + hex.EncodeToString(b[:]), nil
+	return n.Close(sctx)
 }
