@@ -327,6 +327,24 @@ func (s *Service) Reload(ctx context.Context, p Policy) error {
 // and kicked after Grace; requests they are serving may finish meanwhile.
 // Call it when evidence or collateral is refreshed.
 func (s *Service) Recheck(ctx context.Context) error {
+	return s.recheck(ctx, time.Time{})
+}
+
+// RecheckShared is Recheck for a policy change the whole fleet makes at
+// once (since: when it was made). Replicas share the decision bucket: a
+// decision another replica stored under the current policy since then is
+// taken as it is, and a new one is stored only if no replica stored one
+// meanwhile (compare-and-set on the entry), so each evidence is judged
+// once for the fleet, however many replicas hold connections presenting
+// it.
+func (s *Service) RecheckShared(ctx context.Context, since time.Time) error {
+	if since.IsZero() {
+		since = s.cfg.Now()
+	}
+	return s.recheck(ctx, since)
+}
+
+func (s *Service) recheck(ctx context.Context, since time.Time) error {
 	s.mu.Lock()
 	ids := map[string]bool{}
 	for _, c := range s.conns {
@@ -337,15 +355,7 @@ func (s *Service) Recheck(ctx context.Context) error {
 	s.mu.Unlock()
 	var errs []error
 	for id := range ids {
-		now := s.cfg.Now()
-		v := &verdict{p: proven{evidenceID: id}, now: now}
-		vd, err := s.evidence(ctx, id)
-		if err != nil {
-			v.err, v.reasons = err, []string{reason(err)}
-		} else {
-			s.judge(ctx, v, vd)
-			s.record(ctx, v)
-		}
+		v := s.rejudge(ctx, id, since)
 		if ctx.Err() != nil {
 			errs = append(errs, fmt.Errorf("rechecking admissions: %w", ctx.Err()))
 			break
@@ -362,6 +372,75 @@ func (s *Service) Recheck(ctx context.Context) error {
 		s.mu.Unlock()
 	}
 	return errors.Join(errs...)
+}
+
+// rejudge judges evidence id again. With a non-zero since it first looks
+// for a decision on it that another replica stored under the current
+// policy since then, and stores its own only if none appeared meanwhile.
+func (s *Service) rejudge(ctx context.Context, id string, since time.Time) *verdict {
+	now := s.cfg.Now()
+	v := &verdict{p: proven{evidenceID: id}, now: now}
+	var rev uint64
+	if !since.IsZero() {
+		d, r, ok := s.sharedDecision(ctx, id, since)
+		if d != nil {
+			return verdictOf(d, now)
+		}
+		if !ok {
+			since = time.Time{} // no compare-and-set possible: store as usual
+		}
+		rev = r
+	}
+	vd, err := s.evidence(ctx, id)
+	if err != nil {
+		v.err, v.reasons = err, []string{reason(err)}
+		return v
+	}
+	s.judge(ctx, v, vd)
+	if since.IsZero() {
+		s.record(ctx, v)
+		return v
+	}
+	if !s.recordIfUnchanged(ctx, v, rev) {
+		// Another replica stored its decision first: the fleet has one.
+		if d, _, _ := s.sharedDecision(ctx, id, since); d != nil {
+			return verdictOf(d, now)
+		}
+	}
+	return v
+}
+
+// sharedDecision returns the stored decision on id if it was made under the
+// current policy at or after since, and the entry's revision (0: none)
+// for a compare-and-set; ok is false when the bucket could not be read.
+func (s *Service) sharedDecision(ctx context.Context, id string, since time.Time) (_ *Decision, rev uint64, ok bool) {
+	e, err := s.decKV.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
+		return nil, 0, true
+	}
+	if err != nil {
+		return nil, 0, false
+	}
+	var d Decision
+	if json.Unmarshal(e.Value(), &d) != nil || d.EvidenceID != id {
+		return nil, e.Revision(), true
+	}
+	if pid := policyID(s.policy()); pid != "" && d.Policy == pid && !d.EvaluatedAt.Before(since.Truncate(time.Second)) {
+		return &d, e.Revision(), true
+	}
+	return nil, e.Revision(), true
+}
+
+// verdictOf turns a stored decision into the verdict it stands for.
+func verdictOf(d *Decision, now time.Time) *verdict {
+	v := &verdict{p: proven{evidenceID: d.EvidenceID}, now: now, reasons: d.Reasons, policy: d.Policy, expires: d.ExpiresAt}
+	if !d.Allow || !now.Before(d.ExpiresAt) {
+		v.err = ErrPolicyDenied
+		if len(v.reasons) == 0 {
+			v.reasons = []string{"no longer admitted"}
+		}
+	}
+	return v
 }
 
 func reasonsText(rs []string) string {

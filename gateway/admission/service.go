@@ -547,6 +547,40 @@ func (s *Service) forget(k connKey, c *conn) {
 
 // record stores the decision in memory and in the decision bucket.
 func (s *Service) record(ctx context.Context, v *verdict) *Decision {
+	d, raw, err := s.remember(v)
+	if err == nil {
+		_, err = s.decKV.Put(ctx, d.EvidenceID, raw)
+	}
+	if err != nil {
+		s.log.Warn("storing admission decision", "evidence", short(d.EvidenceID), "err", err)
+	}
+	if s.cfg.OnDecision != nil {
+		s.cfg.OnDecision(*d, v.vd.Raw)
+	}
+	return d
+}
+
+// recordIfUnchanged stores the decision only if the bucket entry is still
+// at revision rev (0: absent), and reports whether it did.
+func (s *Service) recordIfUnchanged(ctx context.Context, v *verdict, rev uint64) bool {
+	d, raw, err := s.remember(v)
+	if err != nil {
+		s.log.Warn("storing admission decision", "evidence", short(d.EvidenceID), "err", err)
+		return false
+	}
+	if rev == 0 {
+		_, err = s.decKV.Create(ctx, d.EvidenceID, raw)
+	} else {
+		_, err = s.decKV.Update(ctx, d.EvidenceID, raw, rev)
+	}
+	if err == nil && s.cfg.OnDecision != nil {
+		s.cfg.OnDecision(*d, v.vd.Raw)
+	}
+	return err == nil
+}
+
+// remember builds v's decision, keeps it in memory and encodes it.
+func (s *Service) remember(v *verdict) (*Decision, []byte, error) {
 	b := v.vd.Bundle
 	nk, _ := wire.NKeyOfBundle(b)
 	d := &Decision{
@@ -564,16 +598,7 @@ func (s *Service) record(ctx context.Context, v *verdict) *Decision {
 	}
 	s.mu.Unlock()
 	raw, err := json.Marshal(d)
-	if err == nil {
-		_, err = s.decKV.Put(ctx, d.EvidenceID, raw)
-	}
-	if err != nil {
-		s.log.Warn("storing admission decision", "evidence", short(d.EvidenceID), "err", err)
-	}
-	if s.cfg.OnDecision != nil {
-		s.cfg.OnDecision(*d, v.vd.Raw)
-	}
-	return d
+	return d, raw, err
 }
 
 // maxDecisions bounds the decisions kept in memory (the bucket keeps more,

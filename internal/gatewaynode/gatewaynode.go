@@ -280,7 +280,7 @@ func (n *Node) startAdmission(ctx, bctx context.Context) error {
 	if n.policyKV, err = n.JS.CreateOrUpdateKeyValue(ctx, policyBucket(cfg.Replicas)); err != nil {
 		return fmt.Errorf("opening the policy bucket: %w", err)
 	}
-	if err := n.share(ctx, pol); err != nil {
+	if _, err := n.share(ctx, pol); err != nil {
 		return err
 	}
 	n.log.Info("admission policy", "policy", pol.Name(), "hash", pol.Hash())
@@ -308,21 +308,23 @@ func (n *Node) startAdmission(ctx, bctx context.Context) error {
 	return nil
 }
 
-// share makes p the fleet's policy in the bucket, unless it holds p.
-func (n *Node) share(ctx context.Context, p *policies.Policy) error {
+// share makes p the fleet's policy in the bucket, unless it holds p
+// already, and returns when the fleet adopted it.
+func (n *Node) share(ctx context.Context, p *policies.Policy) (time.Time, error) {
 	if e, err := n.policyKV.Get(ctx, policyKey); err == nil {
-		if cur, _, err := decodePolicy(e.Value()); err == nil && cur.Hash() == p.Hash() {
-			return nil
+		if cur, sp, err := decodePolicy(e.Value()); err == nil && cur.Hash() == p.Hash() {
+			return sp.SetAt, nil
 		}
 	}
-	raw, err := encodePolicy(p, n.cfg.Name, time.Now())
+	now := time.Now()
+	raw, err := encodePolicy(p, n.cfg.Name, now)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
 	if _, err := n.policyKV.Put(ctx, policyKey, raw); err != nil {
-		return fmt.Errorf("storing the fleet policy: %w", err)
+		return time.Time{}, fmt.Errorf("storing the fleet policy: %w", err)
 	}
-	return nil
+	return now, nil
 }
 
 // SetPolicy makes p the fleet's admission policy: this replica adopts it
@@ -336,21 +338,23 @@ func (n *Node) SetPolicy(ctx context.Context, p *policies.Policy) error {
 	if n.Admission == nil {
 		return errors.New("setting admission policy: this gateway runs no admission service")
 	}
-	if err := n.share(ctx, p); err != nil {
+	at, err := n.share(ctx, p)
+	if err != nil {
 		return err
 	}
-	return n.apply(ctx, p)
+	return n.apply(ctx, p, at)
 }
 
-// apply adopts p here and re-judges this replica's connections.
-func (n *Node) apply(ctx context.Context, p *policies.Policy) error {
+// apply adopts p here and re-judges this replica's connections; decisions
+// another replica stored under p since the fleet adopted it (at) stand.
+func (n *Node) apply(ctx context.Context, p *policies.Policy, at time.Time) error {
 	n.setMu.Lock()
 	defer n.setMu.Unlock()
 	prev := n.Policy.Set(p)
 	if prev == nil || prev.Hash() != p.Hash() {
 		n.log.Info("admission policy changed", "policy", p.Name(), "hash", p.Hash())
 	}
-	if err := n.Admission.Recheck(ctx); err != nil {
+	if err := n.Admission.RecheckShared(ctx, at); err != nil {
 		return fmt.Errorf("setting admission policy: %w", err)
 	}
 	return nil

@@ -113,7 +113,7 @@ func (n *Node) watchPolicy(ctx context.Context) {
 			}
 			n.log.Info("adopting the fleet policy", "policy", p.Name(), "hash", p.Hash(), "set_by", sp.SetBy)
 			rctx, cancel := context.WithTimeout(ctx, time.Minute)
-			if err := n.apply(rctx, p); err != nil {
+			if err := n.apply(rctx, p, sp.SetAt); err != nil {
 				n.log.Error("re-judging workers after a fleet policy change", "err", err)
 			}
 			cancel()
