@@ -190,7 +190,6 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	}
 	gcfg := cfg.Gateway
 	gcfg.Unattested = cfg.TEE.Disabled
-	s.gwcfg = gcfg // AddGateway's replicas share these settings
 	if gcfg.Metrics == nil {
 		gcfg.Metrics = cfg.Metrics
 	}
@@ -218,6 +217,12 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	s.URL, s.JS, s.Gateway, s.Keys, s.Dir, s.Evidence = n.URL, n.JS, n.Gateway, n.Keys, n.Dir, n.Evidence
 	s.Admission, s.Policy = n.Admission, n.Policy
 	s.Limits, s.Audit, s.AuditKey = n.Limits, n.Audit, n.AuditKey
+	// AddGateway's replicas share these settings and stores.
+	s.gwcfg = gcfg
+	s.gwcfg.Evidence, s.gwcfg.Receipts = n.Evidence, n.Receipts
+	if n.Admission != nil {
+		s.gwcfg.Admission = n.Admission
+	}
 	if cfg.APIKey != "" {
 		if err := s.AddKey(ctx, cfg.APIKey, gateway.APIKey{Name: "default", Tenant: "default"}); err != nil {
 			return nil, err
