@@ -52,6 +52,18 @@ build: wasm ## build bin/teegate (with the /ui verifier), bin/teegate-worker and
 run: build ## run the whole product on this machine (teegate dev): NATS, gateway, simulated-TEE worker, builtin engine
 	$(BIN)/teegate dev $(ARGS)
 
+# make cluster: ports from CLUSTER_PORT_BASE (default 14200: NATS 14200-14202, routes +10, monitoring +20,
+# gateways 14230-14231); state, logs, *.pid and env in CLUSTER_DIR (default <data dir>/cluster).
+export CLUSTER_PORT_BASE CLUSTER_DIR
+
+.PHONY: cluster
+cluster: build ## start a local fleet in the background: 3 nats-server nodes, 2 gateways, 2 simulated workers; writes $$CLUSTER_DIR/env
+	$(BIN)/teegate cluster up --bin $(BIN)
+
+.PHONY: cluster-down
+cluster-down: ## stop every process make cluster started
+	@if [ -x $(BIN)/teegate ]; then $(BIN)/teegate cluster down; else $(GO) run ./cmd/teegate cluster down; fi
+
 .PHONY: test
 test: node-deps chromium wasm ## run every test (Go, Rego, Node SDK smoke, headless Chromium), installing what is missing
 	$(GO) vet $(PKGS)

@@ -2,26 +2,30 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/teegate/teegate/cmd/internal/cliutil"
 	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
-	"github.com/teegate/teegate/worker/wire"
+	"github.com/teegate/teegate/gateway/admission"
+	"github.com/teegate/teegate/gateway/audit"
+	"github.com/teegate/teegate/internal/gatewaynode"
 )
 
 func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fs := newFlagSet("gateway", stderr)
-	var nf cliutil.NATSFlags
+	var nf, sysf cliutil.NATSFlags
 	nf.Register(fs)
+	sysf.RegisterAuth(fs, "nats-sys", "NATS_SYS")
 	addr := fs.String("addr", "127.0.0.1:8080", "listen address")
 	var obs cliutil.ObserveFlags
 	obs.Register(fs, "json", false)
@@ -29,12 +33,16 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	rpm := fs.Int64("rpm", 0, "requests per minute of API keys that set none, counted across replicas in NATS (0: unlimited)")
 	tlsCert := fs.String("tls-cert", "", "serve HTTPS with this PEM certificate chain (with -tls-key)")
 	tlsKey := fs.String("tls-key", "", "PEM private key of -tls-cert")
-	name := fs.String("name", "", "this replica's name in audit records (default: the host name)")
+	name := fs.String("name", "", "this replica's name in audit records and the policy bucket (default: the host name)")
 	var af auditFlags
 	af.register(fs)
 	bodyLimit := fs.Int("body-limit", 4<<20, "largest request body in bytes")
 	timeout := fs.Duration("request-timeout", 10*time.Minute, "deadline of one request")
 	unattested := fs.Bool("allow-unattested", false, "relay answers without receipts (workers started with -tee none); otherwise such answers are refused")
+	seed := fs.String("admission-seed", os.Getenv("TEEGATE_ADMISSION_SEED"), "file with the account nkey seed whose public key the servers' auth_callout names as issuer (teegate nats-config writes it); every replica holds the same one. Empty: no admission here, workers are not judged by this process (default $TEEGATE_ADMISSION_SEED)")
+	policy := fs.String("policy", "production", "admission policy: production, dev, or a .rego file (watched; SIGHUP reloads); the fleet adopts the latest replica's")
+	allowSim := fs.Bool("allow-simulated", false, "let simulated evidence verify (development clusters only; the policy still decides)")
+	replicas := fs.Int("replicas", 1, "JetStream replicas of the buckets and streams this gateway creates (3 on a three-node cluster)")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -54,6 +62,9 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *rpm < 0 {
 		return usageErrorf(fs, "-rpm must be >= 0")
 	}
+	if *replicas < 1 || *replicas > 5 {
+		return usageErrorf(fs, "-replicas must be 1 to 5")
+	}
 	tlsCfg, err := cliutil.ServerTLS(*tlsCert, *tlsKey)
 	if err != nil {
 		return err
@@ -61,68 +72,65 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if *name == "" {
 		*name, _ = os.Hostname()
 	}
+	var issuer nkeys.KeyPair
+	if *seed != "" {
+		if issuer, err = cliutil.ReadAccountSeed(*seed); err != nil {
+			return err
+		}
+	}
 	nc, err := nf.Connect("teegate-gateway", log)
 	if err != nil {
 		return err
 	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return fmt.Errorf("connecting to jetstream: %w", err)
-	}
 	defer nc.Close()
-	keys, err := gateway.OpenKeys(ctx, js)
-	if err != nil {
-		return err
+	var sys *nats.Conn
+	if sysf.HasAuth() {
+		sysf.URLs, sysf.TLSCA, sysf.TLSCert, sysf.TLSKey, sysf.ConnectTimeout = nf.URLs, nf.TLSCA, nf.TLSCert, nf.TLSKey, nf.ConnectTimeout
+		if sys, err = sysf.Connect("teegate-admission-sys", log); err != nil {
+			return fmt.Errorf("system account: %w", err)
+		}
+		defer sys.Close()
 	}
-	defer keys.Close()
-	dir, err := gateway.OpenDirectory(ctx, js)
-	if err != nil {
-		return err
+	ac := audit.StreamConfig{MaxAge: af.retention, Replicas: af.replicas}
+	if ac.Replicas <= 1 {
+		ac.Replicas = *replicas
 	}
-	defer dir.Close()
-	evidence, err := wire.EnsureBucket(ctx, js, wire.EvidenceConfig())
-	if err != nil {
-		return err
-	}
-	receipts, err := gateway.EnsureReceiptsBucket(ctx, js, wire.ReceiptsTTL)
-	if err != nil {
-		return err
-	}
-	limits, err := gateway.OpenLimits(ctx, js, af.replicas, nil)
-	if err != nil {
-		return err
-	}
-	alog, err := af.open(ctx, js, *name, log)
-	if err != nil {
-		return err
-	}
-	defer alog.Close()
-	g, err := gateway.New(gateway.Config{Conn: nc, Keys: keys, Directory: dir, Logger: log,
-		DefaultRPM: *rpm, Limits: limits, Audit: alog, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
-		Evidence: evidence, Receipts: receipts, Unattested: *unattested,
-		Metrics: reg, Tracer: tp})
-	if err != nil {
-		return err
-	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		return fmt.Errorf("listening: %w", err)
-	}
-	if tlsCfg != nil {
-		ln = tls.NewListener(ln, tlsCfg)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- g.Serve(ln) }()
-	log.Info("gateway listening", "addr", ln.Addr().String())
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	return g.Shutdown(sctx)
+	n, err := gatewaynode.Start(startCtx, gatewaynode.Config{
+		Conn: nc, Sys: sys, Issuer: issuer, Policy: *policy, AllowSimulated: *allowSim,
+		Gateway: gateway.Config{Logger: log, DefaultRPM: *rpm, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
+			Unattested: *unattested, Metrics: reg, Tracer: tp},
+		Admission: admission.Config{Metrics: reg},
+		Addr:      *addr, TLS: tlsCfg, Replicas: *replicas, Audit: ac, AuditCheckpointEvery: af.every, Name: *name, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		n.Close(sctx)
+	}()
+	log.Info("gateway listening", "url", n.URL, "admission", issuer != nil, "replicas", *replicas)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			if n.Admission == nil {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if err := n.ReloadPolicy(rctx); err != nil {
+				log.Error("reloading the admission policy failed", "err", err)
+			}
+			cancel()
+		}
+	}
 }
 
 func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {

@@ -154,24 +154,16 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("starting gateway: %w", err)
 	}
 	n.JS = replicated{js, cfg.Replicas}
-	// A cluster that just started elects its JetStream leader first.
-	if err := retry(ctx, func() error {
-		var err error
-		n.Evidence, err = wire.EnsureBucket(ctx, n.JS, wire.EvidenceConfig())
-		return err
-	}); err != nil {
+	// A cluster that just started elects its JetStream leader first, and
+	// a request made meanwhile, or racing another replica's creation of the
+	// same stream, may go unanswered: each attempt has its own deadline.
+	if err := retry(ctx, n.openStores); err != nil {
 		return nil, err
-	}
-	if _, err := n.JS.CreateOrUpdateKeyValue(ctx, wire.RegistryConfig()); err != nil {
-		return nil, fmt.Errorf("opening worker registry: %w", err)
 	}
 	if n.Keys, err = gateway.OpenKeys(ctx, n.JS); err != nil {
 		return nil, err
 	}
 	if n.Dir, err = gateway.OpenDirectory(ctx, n.JS); err != nil {
-		return nil, err
-	}
-	if n.Receipts, err = gateway.EnsureReceiptsBucket(ctx, n.JS, cfg.ReceiptTTL); err != nil {
 		return nil, err
 	}
 	if n.Limits, err = gateway.OpenLimits(ctx, n.JS, cfg.Replicas, cfg.Gateway.Now); err != nil {
@@ -449,6 +441,26 @@ func (n *Node) auditDecision(d admission.Decision, evidence []byte) {
 	n.Audit.Append(e)
 }
 
+// openStores opens (creating when missing) every bucket and stream the
+// gateway side uses.
+func (n *Node) openStores(ctx context.Context) error {
+	cfg := n.cfg
+	var err error
+	if n.Evidence, err = wire.EnsureBucket(ctx, n.JS, wire.EvidenceConfig()); err != nil {
+		return err
+	}
+	if _, err := n.JS.CreateOrUpdateKeyValue(ctx, wire.RegistryConfig()); err != nil {
+		return fmt.Errorf("opening worker registry: %w", err)
+	}
+	if n.Receipts, err = gateway.EnsureReceiptsBucket(ctx, n.JS, cfg.ReceiptTTL); err != nil {
+		return err
+	}
+	if _, err := gateway.EnsureKeysBucket(ctx, n.JS); err != nil {
+		return err
+	}
+	return nil
+}
+
 // poll calls cond until it is true or ctx ends.
 func poll(ctx context.Context, cond func() bool) error {
 	t := time.NewTicker(5 * time.Millisecond)
@@ -463,10 +475,14 @@ func poll(ctx context.Context, cond func() bool) error {
 	return nil
 }
 
-// retry calls f until it succeeds or ctx ends, returning f's last error.
-func retry(ctx context.Context, f func() error) error {
+// retry calls f until it succeeds or ctx ends, returning f's last error;
+// each attempt has 5 s (a request sent while the cluster elects its
+// JetStream leader gets no answer).
+func retry(ctx context.Context, f func(context.Context) error) error {
 	for {
-		err := f()
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := f(actx)
+		cancel()
 		if err == nil {
 			return nil
 		}

@@ -227,3 +227,21 @@ func redact(urls []string) string {
 	}
 	return strings.Join(out, ",")
 }
+
+// ReadAccountSeed reads an account nkey seed (bare or decorated) from
+// path: the auth callout issuer every gateway replica shares.
+func ReadAccountSeed(path string) (nkeys.KeyPair, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the admission seed: %w", err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("reading the admission seed from %s: %w", path, err)
+	}
+	pub, err := kp.PublicKey()
+	if err != nil || !nkeys.IsValidPublicAccountKey(pub) {
+		return nil, fmt.Errorf("%s does not hold an account nkey seed: %w", path, ErrNATSFlags)
+	}
+	return kp, nil
+}
