@@ -152,6 +152,7 @@ func clusterUp(ctx context.Context, dir, bin string, base int, stdout io.Writer)
 		if err := spawn(dir, fmt.Sprintf("gateway-%d", j+1), filepath.Join(bin, "teegate"), "gateway",
 			"--nats", natsURLs, "--nats-creds", creds, "--nats-sys-creds", filepath.Join(natsDir, natsconf.SystemSeedFile),
 			"--admission-seed", filepath.Join(natsDir, natsconf.AdmissionSeedFile), "--policy", "dev", "--allow-simulated",
+			"--sim-root", filepath.Join(simDir, sim.RootDir, sim.RootCertFile),
 			"--replicas", "3", "--addr", addr, "--name", fmt.Sprintf("gateway-%d", j+1), "--request-timeout", "2m"); err != nil {
 			return err
 		}

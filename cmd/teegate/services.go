@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"os"
@@ -42,6 +43,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	seed := fs.String("admission-seed", os.Getenv("TEEGATE_ADMISSION_SEED"), "file with the account nkey seed whose public key the servers' auth_callout names as issuer (teegate nats-config writes it); every replica holds the same one. Empty: no admission here, workers are not judged by this process (default $TEEGATE_ADMISSION_SEED)")
 	policy := fs.String("policy", "production", "admission policy: production, dev, or a .rego file (watched; SIGHUP reloads); the fleet adopts the latest replica's")
 	allowSim := fs.Bool("allow-simulated", false, "let simulated evidence verify (development clusters only; the policy still decides)")
+	simRoot := fs.String("sim-root", "", "with -allow-simulated: the simulated root certificate (PEM) workers must chain to; others are refused")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the buckets and streams this gateway creates (3 on a three-node cluster)")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -78,6 +80,18 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
+	var pinned [][]byte
+	if *simRoot != "" {
+		raw, err := os.ReadFile(*simRoot)
+		if err != nil {
+			return fmt.Errorf("reading -sim-root: %w", err)
+		}
+		b, _ := pem.Decode(raw)
+		if b == nil || b.Type != "CERTIFICATE" {
+			return fmt.Errorf("-sim-root %s holds no PEM certificate", *simRoot)
+		}
+		pinned = append(pinned, b.Bytes)
+	}
 	nc, err := nf.Connect("teegate-gateway", log)
 	if err != nil {
 		return err
@@ -98,7 +112,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	n, err := gatewaynode.Start(startCtx, gatewaynode.Config{
-		Conn: nc, Sys: sys, Issuer: issuer, Policy: *policy, AllowSimulated: *allowSim,
+		Conn: nc, Sys: sys, Issuer: issuer, Policy: *policy, AllowSimulated: *allowSim, PinnedSimulatedRoots: pinned,
 		Gateway: gateway.Config{Logger: log, DefaultRPM: *rpm, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
 			Unattested: *unattested, Metrics: reg, Tracer: tp},
 		Admission: admission.Config{Metrics: reg},
