@@ -119,3 +119,29 @@ func TestValidEventName(t *testing.T) {
 		}
 	}
 }
+
+func TestAckSubjectOK(t *testing.T) {
+	const nk = "UABC"
+	for subj, want := range map[string]bool{
+		"_TGW.UABC.n1.abc":                      true,
+		"_TGW.UABC.x":                           true,
+		"_TGW.UABC":                             false,
+		"_TGW.UABC.":                            false,
+		"_TGW.UABC..x":                          false,
+		"_TGW.UABD.x":                           false,
+		"_TGW.UABCD.x":                          false,
+		"_TGW.UABC.*":                           false,
+		"_TGW.UABC.>":                           false,
+		"$JS.API.STREAM.PURGE.KV_teegate_x":     false,
+		"_INBOX.abc":                            false,
+		"_TGW.UABC.a b":                         false,
+		"_TGW.UABC." + strings.Repeat("a", 300): false,
+	} {
+		if got := AckSubjectOK(subj, nk); got != want {
+			t.Errorf("AckSubjectOK(%q) = %v, want %v", subj, got, want)
+		}
+	}
+	if AckSubjectOK("_TGW..x", "") {
+		t.Error("an empty nkey owns nothing")
+	}
+}
