@@ -67,7 +67,7 @@ cluster-down: ## stop every process make cluster started
 .PHONY: test
 test: node-deps chromium wasm ## run every test (Go, Rego, Node SDK smoke, headless Chromium), installing what is missing
 	$(GO) vet $(PKGS)
-	GOWORK=$(CURDIR)/$(WASM_WORK)/go.work GOOS=js GOARCH=wasm $(GO) vet ./cmd/teegate-wasm ./internal/browserverify
+	GOWORK=$(CURDIR)/$(WASM_WORK)/go.work GOOS=js GOARCH=wasm $(GO) vet ./cmd/teegate-wasm
 	@# The verifier side must build without cgo (DESIGN §2).
 	CGO_ENABLED=0 $(GO) build ./attest/... ./policies/... ./cmd/teegate
 	TEEGATE_REQUIRE_NODE=1 TEEGATE_REQUIRE_CHROMIUM=1 $(GO) test -count=1 -timeout 15m $(PKGS)
