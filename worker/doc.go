@@ -7,6 +7,9 @@
 // it. With a key keeper it has no NATS credentials: it connects by its
 // evidence and serves only once the gateway's admission admits it, one
 // connection per key epoch, replaced make-before-break on rotation or when
-// the server asks it to drain (connect.go). It never logs request or
-// response content.
+// the server asks it to drain (join.go). Files: worker.go (config,
+// lifecycle), serve.go (serving requests on one connection), stream.go (the
+// worker half of the stream protocol), registry.go (its record and the
+// heartbeat), join.go (epochs, evidence publication, make-before-break).
+// It never logs request or response content.
 package worker
