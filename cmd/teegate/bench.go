@@ -27,6 +27,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	peak := fs.Duration("peak-duration", 0, "length of each closed-loop run (default 10s; quick 3s)")
 	conns := fs.Int("conns", 0, "requests in flight in the closed loop (default 64)")
 	ttft := fs.Int("ttft", 0, "streamed requests per target for time to first token (default 1000; quick 200)")
+	ovDur := fs.Duration("overload-duration", -1, "length of the overload run, offered twice the stack's peak (default 10s; quick 3s; 0 skips)")
+	ovFactor := fs.Float64("overload-factor", 0, "the overload run offers this many times the measured peak (default 2)")
 	streams := fs.Int("streams", -1, "streams held open at once for memory per stream (default 10000; 0 skips)")
 	inProcess := fs.Bool("streams-in-process", false, "hold the streams against a stack in this process instead of a child process")
 	serve := fs.Int("serve-streams", 0, "internal: run the child process that holds streams open")
@@ -61,6 +63,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	if *streams >= 0 {
 		cfg.Streams = *streams
+	}
+	if *ovDur >= 0 {
+		cfg.OverloadDuration = *ovDur
+	}
+	if *ovFactor > 0 {
+		cfg.OverloadFactor = *ovFactor
 	}
 	if *duration > 0 {
 		cfg.Duration = *duration

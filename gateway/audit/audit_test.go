@@ -18,7 +18,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func startJS(t *testing.T) (jetstream.JetStream, func() jetstream.JetStream) {
+func startJS(t testing.TB) (jetstream.JetStream, func() jetstream.JetStream) {
 	t.Helper()
 	srv, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
 	if err != nil {
@@ -50,7 +50,7 @@ func openLog(t *testing.T, js jetstream.JetStream, key ed25519.PrivateKey, name 
 	return l
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
 	return ctx

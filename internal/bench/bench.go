@@ -26,6 +26,12 @@ type Config struct {
 	PeakDuration time.Duration
 	// TTFTSamples streamed requests per target, one at a time.
 	TTFTSamples int
+	// OverloadFactor times the stack's measured peak is offered for
+	// OverloadDuration in an open loop (0 duration skips the run), each
+	// request given OverloadTimeout to be answered.
+	OverloadFactor   float64
+	OverloadDuration time.Duration
+	OverloadTimeout  time.Duration
 	// Streams are held open at once to measure memory per stream; 0 skips.
 	Streams int
 	// StreamServer starts the stack that holds the streams, ideally in a
@@ -45,18 +51,21 @@ type Config struct {
 // Quick finishes in well under a minute on two cores.
 func Quick() Config {
 	return Config{Rates: []int{1000}, Duration: 3 * time.Second, PeakConns: 64, PeakDuration: 3 * time.Second,
-		TTFTSamples: 200, Streams: 5000}
+		TTFTSamples: 200, Streams: 5000, OverloadFactor: 2, OverloadDuration: 3 * time.Second, OverloadTimeout: 10 * time.Second}
 }
 
 // Full is the run whose numbers go in docs/PERFORMANCE.md.
 func Full() Config {
 	return Config{Rates: []int{1000, 500, 2000}, Duration: 10 * time.Second, PeakConns: 64, PeakDuration: 10 * time.Second,
-		TTFTSamples: 1000, Streams: 10000}
+		TTFTSamples: 1000, Streams: 10000, OverloadFactor: 2, OverloadDuration: 10 * time.Second, OverloadTimeout: 10 * time.Second}
 }
 
 func (c Config) validate() error {
 	if len(c.Rates) == 0 || c.Duration <= 0 || c.PeakConns <= 0 || c.PeakDuration <= 0 || c.TTFTSamples <= 0 || c.Streams < 0 {
 		return errors.New("bench config: rates, durations, peak connections and TTFT samples must be positive")
+	}
+	if c.OverloadDuration < 0 || c.OverloadDuration > 0 && (c.OverloadFactor <= 0 || c.OverloadTimeout <= 0) {
+		return errors.New("bench config: the overload run needs a positive factor and timeout")
 	}
 	for _, r := range c.Rates {
 		if r <= 0 {
@@ -113,25 +122,32 @@ type Report struct {
 	Started string  `json:"started"`
 	Seconds float64 `json:"seconds"`
 
-	DirectRPS             float64           `json:"direct_rps"`
-	StackRPS              float64           `json:"stack_rps"`
-	BuiltinRPS            float64           `json:"builtin_rps"`
-	PeakRatio             float64           `json:"peak_ratio"`
-	BuiltinPeakRatio      float64           `json:"builtin_peak_ratio"`
-	Rate                  int               `json:"rate"`
-	AddedP50Ms            float64           `json:"added_p50_ms"`
-	AddedP99Ms            float64           `json:"added_p99_ms"`
-	AddedP999Ms           float64           `json:"added_p999_ms"`
-	TTFTAddedP50Ms        float64           `json:"ttft_added_p50_ms"`
-	TTFTBuiltinAddedP50Ms float64           `json:"ttft_builtin_added_p50_ms"`
-	StreamRSSKiBPerStream float64           `json:"stream_rss_kib_per_stream"`
-	StreamsOpen           int               `json:"streams_open"`
-	Errors                int               `json:"errors"`
-	Rates                 []RateRun         `json:"rates"`
-	Peak                  Peak              `json:"peak"`
-	TTFT                  TTFTRun           `json:"ttft"`
-	Streams               *Streams          `json:"streams,omitempty"`
-	Targets               map[string]string `json:"targets"`
+	DirectRPS             float64 `json:"direct_rps"`
+	StackRPS              float64 `json:"stack_rps"`
+	BuiltinRPS            float64 `json:"builtin_rps"`
+	PeakRatio             float64 `json:"peak_ratio"`
+	BuiltinPeakRatio      float64 `json:"builtin_peak_ratio"`
+	Rate                  int     `json:"rate"`
+	AddedP50Ms            float64 `json:"added_p50_ms"`
+	AddedP99Ms            float64 `json:"added_p99_ms"`
+	AddedP999Ms           float64 `json:"added_p999_ms"`
+	TTFTAddedP50Ms        float64 `json:"ttft_added_p50_ms"`
+	TTFTBuiltinAddedP50Ms float64 `json:"ttft_builtin_added_p50_ms"`
+	StreamRSSKiBPerStream float64 `json:"stream_rss_kib_per_stream"`
+	StreamsOpen           int     `json:"streams_open"`
+	// The overload run's headline (stack, openai engine): goodput as a
+	// fraction of the peak, refusals, their p99 latency, timeouts.
+	OverloadGoodputRatio float64           `json:"overload_goodput_ratio"`
+	OverloadRefused      int               `json:"overload_refused"`
+	OverloadRefusedP99Ms float64           `json:"overload_refused_p99_ms"`
+	OverloadTimeouts     int               `json:"overload_timeouts"`
+	Errors               int               `json:"errors"`
+	Rates                []RateRun         `json:"rates"`
+	Peak                 Peak              `json:"peak"`
+	TTFT                 TTFTRun           `json:"ttft"`
+	Overload             *Overload         `json:"overload,omitempty"`
+	Streams              *Streams          `json:"streams,omitempty"`
+	Targets              map[string]string `json:"targets"`
 }
 
 const chatBody = `{"model":%q,"messages":[{"role":"user","content":"Tell me about lighthouses."}],"max_tokens":16%s}`
@@ -225,6 +241,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep.Peak.Builtin = closedLoop(builtinT, cfg.PeakConns, cfg.PeakDuration)
 	rep.Errors += rep.Peak.Direct.Errors + rep.Peak.Stack.Errors + rep.Peak.Builtin.Errors
+
+	if cfg.OverloadDuration > 0 {
+		// Refusals and timeouts are what the run measures, not errors of
+		// the harness: they are reported on their own.
+		logf("overload: %.1f× the stack's peak (%.0f req/s) for %s", cfg.OverloadFactor, rep.Peak.Stack.RPS, cfg.OverloadDuration)
+		if rep.Peak.Stack.RPS <= 0 {
+			return nil, errNoPeak
+		}
+		o := overload(stackT, rep.Peak.Stack.RPS, cfg.OverloadFactor, cfg.OverloadDuration, cfg.OverloadTimeout)
+		rep.Overload = &o
+		rep.OverloadGoodputRatio, rep.OverloadRefused = o.GoodputPeak, o.Refused
+		rep.OverloadRefusedP99Ms, rep.OverloadTimeouts = o.RefusedP99Ms, o.Timeouts
+	}
 
 	logf("time to first token, %d streams each, one at a time", cfg.TTFTSamples)
 	stream := `,"stream":true`
@@ -346,6 +375,15 @@ func (r *Report) WriteText(w io.Writer) error {
 	p("\tdirect\t%d\t%.3f\t%.3f\t%d\t", t.Direct.Samples, t.Direct.P50Ms, t.Direct.P99Ms, t.Direct.Errors)
 	p("\tstack (openai)\t%d\t%.3f\t%.3f\t%d\t%+.3f", t.Stack.Samples, t.Stack.P50Ms, t.Stack.P99Ms, t.Stack.Errors, r.TTFTAddedP50Ms)
 	p("\tstack (builtin)\t%d\t%.3f\t%.3f\t%d\t%+.3f", t.Builtin.Samples, t.Builtin.P50Ms, t.Builtin.P99Ms, t.Builtin.Errors, r.TTFTBuiltinAddedP50Ms)
+	if o := r.Overload; o != nil {
+		p("")
+		p("overload\toffered rps\tok\tgoodput rps\tgoodput / peak\tok p50 / p99 ms\trefused\trefused p50 / p99 ms\twith Retry-After\ttimeouts\tother")
+		p("\t%d (%.1f× %.0f)\t%d\t%.0f\t%.2f\t%.1f / %.1f\t%d\t%.1f / %.1f\t%d\t%d\t%d", o.OfferedRPS, o.Factor, o.PeakRPS, o.OK, o.GoodputRPS,
+			o.GoodputPeak, o.OKP50Ms, o.OKP99Ms, o.Refused, o.RefusedP50Ms, o.RefusedP99Ms, o.RefusedRetryAft, o.Timeouts, o.Other)
+		if o.FirstError != "" {
+			p("\tfirst other failure: %s", o.FirstError)
+		}
+	}
 	if s := r.Streams; s != nil {
 		p("")
 		p("open streams\trequested\topen\terrors\tRSS KiB/stream\theap KiB/stream\tstack KiB/stream\tgoroutines/stream\tprocess")
