@@ -116,6 +116,15 @@ type Engine interface {
 	Do(ctx context.Context, call Call) (*Result, error)
 }
 
+// Refresher is an engine whose model list may change while it runs (a
+// server that loads and unloads models). The worker calls RefreshModels
+// periodically: the answer is read from the engine now, not from a cache,
+// and an error means the engine cannot serve at the moment. Engines with a
+// fixed list do not implement it.
+type Refresher interface {
+	RefreshModels(ctx context.Context) ([]Model, error)
+}
+
 // Error is an OpenAI-shaped error with the HTTP status the client gets.
 type Error struct {
 	Status  int     `json:"-"`

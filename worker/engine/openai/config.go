@@ -38,7 +38,8 @@ type Config struct {
 	// StreamIdleTimeout bounds the wait for each stream event, the first
 	// included. Time the consumer spends between Next calls does not count.
 	StreamIdleTimeout time.Duration
-	// ModelRefresh is how long the model list from GET /v1/models is reused.
+	// ModelRefresh is how long Models reuses the list from GET /v1/models
+	// (default DefaultModelRefresh); RefreshModels always asks.
 	ModelRefresh time.Duration
 	// ModelAliases maps an extra model name to advertise onto the listed
 	// upstream model it stands for. The request body is never rewritten, so
@@ -46,6 +47,9 @@ type Config struct {
 	// "llama3:latest" and also serves "llama3". An alias is advertised only
 	// while its target is listed.
 	ModelAliases map[string]string
+	// NoBareNames turns off advertising the bare names the server accepts
+	// for its "NAME:latest" models (Engine.Models).
+	NoBareNames bool
 	// MaxResponseBytes bounds a non-stream response body.
 	MaxResponseBytes int64
 	// MaxEventBytes bounds one stream event's data (see NewSSEReader).

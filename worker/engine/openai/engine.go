@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -52,6 +53,9 @@ type Engine struct {
 	cached   []engine.Model
 	cachedAt time.Time
 	cacheOK  bool
+	// bare: the bare names asked about (withBareNames), and whether the
+	// server accepts them.
+	bare map[string]bool
 
 	// noResponsesUntil: in ResponsesAuto, the server said it has no
 	// /v1/responses; translate until then (Unix nanoseconds, 0: unknown).
@@ -383,10 +387,26 @@ func bodyError(what string, ctx, reqCtx context.Context, err error) error {
 }
 
 // Models lists the models from GET /v1/models, cached for
-// Config.ModelRefresh, plus the configured aliases of listed models. Object
-// and owned_by are filled in when the server leaves them out. The returned
-// slice is the caller's.
+// Config.ModelRefresh, plus the configured aliases of listed models and the
+// bare names the server accepts for listed "NAME:latest" models (see
+// RefreshModels). Object and owned_by are filled in when the server leaves
+// them out. The returned slice is the caller's.
 func (e *Engine) Models(ctx context.Context) ([]engine.Model, error) {
+	return e.models(ctx, false)
+}
+
+// RefreshModels is Models read from the server now, whatever the cache
+// holds (engine.Refresher): the worker calls it on its own schedule so a
+// model added to the server is offered and a removed one withdrawn, and a
+// failure tells it the engine cannot serve. A failed refresh keeps the
+// previous list cached for Models.
+func (e *Engine) RefreshModels(ctx context.Context) ([]engine.Model, error) {
+	return e.models(ctx, true)
+}
+
+var _ engine.Refresher = (*Engine)(nil)
+
+func (e *Engine) models(ctx context.Context, force bool) ([]engine.Model, error) {
 	select {
 	case e.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -394,7 +414,7 @@ func (e *Engine) Models(ctx context.Context) ([]engine.Model, error) {
 	}
 	defer func() { <-e.sem }()
 	now := e.cfg.Now()
-	if age := now.Sub(e.cachedAt); e.cacheOK && age >= 0 && age < e.cfg.ModelRefresh {
+	if age := now.Sub(e.cachedAt); !force && e.cacheOK && age >= 0 && age < e.cfg.ModelRefresh {
 		return slices.Clone(e.cached), nil
 	}
 	res, err := e.send(ctx, request{
@@ -412,14 +432,68 @@ func (e *Engine) Models(ctx context.Context) ([]engine.Model, error) {
 		return nil, clientError("listing models", badResponse("inference engine sent an unreadable model list"), ErrBadResponse, err)
 	}
 	models = e.withAliases(models)
+	models = e.withBareNames(ctx, models)
 	e.cached, e.cachedAt, e.cacheOK = models, now, true
 	return slices.Clone(models), nil
 }
 
+// latestTag is the tag a bare model name stands for on Ollama.
+const latestTag = ":latest"
+
+// withBareNames adds, for each listed "NAME:latest" whose NAME is neither
+// listed nor an alias, the model NAME when the server says it knows it
+// (GET /v1/models/NAME answers that model): Ollama lists "tiny:latest" and
+// serves "tiny". The server is asked once per name while its target stays
+// listed; an answer other than the model or a 404 is asked again at the
+// next refresh. Called with e.sem held.
+func (e *Engine) withBareNames(ctx context.Context, models []engine.Model) []engine.Model {
+	if e.cfg.NoBareNames {
+		return models
+	}
+	listed := make(map[string]bool, len(models))
+	for _, m := range models {
+		listed[m.ID] = true
+	}
+	known := make(map[string]bool, len(e.bare))
+	out := models
+	for _, m := range models {
+		bare, ok := strings.CutSuffix(m.ID, latestTag)
+		if !ok || bare == "" || listed[bare] {
+			continue
+		}
+		accepted, asked := e.bare[bare]
+		if !asked {
+			got, err := e.lookup(ctx, bare)
+			switch {
+			case err == nil:
+				accepted, asked = got.ID == bare, true
+			case isNotFound(err):
+				accepted, asked = false, true
+			}
+		}
+		if asked {
+			known[bare] = accepted
+		}
+		if accepted {
+			alias := m
+			alias.ID = bare
+			listed[bare] = true
+			out = append(out, alias)
+		}
+	}
+	e.bare = known
+	return out
+}
+
+func isNotFound(err error) bool {
+	ee, ok := engine.AsError(err)
+	return ok && ee.Status == http.StatusNotFound
+}
+
 // Model returns one model: from the list when it is there, otherwise from
 // GET /v1/models/{id}, which some servers answer for names they accept but
-// do not list (Ollama: "tiny" for "tiny:latest"). An unknown model is a 404
-// *engine.Error with code model_not_found.
+// do not list. An unknown model is a 404 *engine.Error with code
+// model_not_found.
 func (e *Engine) Model(ctx context.Context, id string) (engine.Model, error) {
 	models, err := e.Models(ctx)
 	if err != nil {
@@ -434,6 +508,15 @@ func (e *Engine) Model(ctx context.Context, id string) (engine.Model, error) {
 	if id == "" {
 		return engine.Model{}, notFound
 	}
+	m, err := e.lookup(ctx, id)
+	if isNotFound(err) {
+		return engine.Model{}, notFound
+	}
+	return m, err
+}
+
+// lookup asks GET /v1/models/{id}.
+func (e *Engine) lookup(ctx context.Context, id string) (engine.Model, error) {
 	res, err := e.send(ctx, request{
 		what:    "looking up model",
 		method:  http.MethodGet,
@@ -442,9 +525,6 @@ func (e *Engine) Model(ctx context.Context, id string) (engine.Model, error) {
 		maxBody: maxModelsBody,
 	})
 	if err != nil {
-		if ee, ok := engine.AsError(err); ok && ee.Status == http.StatusNotFound {
-			return engine.Model{}, notFound
-		}
 		return engine.Model{}, err
 	}
 	var m modelJSON

@@ -273,8 +273,26 @@ func TestReplayModels(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !slices.Equal(got, []engine.Model{tiny}) {
+		// The server lists tiny:latest and answers GET /v1/models/tiny:
+		// the bare name is offered too.
+		bare := tiny
+		bare.ID = "tiny"
+		if !slices.Equal(got, []engine.Model{tiny, bare}) {
 			t.Fatalf("Models = %+v", got)
+		}
+		if n := rp.hitCount("model-one"); n != 1 {
+			t.Fatalf("bare name looked up %d times, want 1", n)
+		}
+		if _, err := e.RefreshModels(ctx); err != nil || rp.hitCount("model-one") != 1 || rp.hitCount("models") != 2 {
+			t.Fatalf("refresh: %v; model-one %d (asked again), models %d", err, rp.hitCount("model-one"), rp.hitCount("models"))
+		}
+	})
+	t.Run("no bare names", func(t *testing.T) {
+		rp := newReplay(t, trs)
+		e := newTestEngine(t, Config{BaseURL: rp.URL, NoBareNames: true})
+		got, err := e.Models(ctx)
+		if err != nil || !slices.Equal(got, []engine.Model{tiny}) || rp.hitCount("model-one") != 0 {
+			t.Fatalf("Models = %+v, %v", got, err)
 		}
 	})
 	t.Run("aliases", func(t *testing.T) {
