@@ -30,6 +30,7 @@ type KVDirectory struct {
 	workers map[string]wire.WorkerRecord
 	seen    map[string]time.Time
 	watch   *kvWatch
+	changed signal // a record was put or removed
 }
 
 // OpenDirectory watches the registry and returns once it is loaded.
@@ -39,6 +40,7 @@ func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*KVDirectory, e
 		return nil, fmt.Errorf("opening worker registry: %w", err)
 	}
 	d := &KVDirectory{now: time.Now, workers: map[string]wire.WorkerRecord{}, seen: map[string]time.Time{}}
+	d.changed.init()
 	if d.watch, err = watchBucket(ctx, kv, "worker registry", d.apply); err != nil {
 		return nil, err
 	}
@@ -48,6 +50,7 @@ func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*KVDirectory, e
 func (d *KVDirectory) apply(e jetstream.KeyValueEntry) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	defer d.changed.fire()
 	if e.Operation() == jetstream.KeyValuePut {
 		var rec wire.WorkerRecord
 		// A record is stored under its evidence id (admitted workers may
@@ -124,6 +127,38 @@ func (d *KVDirectory) Workers() []wire.WorkerRecord {
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
 }
+
+// Replicas implements capacityDirectory: the live records that serve
+// model and may take new requests (wire.WorkerRecord.Routable), with their
+// registry keys.
+func (d *KVDirectory) Replicas(model string) []Replica {
+	now := d.now()
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	var out []Replica
+	for key, rec := range d.workers {
+		if d.live(key, now) && rec.Routable() && rec.Serves(model) {
+			out = append(out, Replica{Key: key, Record: rec})
+		}
+	}
+	return out
+}
+
+// Ready implements capacityDirectory: some live record may take requests.
+func (d *KVDirectory) Ready() bool {
+	now := d.now()
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for key, rec := range d.workers {
+		if d.live(key, now) && rec.Routable() {
+			return true
+		}
+	}
+	return false
+}
+
+// Changed implements capacityDirectory.
+func (d *KVDirectory) Changed() <-chan struct{} { return d.changed.wait() }
 
 // Close stops the watch.
 func (d *KVDirectory) Close() {

@@ -121,9 +121,20 @@ func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *inf
 	reqID := rq.id
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
+	tried := map[string]bool{}
 	for attempt := 1; ; attempt++ {
+		l, ok := g.awaitLease(ctx, rq.model, tried)
+		if !ok {
+			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
+		}
+		msg.Subject = l.Subject
 		reply, err := g.request(ctx, msg)
+		l.Release()
 		switch {
+		case errors.Is(err, nats.ErrNoResponders) && l.Key != "" && attempt < g.cfg.Attempts:
+			// The record outlived its connection: try another.
+			tried[l.Key] = true
+			continue
 		case errors.Is(err, nats.ErrNoResponders):
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
@@ -134,6 +145,7 @@ func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *inf
 		}
 		if reply.Header.Get(wire.HdrError) == wire.CodeBusy {
 			if attempt < g.cfg.Attempts {
+				tried[l.Key] = l.Key != ""
 				continue
 			}
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
@@ -204,7 +216,20 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *in
 	reqID := rq.id
 	nc := g.cfg.Conn
 	window := g.cfg.StreamWindow
+	pctx, pcancel := context.WithDeadline(context.Background(), deadline)
+	defer pcancel()
+	tried := map[string]bool{}
+	var l *lease
+	// The lease is the relay's once the stream starts; every other way out
+	// gives it back.
+	defer func() { l.Release() }()
 	for attempt := 1; ; attempt++ {
+		l.Release()
+		var ok bool
+		if l, ok = g.awaitLease(pctx, rq.model, tried); !ok {
+			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
+		}
+		msg.Subject = l.Subject
 		inbox := g.newInbox()
 		// Capacity beyond the window: the worker never has more than window
 		// data chunks unacknowledged, plus one end or error message.
@@ -231,12 +256,17 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *in
 		}
 		if wire.IsNoResponders(first) {
 			_ = sub.Unsubscribe()
+			if l.Key != "" && attempt < g.cfg.Attempts {
+				tried[l.Key] = true // the record outlived its connection
+				continue
+			}
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 		}
 		switch first.Header.Get(wire.HdrKind) {
 		case wire.KindError:
 			_ = sub.Unsubscribe()
 			if first.Header.Get(wire.HdrError) == wire.CodeBusy && attempt < g.cfg.Attempts {
+				tried[l.Key] = l.Key != ""
 				continue
 			}
 			status, err := strconv.Atoi(first.Header.Get(wire.HdrStatus))
@@ -285,7 +315,10 @@ func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *in
 		copyAttestation(c, first.Header)
 		c.Status(http.StatusOK)
 		r.conn = c.Context().Conn()
+		held := l
+		l = nil
 		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+			defer held.Release()
 			g.streams.add(r.conn)
 			defer g.streams.remove(r.conn)
 			stop := make(chan struct{})

@@ -141,6 +141,7 @@ type Gateway struct {
 	metrics     *metrics
 	tracer      trace.Tracer
 	providers   sync.Map // evidence id → provider, from admission decisions
+	picker      *picker  // requests in flight per worker connection (pick.go)
 }
 
 // New builds a Gateway; Serve starts it.
@@ -149,7 +150,7 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g := &Gateway{cfg: cfg, log: cfg.Logger,
-		inboxPrefix: wire.GatewayInboxRoot + "." + randomHex(12)}
+		inboxPrefix: wire.GatewayInboxRoot + "." + randomHex(12), picker: newPicker()}
 	g.streams.init()
 	if cfg.Evidence != nil {
 		g.keys = &workerKeys{kv: cfg.Evidence, m: map[string]string{}}
@@ -323,6 +324,10 @@ func (g *Gateway) readyz(c *fiber.Ctx) error {
 	if !g.cfg.Conn.IsConnected() {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "nats disconnected"})
+	}
+	if !g.ready() {
+		c.Set(fiber.HeaderRetryAfter, "1")
+		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "no worker can serve"})
 	}
 	return c.JSON(fiber.Map{"status": "ready", "models": len(g.cfg.Directory.Models())})
 }
