@@ -110,7 +110,7 @@ func (e *Epoch) SignFresh(ctx context.Context, r *attest.Receipt) (*attest.Signe
 // nonce (fresh-mode batches, on-demand evidence for a client nonce).
 func (e *Epoch) Attest(ctx context.Context, nonce [32]byte) (*attest.Bundle, []byte, error) {
 	k := e.keeper
-	return buildBundle(ctx, k.cfg.Attester, e.Bundle.SigningPub, e.Bundle.HPKEPub, e.Sign, nonce, k.cfg.Identity, k.now())
+	return buildBundle(ctx, k.cfg.Attester, e.Bundle.SigningPub, e.Bundle.HPKEPub, e.Sign, nonce, e.Bundle.Worker, k.now())
 }
 
 // OpenHPKE decrypts a single-shot HPKE message (RFC 9180 base mode; enc ||

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -164,7 +165,7 @@ func (k *Keeper) Rotate(ctx context.Context) (*Epoch, error) {
 	if _, err := rand.Read(e.Nonce[:]); err != nil {
 		return nil, fmt.Errorf("rotating keys: epoch nonce: %w", err)
 	}
-	b, raw, err := buildBundle(ctx, k.cfg.Attester, sk.Public().(ed25519.PublicKey), hk.PublicKey().Bytes(), e.Sign, e.Nonce, k.cfg.Identity, e.Started)
+	b, raw, err := buildBundle(ctx, k.cfg.Attester, sk.Public().(ed25519.PublicKey), hk.PublicKey().Bytes(), e.Sign, e.Nonce, k.identity(), e.Started)
 	if err != nil {
 		e.retire()
 		return nil, fmt.Errorf("rotating keys: %w", err)
@@ -192,6 +193,31 @@ func (k *Keeper) Rotate(ctx context.Context) (*Epoch, error) {
 	k.prune()
 	if k.cfg.OnRotate != nil {
 		k.cfg.OnRotate(e)
+	}
+	return e, nil
+}
+
+// identity is the worker identity new epochs state.
+func (k *Keeper) identity() attest.WorkerIdentity {
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	id := k.cfg.Identity
+	id.Models = slices.Clone(id.Models)
+	return id
+}
+
+// SetModels changes the models the evidence names and starts a new epoch
+// stating them (Rotate): admission grants a connection exactly the models
+// its evidence names, so a worker whose engine gained or lost a model
+// joins anew with this epoch. The current epoch keeps its own bundle (and
+// fresh evidence for it keeps naming its models) for the grace period.
+func (k *Keeper) SetModels(ctx context.Context, models []string) (*Epoch, error) {
+	k.mu.Lock()
+	k.cfg.Identity.Models = slices.Clone(models)
+	k.mu.Unlock()
+	e, err := k.Rotate(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("new models: %w", err)
 	}
 	return e, nil
 }

@@ -31,6 +31,12 @@ func (w *Worker) publishRecord(ctx context.Context) error {
 		return nil
 	}
 	w.record.HeartbeatAt = time.Now().UTC()
+	w.record.Models = modelInfos(sv.models)
+	n := w.inFlight.Load()
+	w.published.Store(n)
+	w.record.InFlight = int(n)
+	w.record.Ready = w.ready.Load()
+	w.record.Draining = w.draining.Load()
 	switch n := w.getNotary(); {
 	case sv.epoch != "":
 		w.record.EvidenceID = sv.epoch
@@ -66,6 +72,14 @@ func (w *Worker) heartbeat() {
 		select {
 		case <-w.ctx.Done():
 			return
+		case <-w.pubCh:
+			// The in-flight count or readiness changed enough to say so
+			// before the next tick.
+			ctx, cancel := context.WithTimeout(w.ctx, w.cfg.Heartbeat)
+			if err := w.publishRecord(ctx); err != nil && w.ctx.Err() == nil {
+				w.log.Warn("publishing registry record failed", "err", err)
+			}
+			cancel()
 		case <-t.C:
 			if k := w.cfg.Keeper; k != nil {
 				// A new key epoch needs a new connection: it is how the

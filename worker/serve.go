@@ -50,8 +50,12 @@ func (w *Worker) serveOn(ctx context.Context, sv *serving) error {
 		return fmt.Errorf("adding service: %w", err)
 	}
 	w.mu.Lock()
-	models := w.models
+	if sv.models == nil {
+		sv.models = w.models
+	}
+	models := sv.models
 	w.mu.Unlock()
+	key := w.recordKey(sv)
 	for i, m := range models {
 		err := svc.AddEndpoint(fmt.Sprintf("model-%d", i), micro.HandlerFunc(func(r micro.Request) { w.dispatch(sv, r) }),
 			micro.WithEndpointSubject(wire.InferSubject(m.ID)),
@@ -60,6 +64,19 @@ func (w *Worker) serveOn(ctx context.Context, sv *serving) error {
 		if err != nil {
 			_ = svc.Stop()
 			return fmt.Errorf("adding endpoint for a model: %w", err)
+		}
+		// The connection's own subject, where gateways that picked it by
+		// its advertised capacity send. In the queue group too: while a
+		// worker with static credentials replaces its service on the same
+		// connection (models.go), the two share the subject and one of
+		// them takes each request.
+		err = svc.AddEndpoint(fmt.Sprintf("direct-%d", i), micro.HandlerFunc(func(r micro.Request) { w.dispatch(sv, r) }),
+			micro.WithEndpointSubject(wire.DirectSubject(m.ID, key)),
+			micro.WithEndpointQueueGroup(wire.QueueGroup),
+			micro.WithEndpointMetadata(map[string]string{"model": m.ID}))
+		if err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("adding direct endpoint for a model: %w", err)
 		}
 		err = svc.AddEndpoint(fmt.Sprintf("attest-%d", i), micro.HandlerFunc(func(r micro.Request) { w.dispatchAttest(sv, r) }),
 			micro.WithEndpointSubject(wire.AttestSubject(m.ID)),
@@ -116,9 +133,11 @@ func (w *Worker) dispatchAttest(sv *serving, req micro.Request) {
 func (w *Worker) begin(sv *serving) {
 	w.inflight.Add(1)
 	sv.inflight.Add(1)
+	w.countInFlight(1)
 }
 
 func (w *Worker) end(sv *serving) {
+	w.countInFlight(-1)
 	sv.inflight.Done()
 	w.inflight.Done()
 }

@@ -46,8 +46,14 @@ type Config struct {
 	Engine        engine.Engine
 	// ID names the worker; default the Keeper's worker id, else a random id.
 	ID string
-	// MaxConcurrency bounds requests served at once. Default 64.
+	// MaxConcurrency bounds requests served at once (default 64); the
+	// registry record advertises it and gateways never exceed it.
 	MaxConcurrency int
+	// ModelRefresh is how often the worker asks an engine whose models may
+	// change (engine.Refresher) for its list (default DefaultModelRefresh):
+	// a change re-advertises the worker (models.go), a failure makes its
+	// record not ready until the engine answers again.
+	ModelRefresh time.Duration
 	// MaxQueue bounds requests waiting for a slot (default 4×MaxConcurrency)
 	// and QueueWait how long each may wait (default 5s); past either the
 	// worker answers "busy" so the gateway tries another.
@@ -162,6 +168,9 @@ func (c *Config) validate() error {
 	if c.Heartbeat <= 0 {
 		c.Heartbeat = 5 * time.Second
 	}
+	if c.ModelRefresh <= 0 {
+		c.ModelRefresh = DefaultModelRefresh
+	}
 	if c.RetryInterval <= 0 {
 		c.RetryInterval = 30 * time.Second
 	}
@@ -187,7 +196,17 @@ type Worker struct {
 	metrics  *metrics
 	tracer   trace.Tracer // nil without Config.Tracer
 	nudgeCh  chan struct{}
-	retiring sync.WaitGroup // connections draining in the background
+	// ready: the engine answered the last model refresh; draining: the
+	// worker takes no new work (both advertised in the record).
+	ready    atomic.Bool
+	draining atomic.Bool
+	// published is the in-flight count the record showed last; pubCh
+	// asks the heartbeat to publish before its tick (models.go).
+	inFlight  atomic.Int64
+	published atomic.Int64
+	pubCh     chan struct{}
+	refDone   chan struct{}
+	retiring  sync.WaitGroup // connections draining in the background
 
 	// connMu serializes connection changes (Start, the admission loop).
 	connMu sync.Mutex
@@ -223,6 +242,9 @@ type serving struct {
 	flagged  atomic.Bool
 	active   atomic.Bool // it serves (serveOn succeeded)
 	inflight sync.WaitGroup
+	// models are what this connection serves (set by serveOn): the
+	// record published on it lists them, and no others.
+	models []engine.Model
 }
 
 // New validates cfg and returns a Worker; Start makes it serve.
@@ -231,7 +253,7 @@ func New(cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	w := &Worker{cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrency), log: cfg.Logger.With("worker", cfg.ID),
-		nudgeCh: make(chan struct{}, 1), pub: &evidencePublisher{known: map[string]bool{}}}
+		nudgeCh: make(chan struct{}, 1), pubCh: make(chan struct{}, 1), pub: &evidencePublisher{known: map[string]bool{}}}
 	if cfg.Notary != nil {
 		w.notary.Store(&notaryBox{cfg.Notary})
 	}
@@ -315,6 +337,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	if w.cfg.Conn != nil {
 		sv := &serving{nc: w.cfg.Conn}
+		w.ready.Store(true)
 		if err := w.serveOn(ctx, sv); err != nil {
 			return fail(fmt.Errorf("starting worker: %w", err))
 		}
@@ -326,6 +349,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			return fail(fmt.Errorf("starting worker: %w", err))
 		}
 	} else {
+		w.ready.Store(true)
 		jctx, jcancel := context.WithTimeout(ctx, time.Minute)
 		err := w.reconcile(jctx)
 		jcancel()
@@ -335,6 +359,10 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.hbDone = make(chan struct{})
 	go w.heartbeat()
+	if r, ok := w.cfg.Engine.(engine.Refresher); ok {
+		w.refDone = make(chan struct{})
+		go w.refreshModels(r)
+	}
 	if w.cfg.Keeper != nil {
 		w.runDone = make(chan struct{})
 		go w.run()
@@ -358,6 +386,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.mu.Unlock()
 	w.cancel()
 	<-w.hbDone
+	if w.refDone != nil {
+		<-w.refDone
+	}
 	if w.runDone != nil {
 		<-w.runDone
 	}

@@ -216,7 +216,9 @@ const (
 var microSubjects = []string{"$SRV.*", "$SRV.*." + wire.ServiceName, "$SRV.*." + wire.ServiceName + ".*"}
 
 // admittedPermissions (docs/architecture.md, "Who may do what on the bus"):
-// subscribe to the bundle's models (inference and attestation), to micro
+// subscribe to the bundle's models (inference in the queue group and on
+// its own direct subjects, wire.DirectSubject keyed by its evidence id, and
+// attestation), to micro
 // discovery and to the connection's own inboxes; publish its own registry
 // record (keyed by its evidence id), the stream-info request that binds
 // the registry, its own admission subjects, user info; and replies: only
@@ -237,7 +239,9 @@ func admittedPermissions(b *attest.Bundle, evidenceID, nkey string, resp jwt.Res
 	models := append([]string(nil), b.Worker.Models...)
 	sort.Strings(models)
 	for _, m := range models {
-		p.Sub.Allow.Add(wire.InferSubject(m), wire.AttestSubject(m))
+		// Its own direct subjects only: another connection's (keyed by
+		// another evidence id) stays out of reach.
+		p.Sub.Allow.Add(wire.InferSubject(m), wire.DirectSubject(m, evidenceID), wire.AttestSubject(m))
 	}
 	p.Sub.Allow.Add(microSubjects...)
 	p.Sub.Allow.Add(wire.WorkerInboxPrefix(nkey) + ".>")

@@ -130,7 +130,8 @@ func (h *hostile) register(models ...string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	rec := wire.WorkerRecord{ID: h.ep.Bundle.Worker.ID, Version: wire.Version, EvidenceID: h.ep.ID, HeartbeatAt: time.Now()}
+	rec := wire.WorkerRecord{ID: h.ep.Bundle.Worker.ID, Version: wire.Version, EvidenceID: h.ep.ID, HeartbeatAt: time.Now(),
+		MaxConcurrency: 64, Ready: true}
 	for _, m := range models {
 		rec.Models = append(rec.Models, wire.ModelInfo{ID: m})
 	}
@@ -151,6 +152,13 @@ func (h *hostile) serve(model string, reply func(req *nats.Msg)) {
 		h.t.Fatal(err)
 	}
 	h.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	// Its own direct subject too, where gateways send what they route to
+	// its record.
+	direct, err := h.nc.QueueSubscribe(wire.DirectSubject(model, h.ep.ID), wire.QueueGroup, reply)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = direct.Unsubscribe() })
 	if err := h.nc.Flush(); err != nil {
 		h.t.Fatal(err)
 	}
@@ -421,6 +429,14 @@ func TestHostileSquatting(t *testing.T) {
 			}
 			h.violation(op + " of the record " + key)
 		}
+	}
+	// Nor may it take the victim's direct requests (wire.DirectSubject):
+	// only its own direct subjects are granted.
+	for _, subj := range []string{wire.DirectSubject("teegate-builtin", victimKey), wire.DirectSubject("teegate-builtin", "*"), wire.InferWildcard} {
+		if _, err := h.nc.SubscribeSync(subj); err != nil {
+			t.Fatal(err)
+		}
+		h.violation("subscribing to " + subj)
 	}
 	kv, err := s.JS.KeyValue(t.Context(), wire.RegistryBucket)
 	if err != nil {
