@@ -91,6 +91,11 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	dir := fs.String("dir", defDir, "state, logs, pid files and env of the cluster (default $CLUSTER_DIR, else under the data dir)")
 	base := fs.Int("port-base", defBase, "first port (default $CLUSTER_PORT_BASE, else 14200): NATS +0..2, routes +10..12, monitoring +20..22, gateways +30..31")
 	bin := fs.String("bin", "", "folder holding teegate and nats-server (default: this executable's folder)")
+	var o clusterOptions
+	fs.StringVar(&o.policy, "policy", "dev", "up: the gateways' admission policy (a shipped name or a .rego file)")
+	fs.DurationVar(&o.requestTimeout, "request-timeout", 2*time.Minute, "up: the gateways' deadline of one request")
+	fs.IntVar(&o.maxConcurrency, "max-concurrency", 256, "up: requests each worker serves at once")
+	fs.DurationVar(&o.perToken, "latency-per-token", 0, "up: the workers' builtin engine waits this long per token (imitating a GPU)")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
 	}
@@ -106,17 +111,34 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	upCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
-	if err := clusterUp(upCtx, *dir, *bin, *base, stdout); err != nil {
+	if o.policy != "dev" && o.policy != "production" {
+		// The gateways run from the cluster's folder: give them the path
+		// as the caller meant it.
+		abs, err := filepath.Abs(o.policy)
+		if err != nil {
+			return err
+		}
+		o.policy = abs
+	}
+	if err := clusterUp(upCtx, *dir, *bin, *base, o, stdout); err != nil {
 		_ = clusterDown(*dir, io.Discard)
 		return err
 	}
 	return nil
 }
 
+// clusterOptions tune the gateways and workers `cluster up` starts.
+type clusterOptions struct {
+	policy         string
+	requestTimeout time.Duration
+	maxConcurrency int
+	perToken       time.Duration
+}
+
 // clusterUp starts every process detached (its own session, so they
 // outlive `make cluster`), with a pid file and a log each, and returns once
 // all are ready.
-func clusterUp(ctx context.Context, dir, bin string, base int, stdout io.Writer) error {
+func clusterUp(ctx context.Context, dir, bin string, base int, o clusterOptions, stdout io.Writer) error {
 	if pids, _ := filepath.Glob(filepath.Join(dir, "*.pid")); len(pids) > 0 {
 		return fmt.Errorf("a cluster already runs from %s (teegate cluster down first)", dir)
 	}
@@ -151,9 +173,9 @@ func clusterUp(ctx context.Context, dir, bin string, base int, stdout io.Writer)
 		gws = append(gws, "http://"+addr)
 		if err := spawn(dir, fmt.Sprintf("gateway-%d", j+1), filepath.Join(bin, "teegate"), "gateway",
 			"--nats", natsURLs, "--nats-creds", creds, "--nats-sys-creds", filepath.Join(natsDir, natsconf.SystemSeedFile),
-			"--admission-seed", filepath.Join(natsDir, natsconf.AdmissionSeedFile), "--policy", "dev", "--allow-simulated",
+			"--admission-seed", filepath.Join(natsDir, natsconf.AdmissionSeedFile), "--policy", o.policy, "--allow-simulated",
 			"--sim-root", filepath.Join(simDir, sim.RootDir, sim.RootCertFile),
-			"--replicas", "3", "--addr", addr, "--name", fmt.Sprintf("gateway-%d", j+1), "--request-timeout", "2m"); err != nil {
+			"--replicas", "3", "--addr", addr, "--name", fmt.Sprintf("gateway-%d", j+1), "--request-timeout", o.requestTimeout.String()); err != nil {
 			return err
 		}
 		// One at a time: the first creates the replicated buckets, which
@@ -168,7 +190,8 @@ func clusterUp(ctx context.Context, dir, bin string, base int, stdout io.Writer)
 	}
 	for k := range clusterWorkers {
 		if err := spawn(dir, fmt.Sprintf("worker-%d", k+1), filepath.Join(bin, "teegate"), "worker",
-			"--nats", natsURLs, "--tee", "simulated", "--data-dir", simDir, "--id", fmt.Sprintf("worker-%d", k+1)); err != nil {
+			"--nats", natsURLs, "--tee", "simulated", "--data-dir", simDir, "--id", fmt.Sprintf("worker-%d", k+1),
+			"--max-concurrency", strconv.Itoa(o.maxConcurrency), "--latency-per-token", o.perToken.String()); err != nil {
 			return err
 		}
 	}

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -20,6 +21,8 @@ import (
 	"github.com/openai/openai-go/v3/option"
 
 	"github.com/teegate/teegate/attest/client"
+	"github.com/teegate/teegate/enclave/sim"
+	"github.com/teegate/teegate/policies"
 )
 
 // build compiles teegate and nats-server into a temporary folder.
@@ -106,6 +109,52 @@ func running(pid int) bool {
 	return i < 0 || i+2 >= len(raw) || raw[i+2] != 'Z'
 }
 
+// The cluster's settings: a policy that pins the simulated TD's default
+// MRTD (so a worker reporting another is refused), a request deadline the
+// node-loss test can wait out, and workers slow enough per token that
+// hundreds of requests are in flight at once.
+const (
+	requestTimeout = 15 * time.Second
+	perToken       = 10 * time.Millisecond
+)
+
+// pinnedPolicy writes the dev policy plus one rule: the MRTD must be the
+// simulated TD's default one.
+func pinnedPolicy(t *testing.T) string {
+	t.Helper()
+	src, data, err := policies.BuiltinSource("dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := sim.MeasurementsLabeled("")
+	src = append(src, []byte(`
+deny contains "measurement mrtd is not pinned" if not mrtd_pinned
+
+mrtd_pinned if {
+	some m in data.pinned_mrtd
+	input.measurements.mrtd == m
+}
+`)...)
+	var d map[string]any
+	if err := json.Unmarshal(data, &d); err != nil {
+		t.Fatal(err)
+	}
+	d["pinned_mrtd"] = []string{hex.EncodeToString(m.MRTD[:])}
+	data, _ = json.Marshal(d)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "pinned.rego")
+	if err := os.WriteFile(path, src, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pinned.data.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestClusterOfProcesses brings one cluster up with `teegate cluster up`
+// and runs every multi-process check against it; the node-loss check runs
+// last, as it leaves the cluster one node short.
 func TestClusterOfProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process cluster")
@@ -114,7 +163,8 @@ func TestClusterOfProcesses(t *testing.T) {
 	dir := t.TempDir()
 	base := freeBase(t)
 	teegate := filepath.Join(bin, "teegate")
-	up := exec.Command(teegate, "cluster", "up", "--dir", dir, "--port-base", strconv.Itoa(base), "--bin", bin)
+	up := exec.Command(teegate, "cluster", "up", "--dir", dir, "--port-base", strconv.Itoa(base), "--bin", bin,
+		"--policy", pinnedPolicy(t), "--request-timeout", requestTimeout.String(), "--latency-per-token", perToken.String())
 	var started []int
 	t.Cleanup(func() {
 		out, err := exec.Command(teegate, "cluster", "down", "--dir", dir).CombinedOutput()
@@ -126,38 +176,115 @@ func TestClusterOfProcesses(t *testing.T) {
 				t.Errorf("process %d still runs after cluster down", p)
 			}
 		}
+		if left, _ := filepath.Glob(filepath.Join(dir, "*.pid")); len(left) > 0 {
+			t.Errorf("pid files left after cluster down: %v", left)
+		}
+		if t.Failed() {
+			// TEEGATE_CLUSTER_LOGS=DIR keeps the whole logs of a failed run.
+			keep := os.Getenv("TEEGATE_CLUSTER_LOGS")
+			logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+			for _, l := range logs {
+				b, _ := os.ReadFile(l)
+				t.Logf("%s: %s", filepath.Base(l), tail(b))
+				if keep != "" {
+					_ = os.WriteFile(filepath.Join(keep, filepath.Base(l)), b, 0o600)
+				}
+			}
+		}
 	})
 	if out, err := up.CombinedOutput(); err != nil {
 		started = pids(t, dir)
-		logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
-		for _, l := range logs {
-			b, _ := os.ReadFile(l)
-			t.Logf("%s: %s", filepath.Base(l), tail(b))
-		}
 		t.Fatalf("cluster up: %v\n%s", err, out)
 	}
 	started = pids(t, dir)
-	if len(started) != 7 {
-		t.Fatalf("%d pid files, want 7 (3 nats, 2 gateways, 2 workers)", len(started))
-	}
 	e := readEnv(t, dir)
-	if len(e.gateways) != 2 || e.key == "" || len(strings.Split(e.nats, ",")) != 3 {
-		t.Fatalf("env %+v", e)
-	}
-	if _, err := os.Stat(e.creds); err != nil {
-		t.Fatalf("NATS_CREDS: %v", err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
-	// Chat, streamed and not, through either gateway, verifies with the
-	// Go SDK middleware; its evidence and receipt answer on both.
-	for _, gw := range e.gateways {
-		v, err := client.NewVerifier(client.Config{Options: client.Options{AllowSimulated: true}})
-		if err != nil {
-			t.Fatal(err)
+	t.Run("env file", func(t *testing.T) { checkEnvContract(t, dir, e) })
+	t.Run("chat through each gateway", func(t *testing.T) { checkChat(t, ctx, e) })
+	t.Run("same decisions", func(t *testing.T) {
+		views := decisions(t, ctx, e)
+		if len(views[0]) != 2 {
+			t.Fatalf("%d workers listed, want 2: %v", len(views[0]), views[0])
 		}
-		c := openai.NewClient(option.WithBaseURL(gw+"/v1"), option.WithAPIKey(e.key), option.WithMaxRetries(0), option.WithMiddleware(v.Middleware()))
+		for id, d := range views[0] {
+			if !strings.Contains(d, " admitted ") {
+				t.Fatalf("worker %s: %s", id, d)
+			}
+		}
+	})
+	t.Run("refused worker", func(t *testing.T) { checkRefusedWorker(t, ctx, e) })
+	t.Run("bad connection", func(t *testing.T) { checkBadConnection(t, ctx, teegate, e) })
+	_ = base // node killed: next commit
+}
+
+// checkEnvContract: the env file is shell syntax naming GATEWAY_URLS (base
+// URLs without /v1), API_KEY, NATS_URLS and NATS_CREDS (a file), and every
+// process has a pid file naming a live process of the right program.
+func checkEnvContract(t *testing.T, dir string, e env) {
+	out, err := exec.Command("sh", "-c", `set -eu; . "$1"; printf '%s\n' "$GATEWAY_URLS" "$API_KEY" "$NATS_URLS" "$NATS_CREDS"`,
+		"sh", filepath.Join(dir, "env")).Output()
+	if err != nil {
+		t.Fatalf("sourcing env: %v", err)
+	}
+	got := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	want := []string{strings.Join(e.gateways, " "), e.key, e.nats, e.creds}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("sh reads %q, the env file says %q", got, want)
+	}
+	if len(e.gateways) != 2 || e.key == "" || len(strings.Split(e.nats, ",")) != 3 {
+		t.Fatalf("env %+v", e)
+	}
+	for _, g := range e.gateways {
+		if !strings.HasPrefix(g, "http://127.0.0.1:") || strings.HasSuffix(g, "/v1") || strings.HasSuffix(g, "/") {
+			t.Fatalf("GATEWAY_URLS entry %q", g)
+		}
+	}
+	for _, u := range strings.Split(e.nats, ",") {
+		if !strings.HasPrefix(u, "nats://127.0.0.1:") {
+			t.Fatalf("NATS_URLS entry %q", u)
+		}
+	}
+	if st, err := os.Stat(e.creds); err != nil || !st.Mode().IsRegular() {
+		t.Fatalf("NATS_CREDS %s: %v", e.creds, err)
+	}
+	programs := map[string]string{"nats-n1": "nats-server", "nats-n2": "nats-server", "nats-n3": "nats-server",
+		"gateway-1": "teegate", "gateway-2": "teegate", "worker-1": "teegate", "worker-2": "teegate"}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.pid"))
+	if len(files) != len(programs) {
+		t.Fatalf("pid files %v, want one for each of %v", files, programs)
+	}
+	for name, prog := range programs {
+		pid := pidOf(t, dir, name)
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil || !running(pid) {
+			t.Fatalf("%s: process %d does not run", name, pid)
+		}
+		if argv0 := strings.Split(string(cmdline), "\x00")[0]; filepath.Base(argv0) != prog {
+			t.Fatalf("%s: process %d runs %s, want %s", name, pid, argv0, prog)
+		}
+	}
+}
+
+func pidOf(t *testing.T, dir, name string) int {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(dir, name+".pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err != nil {
+		t.Fatalf("%s.pid: %v", name, err)
+	}
+	return pid
+}
+
+// checkChat: chat, streamed and not, through either gateway, verifies with
+// the Go SDK middleware; its evidence and receipt answer on both.
+func checkChat(t *testing.T, ctx context.Context, e env) {
+	for _, gw := range e.gateways {
+		c := sdkClient(t, gw, e.key)
 		for i, stream := range []bool{false, true} {
 			var res client.Result
 			var hdr *http.Response
@@ -188,58 +315,48 @@ func TestClusterOfProcesses(t *testing.T) {
 			}
 		}
 	}
+}
 
-	// Both replicas list the same decisions.
+func sdkClient(t *testing.T, gw, key string) openai.Client {
+	t.Helper()
+	v, err := client.NewVerifier(client.Config{Options: client.Options{AllowSimulated: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return openai.NewClient(option.WithBaseURL(gw+"/v1"), option.WithAPIKey(key), option.WithMaxRetries(0), option.WithMiddleware(v.Middleware()))
+}
+
+type workerView struct {
+	WorkerID   string   `json:"worker_id"`
+	EvidenceID string   `json:"evidence_id"`
+	Decision   string   `json:"decision"`
+	Policy     string   `json:"policy"`
+	Reasons    []string `json:"reasons"`
+}
+
+// decisions lists /v1/attestation/workers on every gateway and fails
+// unless they agree.
+func decisions(t *testing.T, ctx context.Context, e env) []map[string]string {
+	t.Helper()
 	views := make([]map[string]string, len(e.gateways))
 	for i, gw := range e.gateways {
 		var body struct {
-			Data []struct {
-				WorkerID   string `json:"worker_id"`
-				EvidenceID string `json:"evidence_id"`
-				Decision   string `json:"decision"`
-				Policy     string `json:"policy"`
-			} `json:"data"`
+			Data []workerView `json:"data"`
 		}
 		if code := get(t, ctx, gw+"/v1/attestation/workers", e.key, &body); code != 200 {
 			t.Fatalf("workers on %s: %d", gw, code)
 		}
 		views[i] = map[string]string{}
 		for _, w := range body.Data {
-			views[i][w.WorkerID] = w.EvidenceID + " " + w.Decision + " " + w.Policy
+			views[i][w.WorkerID] = w.EvidenceID + " " + w.Decision + " " + w.Policy + " " + strings.Join(w.Reasons, "; ")
 		}
 	}
-	if len(views[0]) != 2 || fmt.Sprint(views[0]) != fmt.Sprint(views[1]) {
-		t.Fatalf("the replicas disagree: %v vs %v", views[0], views[1])
-	}
-	for id, d := range views[0] {
-		if !strings.Contains(d, " admitted ") {
-			t.Fatalf("worker %s: %s", id, d)
+	for i := 1; i < len(views); i++ {
+		if fmt.Sprint(views[0]) != fmt.Sprint(views[i]) {
+			t.Fatalf("the replicas disagree: %v vs %v", views[0], views[i])
 		}
 	}
-
-	// A wrong credential or an unreachable cluster: one error line and a
-	// non-zero exit, never a hang.
-	bad := filepath.Join(t.TempDir(), "bad.nk")
-	if err := os.WriteFile(bad, []byte("SUAIBDPBAUTWCWBKIO6XHQNINK5FWJW4OHLXC3HQ2KFE4PEJUA44CNHTC4\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := "nats://" + ln.Addr().String()
-	ln.Close()
-	for name, args := range map[string][]string{
-		"wrong credential": {"gateway", "--nats", e.nats, "--nats-creds", bad, "--addr", "127.0.0.1:0"},
-		"unreachable":      {"gateway", "--nats", dead, "--nats-creds", e.creds, "--addr", "127.0.0.1:0", "--nats-timeout", "2s"},
-	} {
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		out, err := exec.CommandContext(cctx, teegate, args...).CombinedOutput()
-		hung := cctx.Err() != nil
-		cancel()
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		last := lines[len(lines)-1]
-		if err == nil || hung || len(lines) != 1 || !strings.Contains(last, "connecting to NATS") {
-			t.Fatalf("%s: err %v, output:\n%s", name, err, out)
-		}
-	}
+	return views
 }
 
 func get(t *testing.T, ctx context.Context, url, key string, into any) int {
