@@ -44,6 +44,8 @@ type devConfig struct {
 	// default only the data directory's own root is.
 	SimRoots []string
 	Engine   cliutil.EngineFlags
+	// MaxConcurrency is the worker's: requests it serves at once.
+	MaxConcurrency int
 }
 
 func (c *devConfig) Validate() error {
@@ -62,11 +64,19 @@ func (c *devConfig) Validate() error {
 	if c.RPM < 0 {
 		return errors.New("-rpm must be >= 0")
 	}
+	if c.MaxConcurrency <= 0 {
+		return errors.New("-max-concurrency must be > 0")
+	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("-tls-cert and -tls-key go together")
 	}
 	return nil
 }
+
+// DevMaxConcurrency is teegate dev's default worker concurrency: enough
+// for 500 concurrent streams on the builtin engine without one waiting
+// long (tests/e2e TestDevConcurrentStreams).
+const DevMaxConcurrency = 256
 
 // configBucket keeps dev-mode settings, such as the generated API key, so a
 // restart prints the same key.
@@ -84,6 +94,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.TLSCert, "tls-cert", "", "serve HTTPS with this PEM certificate chain (with -tls-key)")
 	fs.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key of -tls-cert")
 	fs.IntVar(&cfg.BodyLimit, "body-limit", 4<<20, "largest request body in bytes")
+	fs.IntVar(&cfg.MaxConcurrency, "max-concurrency", DevMaxConcurrency, "requests the worker serves at once (the gateway never sends it more; the rest wait for a slot)")
 	fs.DurationVar(&cfg.Timeout, "request-timeout", 10*time.Minute, "deadline of one request")
 	fs.StringVar(&cfg.Policy, "policy", "dev", "admission policy: dev, production, or a .rego file (watched; SIGHUP reloads). production refuses the simulated worker")
 	fs.Func("trust-sim-root", "also admit workers whose simulated TEE has this root (PEM file; repeatable). By default only the data directory's own root, which `teegate worker --data-dir` with the same directory shares, is admitted", func(v string) error {
@@ -133,7 +144,7 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		NATSListen:      cfg.NATSListen,
 		Engines:         []engine.Engine{eng},
 		Gateway:         gateway.Config{DefaultRPM: cfg.RPM, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout},
-		Worker:          worker.Config{Logger: log.With("component", "worker")},
+		Worker:          worker.Config{Logger: log.With("component", "worker"), MaxConcurrency: cfg.MaxConcurrency, ModelRefresh: cfg.Engine.ModelRefresh},
 		Policy:          cfg.Policy,
 		Logger:          log,
 		Metrics:         cliutil.NewRegistry(),

@@ -56,6 +56,9 @@ type EngineFlags struct {
 	Timeout  time.Duration
 	// Responses is how the openai engine serves POST /v1/responses.
 	Responses string
+	// ModelRefresh is how often the worker re-reads the openai engine's
+	// model list (worker.Config.ModelRefresh).
+	ModelRefresh time.Duration
 }
 
 // Register adds the engine flags to fs.
@@ -67,6 +70,7 @@ func (f *EngineFlags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.TTFT, "latency-ttft", 0, "builtin engine: time to first token to imitate GPU decoding (e.g. 150ms)")
 	fs.DurationVar(&f.PerToken, "latency-per-token", 0, "builtin engine: time per token to imitate GPU decoding (e.g. 20ms)")
 	fs.DurationVar(&f.Timeout, "engine-timeout", 10*time.Minute, "openai engine: timeout of one non-stream call")
+	fs.DurationVar(&f.ModelRefresh, "model-refresh", 15*time.Second, "openai engine: how often the worker re-reads the engine's model list (added models are offered, removed ones withdrawn, an engine that does not answer makes the worker not ready)")
 	fs.StringVar(&f.Responses, "responses", "auto", "openai engine: POST /v1/responses as passthrough (to the engine's own /v1/responses, byte for byte),\n"+
 		"translate (to chat completions) or auto (passthrough until the engine says it has no such endpoint)")
 }
@@ -88,7 +92,7 @@ func (f *EngineFlags) Build() (engine.Engine, error) {
 		if err != nil {
 			return nil, err
 		}
-		e, err := oaengine.New(oaengine.Config{BaseURL: f.URL, APIKey: f.APIKey, Timeout: f.Timeout, Responses: mode})
+		e, err := oaengine.New(oaengine.Config{BaseURL: f.URL, APIKey: f.APIKey, Timeout: f.Timeout, Responses: mode, ModelRefresh: f.ModelRefresh})
 		if err != nil {
 			return nil, fmt.Errorf("building openai engine: %w", err)
 		}

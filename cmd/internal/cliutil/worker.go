@@ -38,6 +38,9 @@ func RunWorker(ctx context.Context, nf NATSFlags, ef EngineFlags, wcfg worker.Co
 	if err != nil {
 		return err
 	}
+	if wcfg.ModelRefresh == 0 {
+		wcfg.ModelRefresh = ef.ModelRefresh
+	}
 	cfg := workernode.Config{Engine: eng, Attester: opts.Attester, Epoch: opts.Epoch, Provider: opts.Provider, Worker: wcfg, Logger: wcfg.Logger}
 	if opts.Attester == nil {
 		nc, err := nf.Connect("teegate-worker", wcfg.Logger)
