@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"encoding/binary"
+	"time"
 )
 
 // Domain separation strings (DESIGN §3.1–§3.3). Each is hashed as its ASCII
@@ -11,7 +12,7 @@ import (
 // and with a 0x00 terminator where a variable-length field follows.
 const (
 	DomainGPUNonce = "teegate/gpu/v1"
-	DomainEvidence = "teegate/evidence/v1"
+	DomainEvidence = "teegate/evidence/v2"
 	DomainReceipt  = "teegate/receipt/v1"
 	DomainBatch    = "teegate/batch/v2"
 	DomainBundle   = "teegate/bundle/v1"
@@ -71,16 +72,21 @@ func GPUEvidenceDigest(gpus []GPUEvidence) [32]byte {
 }
 
 // ReportData is the 64-byte value the CPU evidence must carry:
-// SHA-512("teegate/evidence/v1" || signing_pub || hpke_pub ||
-// gpu_evidence_digest || epoch_nonce). Every input has a fixed size (32
-// bytes each), so no separators are needed.
-func ReportData(signingPub, hpkePub []byte, gpuEvidenceDigest, epochNonce [32]byte) [64]byte {
+// SHA-512("teegate/evidence/v2" || signing_pub || hpke_pub ||
+// gpu_evidence_digest || epoch_nonce || u64be(not_before) ||
+// u64be(not_after) || u64be(grace_seconds)), the times in Unix seconds.
+// Every input has a fixed size (32 bytes each, then 8 bytes each), so no
+// separators are needed. The epoch window is in it so that the hardware
+// evidence, not only the key's own signature, vouches for when the key may
+// sign (docs/attestation.md §3).
+func ReportData(signingPub, hpkePub []byte, gpuEvidenceDigest, epochNonce [32]byte, epoch EpochWindow) [64]byte {
 	h := sha512.New()
 	h.Write([]byte(DomainEvidence))
 	h.Write(signingPub)
 	h.Write(hpkePub)
 	h.Write(gpuEvidenceDigest[:])
 	h.Write(epochNonce[:])
+	h.Write(epochWindowBytes(epoch))
 	var out [64]byte
 	h.Sum(out[:0])
 	return out
@@ -102,4 +108,13 @@ func BatchNonce(treeSize uint64, root [32]byte) [32]byte {
 	var out [32]byte
 	h.Sum(out[:0])
 	return out
+}
+
+// epochWindowBytes is the window as ReportData hashes it: u64be of
+// not_before and not_after in Unix seconds, then of grace_seconds.
+func epochWindowBytes(w EpochWindow) []byte {
+	b := make([]byte, 0, 24)
+	b = binary.BigEndian.AppendUint64(b, uint64(w.NotBefore.Unix()))
+	b = binary.BigEndian.AppendUint64(b, uint64(w.NotAfter.Unix()))
+	return binary.BigEndian.AppendUint64(b, uint64(w.Grace/time.Second))
 }

@@ -6,14 +6,21 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"time"
 )
 
 // BundleVersion is the only evidence bundle version this package produces
-// and accepts.
-const BundleVersion = 1
+// and accepts (docs/attestation.md §15). Version 1 bundles, which did not
+// state their epoch's validity, are refused by name (ErrUnsupportedVersion,
+// "bundle version 1 ... no longer accepted").
+const BundleVersion = 2
+
+// MaxEpochGrace bounds a bundle's grace_seconds (30 days): far beyond any
+// sane rotation, yet small enough that the erase time cannot overflow.
+const MaxEpochGrace = 30 * 24 * time.Hour
 
 // Bundle limits, generous for real evidence (a TDX quote with its PCK chain
 // is ~5 KiB, a GPU report plus chain ~8 KiB) yet small enough that a hostile
@@ -74,6 +81,65 @@ func validCCMode(m string) bool {
 	return false
 }
 
+// EpochWindow is a key epoch's validity as its bundles state it
+// (docs/attestation.md §2, §4.1): the epoch's keys sign from NotBefore,
+// new work moves to the next epoch at NotAfter, and for Grace after that
+// the keys still sign for requests in flight; then they are erased. So a
+// receipt of the epoch is created within [NotBefore, ErasedAt()]. The
+// window is in the report data the hardware evidence carries (ReportData),
+// so it cannot be edited. Times are whole seconds, UTC.
+type EpochWindow struct {
+	NotBefore time.Time
+	NotAfter  time.Time
+	// Grace is a whole number of seconds, 0 to MaxEpochGrace.
+	Grace time.Duration
+}
+
+// ErasedAt is when the epoch's keys are erased at the latest:
+// NotAfter + Grace. No receipt of the epoch is created after it.
+func (w EpochWindow) ErasedAt() time.Time { return w.NotAfter.Add(w.Grace) }
+
+// Contains reports whether t lies in [NotBefore, ErasedAt()].
+func (w EpochWindow) Contains(t time.Time) bool {
+	return !t.Before(w.NotBefore) && !t.After(w.ErasedAt())
+}
+
+// NewEpochWindow states the window of an epoch started at start that is
+// current for epoch and signs for grace after that, rounded outwards to
+// whole seconds (NotBefore down, NotAfter and Grace up) so that the stated
+// window covers the real one.
+func NewEpochWindow(start time.Time, epoch, grace time.Duration) EpochWindow {
+	nb := start.UTC().Truncate(time.Second)
+	na := start.UTC().Add(epoch)
+	if t := na.Truncate(time.Second); !t.Equal(na) {
+		na = t.Add(time.Second)
+	}
+	g := grace.Truncate(time.Second)
+	if g != grace {
+		g += time.Second
+	}
+	return EpochWindow{NotBefore: nb, NotAfter: na, Grace: g}
+}
+
+// Equal reports whether w and o state the same window.
+func (w EpochWindow) Equal(o EpochWindow) bool {
+	return w.NotBefore.Equal(o.NotBefore) && w.NotAfter.Equal(o.NotAfter) && w.Grace == o.Grace
+}
+
+func (w EpochWindow) validate() error {
+	switch {
+	case w.NotBefore.Year() < 2000 || w.NotBefore.Year() > 9999 || w.NotAfter.Year() < 2000 || w.NotAfter.Year() > 9999:
+		return errors.New("epoch times out of range")
+	case !w.NotBefore.Equal(w.NotBefore.Truncate(time.Second)) || !w.NotAfter.Equal(w.NotAfter.Truncate(time.Second)):
+		return errors.New("epoch times not whole seconds")
+	case !w.NotBefore.Before(w.NotAfter):
+		return errors.New("epoch not_before not before not_after")
+	case w.Grace < 0 || w.Grace > MaxEpochGrace || w.Grace%time.Second != 0:
+		return errors.New("epoch grace out of range")
+	}
+	return nil
+}
+
 // WorkerIdentity names the worker that produced a bundle. Models is
 // optional; it is informational (routing), not a security claim.
 // Provider, optional, names who operates the machine (the party paid for
@@ -99,9 +165,14 @@ type Bundle struct {
 	// HPKEPub is the X25519 HPKE public key born in the TEE.
 	HPKEPub    []byte
 	EpochNonce [32]byte
-	// Created is the creation time, UTC, truncated to the second.
+	// Created is the creation time, UTC, truncated to the second. It lies
+	// within Epoch.
 	Created time.Time
-	Worker  WorkerIdentity
+	// Epoch is the validity of the epoch whose keys the bundle binds (the
+	// same in every bundle of the epoch: its own, fresh-mode and on-demand
+	// ones).
+	Epoch  EpochWindow
+	Worker WorkerIdentity
 	// Signature is the Ed25519 signature by SigningPub over SigningInput:
 	// the TEE key vouches for the members the hardware evidence does not
 	// cover (created, worker identity, simulated roots).
@@ -118,6 +189,8 @@ func (b *Bundle) Simulated() bool { return len(b.SimulatedRoots) > 0 }
 // Validate checks the schema constraints the decoder enforces.
 func (b *Bundle) Validate() error {
 	switch {
+	case b.Version == 1:
+		return fmt.Errorf("bundle version 1 is no longer accepted (it does not state its epoch's validity): %w", ErrUnsupportedVersion)
 	case b.Version != BundleVersion:
 		return fmt.Errorf("bundle version %d: %w", b.Version, ErrUnsupportedVersion)
 	case !bundleTEEs[b.TEE]:
@@ -134,6 +207,14 @@ func (b *Bundle) Validate() error {
 		return fmt.Errorf("created out of range: %w", ErrMalformed)
 	case len(b.GPUs) > maxGPUs:
 		return fmt.Errorf("%d GPUs: %w", len(b.GPUs), ErrMalformed)
+	}
+	if err := b.Epoch.validate(); err != nil {
+		return fmt.Errorf("%w: %w", err, ErrMalformed)
+	}
+	if !b.Epoch.Contains(b.Created) {
+		return fmt.Errorf("created outside its epoch: %w", ErrMalformed)
+	}
+	switch {
 	case len(b.SimulatedRoots) > maxSimRoots:
 		return fmt.Errorf("%d simulated roots: %w", len(b.SimulatedRoots), ErrMalformed)
 	case b.Worker.ID == "" || len(b.Worker.ID) > maxIdentityString:
@@ -205,7 +286,8 @@ func (b *Bundle) sizeHint() int {
 }
 
 // appendCanonical writes the RFC 8785 form with members in sorted order:
-// cpu_evidence, created, epoch_nonce, gpus[arch, cc_mode (omitted when
+// cpu_evidence, created, epoch[grace_seconds, not_after, not_before],
+// epoch_nonce, gpus[arch, cc_mode (omitted when
 // empty), cert_chain, report],
 // hpke_pub, signature (omitted when withSig is false), signing_pub,
 // simulated_roots (omitted when empty), tee, version, worker[id, models
@@ -216,6 +298,15 @@ func (b *Bundle) appendCanonical(dst []byte, withSig bool) []byte {
 	dst = appendB64(dst, b.CPUEvidence)
 	dst = appendKey(dst, "created", false)
 	dst = appendJSONString(dst, b.Created.UTC().Format(TimeLayout))
+	dst = appendKey(dst, "epoch", false)
+	dst = append(dst, '{')
+	dst = appendKey(dst, "grace_seconds", true)
+	dst = appendJSONUint(dst, uint64(b.Epoch.Grace/time.Second))
+	dst = appendKey(dst, "not_after", false)
+	dst = appendJSONString(dst, b.Epoch.NotAfter.UTC().Format(TimeLayout))
+	dst = appendKey(dst, "not_before", false)
+	dst = appendJSONString(dst, b.Epoch.NotBefore.UTC().Format(TimeLayout))
+	dst = append(dst, '}')
 	dst = appendKey(dst, "epoch_nonce", false)
 	dst = appendB64(dst, b.EpochNonce[:])
 	dst = appendKey(dst, "gpus", false)
@@ -301,8 +392,13 @@ func (b *b64) UnmarshalJSON(data []byte) error {
 }
 
 type bundleJSON struct {
-	CPUEvidence    b64       `json:"cpu_evidence"`
-	Created        string    `json:"created"`
+	CPUEvidence b64    `json:"cpu_evidence"`
+	Created     string `json:"created"`
+	Epoch       struct {
+		GraceSeconds uint64 `json:"grace_seconds"`
+		NotAfter     string `json:"not_after"`
+		NotBefore    string `json:"not_before"`
+	} `json:"epoch"`
 	EpochNonce     b64       `json:"epoch_nonce"`
 	GPUs           []gpuJSON `json:"gpus"`
 	HPKEPub        b64       `json:"hpke_pub"`
@@ -325,6 +421,21 @@ type gpuJSON struct {
 	Report    b64    `json:"report"`
 }
 
+// epoch reads the epoch member. Its absence (a version 1 bundle) leaves the
+// zero window, which Validate refuses after the version check.
+func (w *bundleJSON) epoch() (EpochWindow, error) {
+	if w.Version == 1 && w.Epoch.NotBefore == "" && w.Epoch.NotAfter == "" && w.Epoch.GraceSeconds == 0 {
+		return EpochWindow{}, nil
+	}
+	nb, err1 := parseTime(w.Epoch.NotBefore)
+	na, err2 := parseTime(w.Epoch.NotAfter)
+	g := w.Epoch.GraceSeconds
+	if err1 != nil || err2 != nil || g > uint64(MaxEpochGrace/time.Second) {
+		return EpochWindow{}, ErrMalformed
+	}
+	return EpochWindow{NotBefore: nb, NotAfter: na, Grace: time.Duration(g) * time.Second}, nil
+}
+
 // DecodeBundle decodes canonical bundle bytes. It rejects anything that is
 // not exactly the canonical encoding of the bundle it describes (unknown or
 // duplicate members, other member order, whitespace, padding, escapes), so
@@ -341,6 +452,10 @@ func DecodeBundle(raw []byte) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("decoding bundle created: %w", ErrMalformed)
 	}
+	win, err := w.epoch()
+	if err != nil {
+		return nil, fmt.Errorf("decoding bundle epoch: %w", err)
+	}
 	if len(w.EpochNonce) != NonceSize {
 		return nil, fmt.Errorf("decoding bundle epoch_nonce of %d bytes: %w", len(w.EpochNonce), ErrMalformed)
 	}
@@ -352,6 +467,7 @@ func DecodeBundle(raw []byte) (*Bundle, error) {
 		HPKEPub:     w.HPKEPub,
 		Signature:   w.Signature,
 		Created:     created,
+		Epoch:       win,
 		Worker:      WorkerIdentity{ID: w.Worker.ID, Models: w.Worker.Models, Provider: w.Worker.Provider},
 	}
 	copy(b.EpochNonce[:], w.EpochNonce)

@@ -165,9 +165,10 @@ func TestDecodeBundleRejects(t *testing.T) {
 		{"member case", strings.Replace(raw, `"tee"`, `"TEE"`, 1), ErrNonCanonical},
 		{"escaped letter", strings.Replace(raw, `"tee":"tdx"`, `"tee":"\u0074dx"`, 1), ErrNonCanonical},
 		{"padded base64", strings.Replace(raw, `"epoch_nonce":"`, `"epoch_nonce":"=`, 1), ErrMalformed},
-		{"version 2", strings.Replace(raw, `"version":1`, `"version":2`, 1), ErrUnsupportedVersion},
-		{"version 01", strings.Replace(raw, `"version":1`, `"version":01`, 1), ErrMalformed},
-		{"version 1.0", strings.Replace(raw, `"version":1`, `"version":1.0`, 1), ErrMalformed},
+		{"version 3", strings.Replace(raw, `"version":2`, `"version":3`, 1), ErrUnsupportedVersion},
+		{"version 1", strings.Replace(raw, `"version":2`, `"version":1`, 1), ErrUnsupportedVersion},
+		{"version 02", strings.Replace(raw, `"version":2`, `"version":02`, 1), ErrMalformed},
+		{"version 2.0", strings.Replace(raw, `"version":2`, `"version":2.0`, 1), ErrMalformed},
 		{"tee", strings.Replace(raw, `"tee":"tdx"`, `"tee":"simulated"`, 1), ErrMalformed},
 		{"time fraction", strings.Replace(raw, `10:00:00Z`, `10:00:00.5Z`, 1), ErrNonCanonical},
 		{"no signature", strings.Replace(raw, `"signature":`, `"signaturx":`, 1), ErrMalformed},
@@ -235,7 +236,7 @@ func TestVerifyBundleCCMode(t *testing.T) {
 		t.Run("mode "+mode, func(t *testing.T) {
 			b := m.bundle(k, nonce, 2)
 			b.GPUs[0].CCMode, b.GPUs[1].CCMode = mode, mode
-			b.CPUEvidence = m.cpuEvidence(ReportData(pub, k.hpke, GPUEvidenceDigest(b.GPUs), nonce))
+			b.CPUEvidence = m.cpuEvidence(ReportData(pub, k.hpke, GPUEvidenceDigest(b.GPUs), nonce, b.Epoch))
 			k.signBundle(b)
 			c, err := VerifyBundle(context.Background(), mustEncode(t, b), testOpts(m))
 			if err != nil {
@@ -250,7 +251,7 @@ func TestVerifyBundleCCMode(t *testing.T) {
 					t.Fatalf("claims cc_mode %q, want %q", g.CCMode, want)
 				}
 			}
-			if c.Sources["gpu_cc_mode"] != "attest.binding_v1" {
+			if c.Sources["gpu_cc_mode"] != "attest.binding_v2" {
 				t.Fatalf("sources %v", c.Sources)
 			}
 		})
@@ -266,7 +267,7 @@ func TestVerifyBundleRejects(t *testing.T) {
 	// rebind recomputes the CPU evidence for the bundle as it stands, which
 	// only the genuine machine could do: used to isolate the GPU nonce check.
 	rebind := func(b *Bundle) {
-		rd := ReportData(b.SigningPub, b.HPKEPub, GPUEvidenceDigest(b.GPUs), b.EpochNonce)
+		rd := ReportData(b.SigningPub, b.HPKEPub, GPUEvidenceDigest(b.GPUs), b.EpochNonce, b.Epoch)
 		b.CPUEvidence = m.cpuEvidence(rd)
 	}
 	flip := func(p []byte, i int) { p[i] ^= 0x01 }
@@ -310,7 +311,7 @@ func TestVerifyBundleRejects(t *testing.T) {
 			b.CPUEvidence = other.cpuEvidence([64]byte{})
 		}, ErrBindingReportData, false},
 		{"cpu from an untrusted machine", func(b *Bundle, o *VerifyOptions) {
-			b.CPUEvidence = newFakeMachine("m3").cpuEvidence(ReportData(b.SigningPub, b.HPKEPub, GPUEvidenceDigest(b.GPUs), b.EpochNonce))
+			b.CPUEvidence = newFakeMachine("m3").cpuEvidence(ReportData(b.SigningPub, b.HPKEPub, GPUEvidenceDigest(b.GPUs), b.EpochNonce, b.Epoch))
 		}, ErrCPUEvidence, false},
 		{"gpu report byte", func(b *Bundle, o *VerifyOptions) { flip(b.GPUs[0].Report, 50) }, ErrGPUEvidence, false},
 		{"gpu chain byte", func(b *Bundle, o *VerifyOptions) { flip(b.GPUs[1].CertChain, 0) }, ErrGPUEvidence, false},

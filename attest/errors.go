@@ -65,6 +65,11 @@ var (
 	// ErrReceiptTime: the receipt's created lies in the future or before
 	// the bundle whose key signed it.
 	ErrReceiptTime = errors.New("receipt time outside its bounds")
+	// ErrReceiptEpoch: the receipt's created lies outside the validity its
+	// bundle states for the epoch's key: before the key existed
+	// (not_before) or after it was erased (not_after plus the grace
+	// period). Errors carrying it also match ErrReceiptTime.
+	ErrReceiptEpoch = errors.New("receipt created outside its key epoch")
 	// ErrBatchProof: the fresh-mode batch proof is missing, malformed, does
 	// not include the receipt, or its bundle does not commit to the root.
 	ErrBatchProof = errors.New("batch proof invalid")

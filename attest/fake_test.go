@@ -74,6 +74,10 @@ func newFakeKeys(label string) fakeKeys {
 
 var testTime = time.Date(2026, 11, 27, 10, 0, 0, 0, time.UTC)
 
+// testEpoch is the window of the fake bundles: an hour from testTime, five
+// minutes' grace.
+var testEpoch = EpochWindow{NotBefore: testTime, NotAfter: testTime.Add(time.Hour), Grace: 5 * time.Minute}
+
 // bundle builds a bundle exactly as enclave does: GPUs over the derived
 // nonce, then CPU evidence over the report data.
 func (m *fakeMachine) bundle(k fakeKeys, nonce [32]byte, nGPU int) *Bundle {
@@ -82,10 +86,10 @@ func (m *fakeMachine) bundle(k fakeKeys, nonce [32]byte, nGPU int) *Bundle {
 	for range nGPU {
 		gpus = append(gpus, m.gpuEvidence(GPUNonce(pub, nonce)))
 	}
-	rd := ReportData(pub, k.hpke, GPUEvidenceDigest(gpus), nonce)
+	rd := ReportData(pub, k.hpke, GPUEvidenceDigest(gpus), nonce, testEpoch)
 	b := &Bundle{
 		Version: BundleVersion, TEE: "tdx", CPUEvidence: m.cpuEvidence(rd), GPUs: gpus,
-		SigningPub: pub, HPKEPub: k.hpke, EpochNonce: nonce, Created: testTime,
+		SigningPub: pub, HPKEPub: k.hpke, EpochNonce: nonce, Created: testTime, Epoch: testEpoch,
 		Worker: WorkerIdentity{ID: "worker-1", Models: []string{"builtin"}},
 	}
 	k.signBundle(b)

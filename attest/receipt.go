@@ -708,6 +708,11 @@ type ReceiptCheck struct {
 	Now time.Time
 	// MaxClockSkew tolerated between clocks (default 5 minutes).
 	MaxClockSkew time.Duration
+	// IgnoreEpoch skips the check that the receipt was created inside its
+	// bundle's epoch window (ErrReceiptEpoch). For forensics only: a
+	// receipt outside it was signed by a key that should not have existed
+	// or should have been erased.
+	IgnoreEpoch bool
 }
 
 // DefaultMaxClockSkew is the clock difference verifiers tolerate when a
@@ -716,8 +721,9 @@ type ReceiptCheck struct {
 const DefaultMaxClockSkew = 5 * time.Minute
 
 // checkReceiptTime bounds a receipt's created (docs/attestation.md §10
-// step 4): not before its bundle was created (the key did not exist), not
-// after the verification time.
+// step 4): not after the verification time, inside the epoch window its
+// bundle states (the key existed and was not yet erased), and not before
+// its bundle was created.
 func checkReceiptTime(r *Receipt, ev *Verified, chk *ReceiptCheck) error {
 	skew := chk.MaxClockSkew
 	if skew <= 0 {
@@ -730,6 +736,10 @@ func checkReceiptTime(r *Receipt, ev *Verified, chk *ReceiptCheck) error {
 	switch {
 	case r.Created.After(now.Add(skew)):
 		return fmt.Errorf("receipt created %s, in the future: %w", r.Created.Format(TimeLayout), ErrReceiptTime)
+	case !chk.IgnoreEpoch && r.Created.Before(ev.Bundle.Epoch.NotBefore.Add(-skew)):
+		return fmt.Errorf("receipt created %s, before its key epoch (not_before %s): %w: %w", r.Created.Format(TimeLayout), ev.Bundle.Epoch.NotBefore.Format(TimeLayout), ErrReceiptEpoch, ErrReceiptTime)
+	case !chk.IgnoreEpoch && r.Created.After(ev.Bundle.Epoch.ErasedAt().Add(skew)):
+		return fmt.Errorf("receipt created %s, after its key epoch's keys were erased (%s): %w: %w", r.Created.Format(TimeLayout), ev.Bundle.Epoch.ErasedAt().Format(TimeLayout), ErrReceiptEpoch, ErrReceiptTime)
 	case r.Created.Before(ev.Bundle.Created.Add(-skew)):
 		return fmt.Errorf("receipt created %s, before its bundle (%s): %w", r.Created.Format(TimeLayout), ev.Bundle.Created.Format(TimeLayout), ErrReceiptTime)
 	}
@@ -739,8 +749,9 @@ func checkReceiptTime(r *Receipt, ev *Verified, chk *ReceiptCheck) error {
 // VerifyReceipt checks a signed receipt against a verified bundle (ev) and,
 // for a batch proof, the verified fresh bundle it names. Checks, in order:
 // version and schema; evidence id (ErrEvidenceMismatch); signature
-// (ErrReceiptSignature); created not in the future nor before the bundle
-// (ErrReceiptTime); request hash (ErrRequestHash); response hash
+// (ErrReceiptSignature); created not in the future (ErrReceiptTime), inside
+// the bundle's epoch window (ErrReceiptEpoch, which also matches
+// ErrReceiptTime) and not before the bundle (ErrReceiptTime); request hash (ErrRequestHash); response hash
 // (ErrResponseHash); nonce (ErrNonceMismatch); batch proof (ErrBatchProof).
 // A present batch proof is always checked; one is required when chk.Nonce is
 // set.
@@ -812,7 +823,7 @@ func verifyBatch(b *BatchProof, r *Receipt, leaf [32]byte, ev, fresh *Verified, 
 
 // sameMachine checks that a fresh bundle comes from the epoch and machine
 // of the receipt's bundle (docs/attestation.md §9.4 step 2): the same keys,
-// TEE kind, worker identity, simulated roots and GPUs (architecture, mode
+// epoch window, TEE kind, worker identity, simulated roots and GPUs (architecture, mode
 // and certificate chain: the same devices; their reports differ, being
 // bound to another nonce).
 func sameMachine(a, b *Bundle) error {
@@ -823,6 +834,8 @@ func sameMachine(a, b *Bundle) error {
 		return errors.New("binds another HPKE key")
 	case a.TEE != b.TEE:
 		return errors.New("is of another TEE kind")
+	case !a.Epoch.Equal(b.Epoch):
+		return errors.New("states another epoch window")
 	case a.Worker.ID != b.Worker.ID || a.Worker.Provider != b.Worker.Provider || !slices.Equal(a.Worker.Models, b.Worker.Models):
 		return errors.New("names another worker")
 	case !slices.EqualFunc(a.SimulatedRoots, b.SimulatedRoots, bytes.Equal):

@@ -491,6 +491,7 @@ func TestBatchTreeHead(t *testing.T) {
 // machine, not only of its signing key (§9.4 step 2).
 func TestBatchSameMachine(t *testing.T) {
 	f := newFixture(t)
+	f.r.Created = testTime.Add(20 * time.Minute)
 	srs, _ := f.fresh(t, 3)
 	sr := srs[0]
 	chk := ReceiptCheck{Request: testRequest, Response: testResponse, Nonce: sr.Receipt.Nonce, Now: testTime.Add(time.Hour)}
@@ -498,7 +499,12 @@ func TestBatchSameMachine(t *testing.T) {
 	for name, edit := range map[string]func(b *Bundle){
 		"another worker": func(b *Bundle) { b.Worker.ID = "w-other" },
 		"created before the receipt": func(b *Bundle) {
-			b.Created = sr.Receipt.Created.Add(-time.Hour)
+			// Inside the epoch, but 20 minutes before the receipt.
+			b.Created = testEpoch.NotBefore
+		},
+		"another epoch window": func(b *Bundle) {
+			b.Epoch.Grace += time.Second
+			b.CPUEvidence = f.m.cpuEvidence(ReportData(b.SigningPub, b.HPKEPub, GPUEvidenceDigest(b.GPUs), b.EpochNonce, b.Epoch))
 		},
 	} {
 		t.Run(name, func(t *testing.T) {

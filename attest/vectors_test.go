@@ -5,6 +5,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -75,7 +76,15 @@ func vectorFiles(t *testing.T) map[string][]byte {
 		t.Fatal("GPUEvidenceDigest disagrees with its documented layout")
 	}
 	gn := GPUNonce(pub, nonce)
-	rd := ReportData(pub, k.hpke, gd, nonce)
+	rd := ReportData(pub, k.hpke, gd, nonce, b.Epoch)
+	rdInput := append([]byte(DomainEvidence), pub...)
+	rdInput = append(append(append(rdInput, k.hpke...), gd[:]...), nonce[:]...)
+	for _, v := range []int64{b.Epoch.NotBefore.Unix(), b.Epoch.NotAfter.Unix(), int64(b.Epoch.Grace / time.Second)} {
+		rdInput = binary.BigEndian.AppendUint64(rdInput, uint64(v))
+	}
+	if rd != sha512.Sum512(rdInput) {
+		t.Fatal("ReportData disagrees with its documented layout")
+	}
 	files["binding.json"] = js(map[string]any{
 		"signing_pub":               hex.EncodeToString(pub),
 		"hpke_pub":                  hex.EncodeToString(k.hpke),
@@ -84,7 +93,13 @@ func vectorFiles(t *testing.T) map[string][]byte {
 		"gpu_evidence_digest_input": hex.EncodeToString(digestInput),
 		"gpu_evidence_digest":       hex.EncodeToString(gd[:]),
 		"gpu_nonce":                 hex.EncodeToString(gn[:]),
-		"report_data":               hex.EncodeToString(rd[:]),
+		"epoch": map[string]any{
+			"not_before":    b.Epoch.NotBefore.Format(TimeLayout),
+			"not_after":     b.Epoch.NotAfter.Format(TimeLayout),
+			"grace_seconds": int64(b.Epoch.Grace / time.Second),
+		},
+		"report_data_input": hex.EncodeToString(rdInput),
+		"report_data":       hex.EncodeToString(rd[:]),
 	})
 
 	// Bundle.

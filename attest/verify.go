@@ -193,7 +193,7 @@ func verifyBundle(ctx context.Context, raw []byte, opts *VerifyOptions) (*Verifi
 		gpus = append(gpus, g2)
 	}
 
-	want := ReportData(b.SigningPub, b.HPKEPub, GPUEvidenceDigest(b.GPUs), b.EpochNonce)
+	want := ReportData(b.SigningPub, b.HPKEPub, GPUEvidenceDigest(b.GPUs), b.EpochNonce, b.Epoch)
 	got, err := hex.DecodeString(c.ReportData)
 	if err != nil || !bytes.Equal(got, want[:]) {
 		return nil, fmt.Errorf("verifying bundle: %w", ErrBindingReportData)
@@ -215,10 +215,18 @@ func verifyBundle(ctx context.Context, raw []byte, opts *VerifyOptions) (*Verifi
 	if c.Sources == nil {
 		c.Sources = map[string]string{}
 	}
-	c.Sources["binding"] = "attest.binding_v1"
+	c.Sources["binding"] = "attest.binding_v2"
+	c.Epoch = &claims.Epoch{
+		NotBefore:    b.Epoch.NotBefore,
+		NotAfter:     b.Epoch.NotAfter,
+		GraceSeconds: int64(b.Epoch.Grace / time.Second),
+		ErasedAt:     b.Epoch.ErasedAt(),
+	}
+	// Stated by the TEE, bound by the report data.
+	c.Sources["epoch"] = "attest.binding_v2"
 	if len(gpus) > 0 {
 		// Reported by the TEE, bound by the GPU evidence digest.
-		c.Sources["gpu_cc_mode"] = "attest.binding_v1"
+		c.Sources["gpu_cc_mode"] = "attest.binding_v2"
 	}
 	if simRoots != nil {
 		// Whatever the format verifiers said, simulated roots make the

@@ -68,15 +68,15 @@ func (c combined) GPUEvidence(ctx context.Context, nonce [32]byte) ([]attest.GPU
 	return c.gpu.GPUEvidence(ctx, nonce)
 }
 
-// buildBundle runs the binding of DESIGN §3.1 for one set of public keys and
-// one epoch nonce, signs it with the epoch key (sign) and returns the bundle
+// buildBundle runs the binding of DESIGN §3.1 for one set of public keys,
+// one epoch nonce and the epoch's window, signs it with the epoch key (sign) and returns the bundle
 // with its canonical bytes.
-func buildBundle(ctx context.Context, a Attester, signingPub, hpkePub []byte, sign func([]byte) ([]byte, error), nonce [32]byte, id attest.WorkerIdentity, now time.Time) (*attest.Bundle, []byte, error) {
+func buildBundle(ctx context.Context, a Attester, signingPub, hpkePub []byte, sign func([]byte) ([]byte, error), nonce [32]byte, win attest.EpochWindow, id attest.WorkerIdentity, now time.Time) (*attest.Bundle, []byte, error) {
 	gpus, err := a.GPUEvidence(ctx, attest.GPUNonce(signingPub, nonce))
 	if err != nil {
 		return nil, nil, fmt.Errorf("collecting GPU evidence: %w", err)
 	}
-	rd := attest.ReportData(signingPub, hpkePub, attest.GPUEvidenceDigest(gpus), nonce)
+	rd := attest.ReportData(signingPub, hpkePub, attest.GPUEvidenceDigest(gpus), nonce, win)
 	cpu, err := a.CPUEvidence(ctx, rd)
 	if err != nil {
 		return nil, nil, fmt.Errorf("collecting CPU evidence: %w", err)
@@ -90,6 +90,7 @@ func buildBundle(ctx context.Context, a Attester, signingPub, hpkePub []byte, si
 		HPKEPub:        hpkePub,
 		EpochNonce:     nonce,
 		Created:        now.UTC().Truncate(time.Second),
+		Epoch:          win,
 		Worker:         id,
 		SimulatedRoots: cpu.SimulatedRoots,
 	}

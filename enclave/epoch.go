@@ -17,6 +17,12 @@ import (
 // ErrEpochRetired: the epoch's grace period is over and its keys are gone.
 var ErrEpochRetired = errors.New("key epoch retired")
 
+// ErrOutsideEpoch: a receipt dated outside the epoch's stated validity, or
+// a signature asked for while the clock is before the epoch began. The
+// epoch's bundles state the window (attest.EpochWindow) and verifiers
+// refuse receipts outside it; the keeper refuses to make them.
+var ErrOutsideEpoch = errors.New("outside the key epoch's validity")
+
 // Epoch is one key epoch: keys born in the TEE, the nonce and the evidence
 // bundle that binds them. Its exported fields are public data; the private
 // keys are reachable only through Sign, SignReceipt and OpenHPKE.
@@ -30,6 +36,10 @@ type Epoch struct {
 	Nonce [32]byte
 	// Started is when the epoch was attested.
 	Started time.Time
+	// Window is the validity every bundle of the epoch states (and its
+	// report data commits to): the keys sign within it and are erased at
+	// its end, Window.ErasedAt(), at the latest.
+	Window attest.EpochWindow
 
 	keeper *Keeper
 	mu     sync.RWMutex // guards the keys against retirement
@@ -58,8 +68,19 @@ func (e *Epoch) SigningPub() ed25519.PublicKey { return ed25519.PublicKey(e.Bund
 // HPKEPub is the epoch's X25519 HPKE public key (32 bytes).
 func (e *Epoch) HPKEPub() []byte { return e.Bundle.HPKEPub }
 
-// Sign signs msg with the epoch's signing key.
+// Sign signs msg with the epoch's signing key. Once the keeper's clock has
+// reached the end of the epoch's window it erases the keys instead
+// (ErrEpochRetired); before the window's start it refuses
+// (ErrOutsideEpoch).
 func (e *Epoch) Sign(msg []byte) ([]byte, error) {
+	now := e.keeper.now()
+	if !now.Before(e.Window.ErasedAt()) {
+		e.erase()
+		return nil, ErrEpochRetired
+	}
+	if now.Before(e.Window.NotBefore) {
+		return nil, fmt.Errorf("clock %s before the epoch: %w", now.UTC().Format(attest.TimeLayout), ErrOutsideEpoch)
+	}
 	e.mu.RLock()
 	defer e.mu.RUnlock()
 	if e.sign == nil {
@@ -80,6 +101,9 @@ func (e *Epoch) SignReceipt(r *attest.Receipt) (*attest.SignedReceipt, error) {
 	}
 	if err := r.Validate(); err != nil {
 		return nil, fmt.Errorf("signing receipt: %w", err)
+	}
+	if !e.Window.Contains(r.Created) {
+		return nil, fmt.Errorf("signing receipt created %s: %w", r.Created.UTC().Format(attest.TimeLayout), ErrOutsideEpoch)
 	}
 	var buf [512]byte
 	sig, err := e.Sign(r.AppendSigningInput(buf[:0]))
@@ -110,7 +134,7 @@ func (e *Epoch) SignFresh(ctx context.Context, r *attest.Receipt) (*attest.Signe
 // nonce (fresh-mode batches, on-demand evidence for a client nonce).
 func (e *Epoch) Attest(ctx context.Context, nonce [32]byte) (*attest.Bundle, []byte, error) {
 	k := e.keeper
-	return buildBundle(ctx, k.cfg.Attester, e.Bundle.SigningPub, e.Bundle.HPKEPub, e.Sign, nonce, e.Bundle.Worker, k.now())
+	return buildBundle(ctx, k.cfg.Attester, e.Bundle.SigningPub, e.Bundle.HPKEPub, e.Sign, nonce, e.Window, e.Bundle.Worker, k.now())
 }
 
 // OpenHPKE decrypts a single-shot HPKE message (RFC 9180 base mode; enc ||
@@ -128,11 +152,18 @@ func (e *Epoch) OpenHPKE(kdf hpke.KDF, aead hpke.AEAD, info, ciphertext []byte) 
 	return pt, nil
 }
 
-// retire drops the keys; later signatures fail with ErrEpochRetired.
+// retire stops the epoch's batcher and erases its keys.
 func (e *Epoch) retire() {
 	if e.batch != nil {
 		e.batch.Close()
 	}
+	e.erase()
+}
+
+// erase drops the keys; later signatures fail with ErrEpochRetired. It
+// leaves the batcher alone, so that it may run on the batcher's goroutine
+// (a fresh bundle signed past the window's end).
+func (e *Epoch) erase() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.pre != nil {

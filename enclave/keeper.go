@@ -159,13 +159,14 @@ func (k *Keeper) Rotate(ctx context.Context) (*Epoch, error) {
 		return nil, fmt.Errorf("rotating keys: %w", err)
 	}
 	e := &Epoch{keeper: k, sign: sk, hpke: hk, Started: k.now()}
+	e.Window = attest.NewEpochWindow(e.Started, k.cfg.Epoch, k.cfg.Grace)
 	if e.pre, err = newPresigner(sk); err != nil {
 		return nil, fmt.Errorf("rotating keys: %w", err)
 	}
 	if _, err := rand.Read(e.Nonce[:]); err != nil {
 		return nil, fmt.Errorf("rotating keys: epoch nonce: %w", err)
 	}
-	b, raw, err := buildBundle(ctx, k.cfg.Attester, sk.Public().(ed25519.PublicKey), hk.PublicKey().Bytes(), e.Sign, e.Nonce, k.identity(), e.Started)
+	b, raw, err := buildBundle(ctx, k.cfg.Attester, sk.Public().(ed25519.PublicKey), hk.PublicKey().Bytes(), e.Sign, e.Nonce, e.Window, k.identity(), e.Started)
 	if err != nil {
 		e.retire()
 		return nil, fmt.Errorf("rotating keys: %w", err)
@@ -186,7 +187,8 @@ func (k *Keeper) Rotate(ctx context.Context) (*Epoch, error) {
 		return nil, ErrKeeperClosed
 	}
 	if prev := k.cur; prev != nil {
-		k.old[prev.ID] = retiring{e: prev, at: e.Started.Add(k.cfg.Grace)}
+		// Never later than the end its bundles state.
+		k.old[prev.ID] = retiring{e: prev, at: minTime(e.Started.Add(k.cfg.Grace), prev.Window.ErasedAt())}
 	}
 	k.cur = e
 	k.mu.Unlock()
@@ -222,7 +224,9 @@ func (k *Keeper) SetModels(ctx context.Context, models []string) (*Epoch, error)
 	return e, nil
 }
 
-// prune retires epochs whose grace period is over.
+// prune retires epochs whose grace period is over, and erases the keys of
+// a current epoch past the end of its window (rotation kept failing): its
+// bundles promised that they would be gone by then.
 func (k *Keeper) prune() {
 	now := k.now()
 	var done []*Epoch
@@ -233,20 +237,38 @@ func (k *Keeper) prune() {
 			delete(k.old, id)
 		}
 	}
+	cur := k.cur
 	k.mu.Unlock()
 	for _, e := range done {
 		e.retire()
 	}
+	if cur != nil && !now.Before(cur.Window.ErasedAt()) {
+		cur.erase()
+	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // Run rotates the epoch every cfg.Epoch and retires old epochs, until ctx
 // ends. A failed rotation is reported to OnError and retried after a tenth
-// of the epoch (at most a minute), keeping the current epoch in service.
+// of the epoch (at most a minute), keeping the current epoch in service
+// until the end of its stated window, when its keys are erased and signing
+// fails until a rotation succeeds.
 func (k *Keeper) Run(ctx context.Context) error {
 	next := k.cfg.Epoch
 	t := time.NewTimer(min(next, k.cfg.Grace))
 	defer t.Stop()
 	due := k.now().Add(next)
+	if e := k.Current(); e != nil {
+		// Rotate when the epoch's window says it ends, not an epoch
+		// after Run started.
+		due = e.Started.Add(next)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -256,14 +278,14 @@ func (k *Keeper) Run(ctx context.Context) error {
 		k.prune()
 		wait := k.cfg.Grace
 		if !k.now().Before(due) {
-			if _, err := k.Rotate(ctx); err != nil {
+			if e, err := k.Rotate(ctx); err != nil {
 				if k.cfg.OnError != nil {
 					k.cfg.OnError(err)
 				}
 				wait = min(k.cfg.Epoch/10, time.Minute)
 				due = k.now().Add(wait)
 			} else {
-				due = k.now().Add(k.cfg.Epoch)
+				due = e.Started.Add(k.cfg.Epoch)
 			}
 		}
 		t.Reset(max(min(wait, due.Sub(k.now())), time.Millisecond))

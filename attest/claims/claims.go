@@ -54,6 +54,9 @@ type Claims struct {
 	GPUs []GPU `json:"gpus"`
 	// Binding reports the key-binding checks of DESIGN §3.1.
 	Binding *Binding `json:"binding,omitempty"`
+	// Epoch is the validity of the key epoch the evidence binds, as the
+	// bundle states it and its report data commits to.
+	Epoch *Epoch `json:"epoch,omitempty"`
 	// CreatedAt is when the evidence was produced (bundle creation time).
 	CreatedAt time.Time `json:"created_at,omitzero"`
 	// AgeSeconds is the evidence age at verification time.
@@ -131,6 +134,16 @@ type GPU struct {
 	Measurements map[string]string `json:"measurements,omitempty"`
 	// FWID from the report's opaque data, hex.
 	FWID string `json:"fwid,omitempty"`
+}
+
+// Epoch is a key epoch's validity (docs/attestation.md §2): its keys sign
+// receipts from NotBefore until ErasedAt (NotAfter plus the grace period),
+// when they are erased.
+type Epoch struct {
+	NotBefore    time.Time `json:"not_before"`
+	NotAfter     time.Time `json:"not_after"`
+	GraceSeconds int64     `json:"grace_seconds"`
+	ErasedAt     time.Time `json:"erased_at"`
 }
 
 // Binding reports the checks that tie keys and GPUs to the CPU evidence.

@@ -158,6 +158,40 @@ func chatStream(ctx context.Context, c openai.Client) (string, error) {
 
 func allowSim() Config { return Config{Options: Options{AllowSimulated: true}} }
 
+// inFuture verifies as of d from now (the receipts of a gateway shifted by
+// d are then not from the future).
+func inFuture(d time.Duration) Config {
+	return Config{Options: Options{AllowSimulated: true, Now: func() time.Time { return time.Now().Add(d) }}}
+}
+
+// TestIgnoreEpoch: Options.IgnoreEpoch lifts the epoch bound, and only it:
+// a receipt dated after its epoch's keys were erased then verifies; one
+// from the future still does not.
+func TestIgnoreEpoch(t *testing.T) {
+	for _, stream := range []bool{false, true} {
+		cfg := inFuture(3 * time.Hour)
+		cfg.IgnoreEpoch = true
+		c, _ := newClient(t, setup{cfg: cfg, shift: 3 * time.Hour})
+		var res Result
+		ctx := WithResult(context.Background(), &res)
+		var err error
+		if stream {
+			_, err = chatStream(ctx, c)
+		} else {
+			_, err = chat(ctx, c)
+		}
+		if err != nil || !res.Verified {
+			t.Fatalf("stream %t: IgnoreEpoch: %v", stream, err)
+		}
+		cfg = allowSim()
+		cfg.IgnoreEpoch = true
+		c, _ = newClient(t, setup{cfg: cfg, shift: 3 * time.Hour})
+		if _, err := chat(context.Background(), c); !errors.Is(err, attest.ErrReceiptTime) || errors.Is(err, attest.ErrReceiptEpoch) {
+			t.Fatalf("stream %t: receipt from the future with IgnoreEpoch: %v", stream, err)
+		}
+	}
+}
+
 func TestVerifiedAnswers(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -364,9 +398,13 @@ func TestTamperingFails(t *testing.T) {
 				})
 			}
 		}}}, attest.ErrResponseHash, "response hash"},
-		{"unary receipt dated before its bundle (issue 11 finding 3)", false, setup{cfg: allowSim(), shift: -2 * time.Hour}, attest.ErrReceiptTime, "receipt time"},
+		{"unary receipt dated before its epoch (issue 11 finding 3)", false, setup{cfg: allowSim(), shift: -2 * time.Hour}, attest.ErrReceiptEpoch, "receipt epoch"},
+		{"unary receipt dated after its epoch's keys were erased", false, setup{cfg: inFuture(3 * time.Hour), shift: 3 * time.Hour}, attest.ErrReceiptEpoch, "receipt epoch"},
 		{"unary receipt in the future", false, setup{cfg: allowSim(), shift: 2 * time.Hour}, attest.ErrReceiptTime, "receipt time"},
-		{"stream receipt dated before its bundle", true, setup{cfg: allowSim(), shift: -2 * time.Hour}, attest.ErrReceiptTime, "receipt time"},
+		{"unary evidence from the future", false, setup{cfg: inFuture(-2 * time.Hour)}, attest.ErrEvidenceExpired, "evidence"},
+		{"stream evidence from the future", true, setup{cfg: inFuture(-2 * time.Hour)}, attest.ErrEvidenceExpired, "evidence"},
+		{"stream receipt dated before its epoch", true, setup{cfg: allowSim(), shift: -2 * time.Hour}, attest.ErrReceiptEpoch, "receipt epoch"},
+		{"stream receipt dated after its epoch's keys were erased", true, setup{cfg: inFuture(3 * time.Hour), shift: 3 * time.Hour}, attest.ErrReceiptEpoch, "receipt epoch"},
 		{"stream receipt in the future", true, setup{cfg: allowSim(), shift: 2 * time.Hour}, attest.ErrReceiptTime, "receipt time"},
 		{"stream inline evidence", true, setup{cfg: Config{Options: Options{AllowSimulated: true}, InlineEvidence: true}, tamper: flipBody(isChat, `"cpu_evidence":"`)}, attest.ErrBundleSignature, "evidence"},
 		{"stream fetched evidence", true, setup{cfg: allowSim(), tamper: flipBody(isEvidence, `"signature":"`)}, attest.ErrBundleSignature, "evidence"},

@@ -38,8 +38,8 @@ var (
 
 // VerificationError is the error of a failed verification: Cause names the
 // failed check in a word or two ("signature", "request hash", "response
-// hash", "binding", "nonce", "batch proof", "evidence", "policy", "receipt",
-// "model", "stream"), Err is what failed.
+// hash", "binding", "nonce", "receipt epoch", "receipt time", "batch proof",
+// "evidence", "policy", "receipt", "model", "stream"), Err is what failed.
 type VerificationError struct {
 	Cause string
 	Err   error
@@ -80,6 +80,7 @@ var causes = []struct {
 	{attest.ErrRequestHash, "request hash"},
 	{attest.ErrResponseHash, "response hash"},
 	{attest.ErrNonceMismatch, "nonce"},
+	{attest.ErrReceiptEpoch, "receipt epoch"},
 	{attest.ErrReceiptTime, "receipt time"},
 	{attest.ErrBatchProof, "batch proof"},
 	{attest.ErrEvidenceMismatch, "evidence"},

@@ -31,7 +31,9 @@ type fakeGateway struct {
 	srv    *httptest.Server
 	// forged, when set, signs with a key the TEE never bound (see forge).
 	forged *forgery
-	// shift moves the created time of every receipt it signs.
+	// shift moves the created time of every receipt it signs, as a bent
+	// keeper would: signing with the epoch key around the keeper's check
+	// that a receipt's date lies inside the epoch.
 	shift time.Duration
 
 	mu      sync.Mutex
@@ -120,6 +122,17 @@ func (g *fakeGateway) sign(ctx context.Context, rec *attest.Receipt) (*attest.Si
 		rec.EvidenceID = f.id
 		var buf [512]byte
 		return &attest.SignedReceipt{Receipt: *rec, Signature: ed25519.Sign(f.key, rec.AppendSigningInput(buf[:0]))}, f.raw
+	}
+	if g.shift != 0 {
+		e := g.keeper.Current()
+		rec.EvidenceID = e.ID
+		var buf [512]byte
+		sig, err := e.Sign(rec.AppendSigningInput(buf[:0]))
+		if err != nil {
+			g.t.Error(err)
+			return nil, nil
+		}
+		return &attest.SignedReceipt{Receipt: *rec, Signature: sig}, e.Raw
 	}
 	if rec.Nonce != "" {
 		sr, fresh, err := g.keeper.SignFresh(ctx, rec)

@@ -68,6 +68,12 @@ type Options struct {
 	// RequireRevocation fails evidence whose chains Collateral holds no
 	// revocation data for.
 	RequireRevocation bool
+	// IgnoreEpoch lifts the check that a receipt was created inside the
+	// key epoch its bundle states (attest.ErrReceiptEpoch: before the key
+	// existed, or after it was to be erased). The allowance at both ends
+	// is Verify.MaxClockSkew (default attest.DefaultMaxClockSkew); for
+	// forensics only.
+	IgnoreEpoch bool
 }
 
 func (o *Options) now() time.Time {
@@ -151,10 +157,12 @@ type checker struct {
 	policy Policy
 	now    func() time.Time
 	skew   time.Duration
+	// ignoreEpoch is Options.IgnoreEpoch.
+	ignoreEpoch bool
 }
 
 func newChecker(o Options, cacheSize int) *checker {
-	return &checker{av: attest.NewVerifier(o.verifyOptions(), cacheSize), policy: o.Policy, now: o.now, skew: o.Verify.MaxClockSkew}
+	return &checker{av: attest.NewVerifier(o.verifyOptions(), cacheSize), policy: o.Policy, now: o.now, skew: o.Verify.MaxClockSkew, ignoreEpoch: o.IgnoreEpoch}
 }
 
 // verify runs every check of the exchange and returns the result, or a
@@ -187,7 +195,7 @@ func (c *checker) verify(ctx context.Context, ex *exchange) (*Result, error) {
 			return nil, err
 		}
 	}
-	chk := attest.ReceiptCheck{Request: ex.request, Response: ex.response, ResponseDigest: ex.digest, Nonce: ex.nonce, Now: c.now(), MaxClockSkew: c.skew}
+	chk := attest.ReceiptCheck{Request: ex.request, Response: ex.response, ResponseDigest: ex.digest, Nonce: ex.nonce, Now: c.now(), MaxClockSkew: c.skew, IgnoreEpoch: c.ignoreEpoch}
 	if err := attest.VerifyReceipt(sr, ev, fresh, chk); err != nil {
 		return nil, fail("receipt", err)
 	}

@@ -57,13 +57,14 @@ func simBundle(t testing.TB, ccMode string, gpus int, mutate func([]attest.GPUEv
 	if mutate != nil {
 		mutate(evs)
 	}
-	cpu, err := a.CPUEvidence(ctx, attest.ReportData(pub, hpke, attest.GPUEvidenceDigest(evs), nonce))
+	win := attest.NewEpochWindow(time.Now(), time.Hour, 5*time.Minute)
+	cpu, err := a.CPUEvidence(ctx, attest.ReportData(pub, hpke, attest.GPUEvidenceDigest(evs), nonce, win))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b := &attest.Bundle{
 		Version: attest.BundleVersion, TEE: cpu.Format, CPUEvidence: cpu.Raw, GPUs: evs,
-		SigningPub: pub, HPKEPub: hpke, EpochNonce: nonce, Created: time.Now().UTC().Truncate(time.Second),
+		SigningPub: pub, HPKEPub: hpke, EpochNonce: nonce, Created: win.NotBefore, Epoch: win,
 		Worker: attest.WorkerIdentity{ID: "sim-worker"}, SimulatedRoots: cpu.SimulatedRoots,
 	}
 	b.Signature = ed25519.Sign(key, b.SigningInput())

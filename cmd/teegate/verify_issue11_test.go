@@ -136,10 +136,20 @@ func TestVerifySimRootPinning(t *testing.T) {
 	}
 }
 
-// TestVerifyReceiptTimeBounds: receipts genuinely signed by a simulated
-// TEE's key but dated before its bundle or in the future fail by name
-// (issue 11, finding 3).
-func TestVerifyReceiptTimeBounds(t *testing.T) {
+// bentSign signs a receipt with the epoch's key the way a bent keeper
+// would: around Epoch.SignReceipt's check that its date lies in the epoch.
+func bentSign(t *testing.T, ep *enclave.Epoch, r attest.Receipt) *attest.SignedReceipt {
+	t.Helper()
+	r.EvidenceID, r.Version = ep.ID, attest.ReceiptVersion
+	sig, err := ep.Sign(r.AppendSigningInput(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &attest.SignedReceipt{Receipt: r, Signature: sig}
+}
+
+func simKeeper(t *testing.T) *enclave.Keeper {
+	t.Helper()
 	root, err := sim.NewRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -152,37 +162,110 @@ func TestVerifyReceiptTimeBounds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer k.Close()
-	ep := k.Current()
+	t.Cleanup(k.Close)
+	return k
+}
+
+// TestVerifyReceiptTimeBounds: receipts genuinely signed by a simulated
+// TEE's key but dated before its epoch, after its epoch's keys were to be
+// erased, or in the future fail by name; so does evidence from the future;
+// --ignore-epoch lifts the epoch bound alone and --clock-skew widens the
+// allowance (issue 11, finding 3).
+func TestVerifyReceiptTimeBounds(t *testing.T) {
+	ep := simKeeper(t).Current()
+	win := ep.Bundle.Epoch
 	req := []byte(`{"model":"builtin","messages":[]}`)
 	resp := []byte(`{"id":"x"}`)
+	at := func(tm time.Time) string { return "--now=" + tm.UTC().Format(time.RFC3339) }
 	for _, tc := range []struct {
-		name string
-		at   time.Time
-		want error
+		name    string
+		created time.Time
+		flags   []string
+		want    error
+		cause   string
 	}{
-		{"genuine", ep.Bundle.Created, nil},
-		{"dated before its bundle", ep.Bundle.Created.Add(-time.Hour), attest.ErrReceiptTime},
-		{"dated 2001", time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC), attest.ErrReceiptTime},
-		{"in the future", time.Now().Add(time.Hour), attest.ErrReceiptTime},
+		{"genuine", ep.Bundle.Created, nil, nil, ""},
+		{"in the grace period", win.NotAfter.Add(time.Minute), []string{at(win.NotAfter.Add(time.Minute))}, nil, ""},
+		{"dated before its epoch", win.NotBefore.Add(-time.Hour), nil, attest.ErrReceiptEpoch, "receipt epoch: "},
+		{"dated 2001", time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC), nil, attest.ErrReceiptEpoch, "receipt epoch: "},
+		{"dated after its keys were erased", win.ErasedAt().Add(time.Hour), []string{at(win.ErasedAt().Add(time.Hour))}, attest.ErrReceiptEpoch, "receipt epoch: "},
+		{"after the erasure, --ignore-epoch", win.ErasedAt().Add(time.Hour), []string{at(win.ErasedAt().Add(time.Hour)), "--ignore-epoch"}, nil, ""},
+		{"after the erasure within --clock-skew", win.ErasedAt().Add(9 * time.Minute), []string{at(win.ErasedAt().Add(9 * time.Minute)), "--clock-skew=10m"}, nil, ""},
+		{"in the future", time.Now().Add(time.Hour), nil, attest.ErrReceiptTime, "receipt time: "},
+		{"in the future, --ignore-epoch", time.Now().Add(time.Hour), []string{"--ignore-epoch"}, attest.ErrReceiptTime, "receipt time: "},
+		{"evidence from the future", ep.Bundle.Created, []string{at(ep.Bundle.Created.Add(-time.Hour))}, attest.ErrEvidenceExpired, "evidence: "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := attest.Receipt{RequestID: "r", Model: "builtin", RequestSHA256: sha256.Sum256(req), ResponseSHA256: sha256.Sum256(resp), Created: tc.at.UTC().Truncate(time.Second)}
-			sr, err := ep.SignReceipt(&r)
-			if err != nil {
-				t.Fatal(err)
-			}
+			r := attest.Receipt{RequestID: "r", Model: "builtin", RequestSHA256: sha256.Sum256(req), ResponseSHA256: sha256.Sum256(resp), Created: tc.created.UTC().Truncate(time.Second)}
+			sr := bentSign(t, ep, r)
 			p := filepath.Join(t.TempDir(), "t.json")
-			tr := &client.Transcript{Version: client.TranscriptVersion, Request: req, Response: resp, Receipt: sr, Evidence: ep.Raw}
+			tr := &client.Transcript{Version: client.TranscriptVersion, Request: req, Response: resp, Receipt: sr, Evidence: ep.Raw, Saved: time.Now().UTC()}
 			if err := client.SaveTranscript(p, tr); err != nil {
 				t.Fatal(err)
 			}
 			var out, errOut bytes.Buffer
-			err = runVerifyTranscript(context.Background(), []string{p, "--allow-simulated"}, &out, &errOut)
-			if !errors.Is(err, tc.want) || (tc.want != nil && !strings.HasPrefix(err.Error(), "receipt time: ")) {
-				t.Fatalf("got %v, want %v", err, tc.want)
+			err := runVerifyTranscript(context.Background(), append([]string{p, "--allow-simulated"}, tc.flags...), &out, &errOut)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) || (tc.want != nil && !strings.HasPrefix(err.Error(), tc.cause)) {
+				t.Fatalf("got %v, want %v naming %q", err, tc.want, tc.cause)
+			}
+			if tc.want == nil {
+				return
+			}
+			// verify response, from the separate files, says the same.
+			f := writeResponseFiles(t, tr, "header")
+			err = runVerifyResponse(context.Background(), f.args(append([]string{"--allow-simulated"}, tc.flags...)...), &out, &errOut)
+			if !errors.Is(err, tc.want) || !strings.HasPrefix(err.Error(), tc.cause) {
+				t.Fatalf("verify response: got %v, want %v naming %q", err, tc.want, tc.cause)
 			}
 		})
+	}
+	var out, errOut bytes.Buffer
+	if err := runVerifyTranscript(context.Background(), []string{filepath.Join(transcriptDir, "chat.transcript.json"), "--clock-skew=0"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "--clock-skew") {
+		t.Fatalf("--clock-skew=0: %v", err)
+	}
+}
+
+// TestVerifyEpochWindowBinding: a bundle whose stated epoch window was
+// widened fails — unsigned, on the bundle signature; re-signed with the
+// epoch's own key, on the report data the hardware evidence carries.
+func TestVerifyEpochWindowBinding(t *testing.T) {
+	ep := simKeeper(t).Current()
+	req := []byte(`{"model":"builtin","messages":[]}`)
+	resp := []byte(`{"id":"x"}`)
+	r := attest.Receipt{Version: attest.ReceiptVersion, RequestID: "r", Model: "builtin", RequestSHA256: sha256.Sum256(req), ResponseSHA256: sha256.Sum256(resp), Created: ep.Bundle.Created}
+	for _, resign := range []bool{false, true} {
+		b := *ep.Bundle
+		b.Epoch.NotAfter = b.Epoch.NotAfter.AddDate(10, 0, 0)
+		if resign {
+			sig, err := ep.Sign(b.SigningInput())
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Signature = sig
+		}
+		raw, err := b.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		id := attest.BundleID(raw)
+		// The receipt names the edited bundle, as an attacker would.
+		rr := r
+		rr.EvidenceID = id
+		sig, err := ep.Sign(rr.AppendSigningInput(nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := &client.Transcript{Version: client.TranscriptVersion, Request: req, Response: resp, Receipt: &attest.SignedReceipt{Receipt: rr, Signature: sig}, Evidence: raw, Saved: time.Now().UTC()}
+		f := writeResponseFiles(t, tr, "header")
+		var out, errOut bytes.Buffer
+		err = runVerifyResponse(context.Background(), f.args("--allow-simulated"), &out, &errOut)
+		want, cause := attest.ErrBundleSignature, "evidence: "
+		if resign {
+			want, cause = attest.ErrBindingReportData, "binding: "
+		}
+		if !errors.Is(err, want) || !strings.HasPrefix(err.Error(), cause) {
+			t.Fatalf("re-signed %t: got %v, want %v", resign, err, want)
+		}
 	}
 }
 

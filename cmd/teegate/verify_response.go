@@ -49,7 +49,7 @@ func runVerifyResponse(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: teegate verify response --request FILE --response FILE [--receipt FILE] [--evidence FILE]\n"+
 			"         [--fresh-evidence FILE] [--nonce N] [--stream] [--policy FILE] [--allow-simulated [--sim-root PEMFILE]]\n"+
-			"         [--max-age D] [--now RFC3339] [--json]\n\n"+
+			"         [--max-age D] [--clock-skew D] [--ignore-epoch] [--now RFC3339] [--json]\n\n"+
 			"Exits 0 only when the answer verifies; otherwise prints what failed.\n\n"+simulatedNote+"\n\nflags:")
 		fs.PrintDefaults()
 	}
@@ -111,7 +111,8 @@ func runVerifyResponse(ctx context.Context, args []string, stdout, stderr io.Wri
 type verifyFlags struct {
 	policy, simRoot, now *string
 	allowSim, asJSON     *bool
-	maxAge               *time.Duration
+	maxAge, clockSkew    *time.Duration
+	ignoreEpoch          *bool
 	collateral           *string
 	requireRevocation    *bool
 }
@@ -124,6 +125,10 @@ func addVerifyFlags(fs *flag.FlagSet) *verifyFlags {
 			"simulated evidence must chain to it (implies --allow-simulated)"),
 		maxAge: fs.Duration("max-age", client.DefaultMaxEvidenceAge, "refuse evidence older than this at --now (0: no limit)"),
 		now:    fs.String("now", "", "verify as of this RFC 3339 time (default: now), e.g. the time a transcript was saved"),
+		clockSkew: fs.Duration("clock-skew", attest.DefaultMaxClockSkew, "clock difference allowed wherever a time is compared with another clock's: evidence and\n"+
+			"receipts from the future, a receipt against its bundle's epoch window"),
+		ignoreEpoch: fs.Bool("ignore-epoch", false, "accept receipts created outside the key epoch their bundle states (before the key existed,\n"+
+			"or after it was to be erased); for forensics only"),
 		asJSON: fs.Bool("json", false, "print the verified result (claims, receipt) as JSON"),
 		collateral: fs.String("collateral", "", "collateral `DIR` (teegate collateral fetch) to verify from offline: Intel TCB collateral,\n"+
 			"AMD CRLs, NVIDIA OCSP responses and RIMs; revocation data it holds is checked"),
@@ -133,7 +138,11 @@ func addVerifyFlags(fs *flag.FlagSet) *verifyFlags {
 
 // options builds the SDK options the flags describe.
 func (vf *verifyFlags) options() (client.Options, error) {
-	opts := client.Options{AllowSimulated: *vf.allowSim || *vf.simRoot != ""}
+	opts := client.Options{AllowSimulated: *vf.allowSim || *vf.simRoot != "", IgnoreEpoch: *vf.ignoreEpoch}
+	if *vf.clockSkew <= 0 {
+		return opts, errors.New("--clock-skew must be positive")
+	}
+	opts.Verify.MaxClockSkew = *vf.clockSkew
 	opts.Verify.MaxAge = *vf.maxAge
 	if *vf.maxAge == 0 {
 		opts.Verify.MaxAge = client.NoMaxAge
@@ -194,7 +203,7 @@ func runVerifyTranscript(ctx context.Context, args []string, stdout, stderr io.W
 	vf := addVerifyFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: teegate verify transcript FILE [--policy FILE] [--allow-simulated [--sim-root PEMFILE]]\n"+
-			"         [--max-age D] [--now RFC3339] [--json]\n\n"+
+			"         [--max-age D] [--clock-skew D] [--ignore-epoch] [--now RFC3339] [--json]\n\n"+
 			"Verifies a transcript saved by the Go client (attest/client) offline.\n\n"+simulatedNote+"\n\nflags:")
 		fs.PrintDefaults()
 	}

@@ -219,14 +219,19 @@ function gpuEvidenceDigestInput(gpus) {
 }
 const gpuEvidenceDigest = (gpus) => sha256(gpuEvidenceDigestInput(gpus));
 
-const reportData = (signingPub, hpkePub, gpuDigest, epochNonce) =>
-  sha512(ascii('teegate/evidence/v1'), signingPub, hpkePub, gpuDigest, epochNonce);
+// The epoch window (§2, §4.1) is hashed as u64be(not_before) ||
+// u64be(not_after) || u64be(grace_seconds), the times in Unix seconds.
+const u64be = (n) => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; };
+const epochWindowBytes = (e) => concat(u64be(e.notBefore / 1000), u64be(e.notAfter / 1000), u64be(e.graceSeconds));
+const reportData = (signingPub, hpkePub, gpuDigest, epochNonce, epoch) =>
+  sha512(ascii('teegate/evidence/v2'), signingPub, hpkePub, gpuDigest, epochNonce, epochWindowBytes(epoch));
 
 // ---------------------------------------------------------------------------
 // §4 Evidence bundle.
 
 const MAX_BUNDLE = 1 << 20;
-const BUNDLE_REQUIRED = ['cpu_evidence', 'created', 'epoch_nonce', 'gpus', 'hpke_pub', 'signature', 'signing_pub', 'tee', 'version', 'worker'];
+const BUNDLE_REQUIRED = ['cpu_evidence', 'created', 'epoch', 'epoch_nonce', 'gpus', 'hpke_pub', 'signature', 'signing_pub', 'tee', 'version', 'worker'];
+const MAX_GRACE_SECONDS = 30 * 24 * 3600;
 const TEES = ['tdx', 'sgx', 'sev-snp'];
 const CC_MODES = ['on', 'off', 'devtools'];
 
@@ -241,9 +246,12 @@ function bytesOf(s, len, what) {
 function decodeBundle(bytes) {
   if (bytes.length > MAX_BUNDLE) fail('ErrMalformed', 'bundle over 1 MiB');
   const o = parseJSON(bytes);
+  // §15: version 1 bundles (no epoch member) are refused by name, before
+  // the schema check that would call them malformed.
+  if (isObject(o) && o.version === 1) fail('ErrUnsupportedVersion', 'bundle version 1 is no longer accepted');
   checkMembers(o, BUNDLE_REQUIRED, ['simulated_roots'], 'bundle');
   if (!Number.isSafeInteger(o.version)) fail('ErrMalformed', 'bad version');
-  if (o.version !== 1) fail('ErrUnsupportedVersion', `version ${o.version}`);
+  if (o.version !== 2) fail('ErrUnsupportedVersion', `version ${o.version}`);
   if (!TEES.includes(o.tee)) fail('ErrMalformed', 'tee is not tdx, sgx or sev-snp');
   if (!Array.isArray(o.gpus) || o.gpus.length > 64) fail('ErrMalformed', 'bad gpus');
   const gpus = o.gpus.map((g, i) => {
@@ -281,10 +289,24 @@ function decodeBundle(bytes) {
   }
   const cpuEvidence = bytesOf(o.cpu_evidence);
   if (cpuEvidence.length === 0) fail('ErrMalformed', 'empty cpu_evidence');
+  // §4.1 epoch: not_before < not_after, 0 <= grace_seconds <= 30 days,
+  // and the bundle's created inside [not_before, not_after + grace].
+  checkMembers(o.epoch, ['grace_seconds', 'not_after', 'not_before'], [], 'epoch');
+  const epoch = {
+    notBefore: parseTime(o.epoch.not_before),
+    notAfter: parseTime(o.epoch.not_after),
+    graceSeconds: checkInt(o.epoch.grace_seconds, 'grace_seconds'),
+  };
+  if (epoch.graceSeconds > MAX_GRACE_SECONDS) fail('ErrMalformed', 'grace over 30 days');
+  if (epoch.notBefore >= epoch.notAfter) fail('ErrMalformed', 'epoch not_before not before not_after');
+  epoch.erasedAt = epoch.notAfter + epoch.graceSeconds * 1000;
+  const created = parseTime(o.created);
+  if (created < epoch.notBefore || created > epoch.erasedAt) fail('ErrMalformed', 'created outside its epoch');
   const b = {
     json: o,
     cpuEvidence,
-    created: parseTime(o.created),
+    created,
+    epoch,
     epochNonce: bytesOf(o.epoch_nonce, 32, 'epoch_nonce'),
     gpus,
     hpkePub: bytesOf(o.hpke_pub, 32, 'hpke_pub'),
@@ -322,7 +344,7 @@ function verifyBundle(bytes, opts) {
   if (!cpu) fail('ErrUnknownTEE', `no verifier for ${b.tee}`);
   const cpuReportData = cpu(b.cpuEvidence);
   const nonces = b.gpus.map((g) => opts.gpu(g));
-  const want = reportData(b.signingPub, b.hpkePub, gpuEvidenceDigest(b.gpus), b.epochNonce);
+  const want = reportData(b.signingPub, b.hpkePub, gpuEvidenceDigest(b.gpus), b.epochNonce, b.epoch);
   if (!want.equals(cpuReportData)) fail('ErrBindingReportData', 'report data does not bind the keys and GPUs');
   const wantNonce = gpuNonce(b.signingPub, b.epochNonce);
   for (const n of nonces) if (!wantNonce.equals(n)) fail('ErrBindingGPUNonce', 'GPU nonce does not bind the key');
@@ -527,7 +549,6 @@ function verifyInclusion(index, size, leaf, proof, root) {
 }
 
 // §9.2: the tree head, u64be(tree_size) || root, after the domain string.
-const u64be = (n) => { const b = Buffer.alloc(8); b.writeBigUInt64BE(BigInt(n)); return b; };
 const batchNonce = (treeSize, root) => sha256(ascii('teegate/batch/v2'), u64be(treeSize), root);
 
 // §9.4, all failures ErrBatchProof. fresh is a verified bundle (verifyBundle).
@@ -537,6 +558,7 @@ function verifyBatch(env, bundle, fresh) {
   // §9.4 step 2: the same epoch and machine, not only the same key.
   const same = fresh.signingPub.equals(bundle.signingPub) && fresh.hpkePub.equals(bundle.hpkePub) &&
     fresh.tee === bundle.tee && canonical(fresh.json.worker).equals(canonical(bundle.json.worker)) &&
+    canonical(fresh.json.epoch).equals(canonical(bundle.json.epoch)) &&
     JSON.stringify(fresh.simulatedRoots ?? []) === JSON.stringify(bundle.simulatedRoots ?? []) &&
     fresh.gpus.length === bundle.gpus.length &&
     fresh.gpus.every((g, i) => g.arch === bundle.gpus[i].arch && g.ccMode === bundle.gpus[i].ccMode && g.certChain.equals(bundle.gpus[i].certChain));
@@ -551,7 +573,7 @@ function verifyBatch(env, bundle, fresh) {
 }
 
 // §10 Receipt verification, in order. ctx: {request, response | responseDigest,
-// nonce?, bundle (verified), fresh? (verified)}.
+// nonce?, bundle (verified), fresh? (verified), now?, ignoreEpoch?}.
 function verifyReceipt(input, ctx) {
   const env = parseEnvelope(input);
   const r = env.receipt;
@@ -559,10 +581,15 @@ function verifyReceipt(input, ctx) {
   if (!ed25519Verify(ctx.bundle.signingPub, receiptSigningInput(r), env.signature)) {
     fail('ErrReceiptSignature', 'receipt signature does not verify');
   }
-  // §10 step 4: not in the future, not before the bundle (5 min skew).
+  // §10 step 4: not in the future, inside the bundle's epoch window, not
+  // before the bundle (5 min skew everywhere).
   const created = parseTime(r.created);
   const skew = 5 * 60 * 1000;
   if (created > (ctx.now ?? NOW) + skew) fail('ErrReceiptTime', 'receipt in the future');
+  if (!ctx.ignoreEpoch) {
+    if (created < ctx.bundle.epoch.notBefore - skew) fail('ErrReceiptEpoch', 'receipt before its key epoch');
+    if (created > ctx.bundle.epoch.erasedAt + skew) fail('ErrReceiptEpoch', "receipt after its epoch's keys were erased");
+  }
   if (created < ctx.bundle.created - skew) fail('ErrReceiptTime', 'receipt before its bundle');
   if (r.request_sha256 !== hex(sha256(ctx.request))) fail('ErrRequestHash', 'request hash');
   const digest = ctx.responseDigest ?? sha256(ctx.response);
@@ -618,7 +645,7 @@ function signBundle(o, key = signingKey) {
 // forgeBundle rebuilds a bundle around chosen binding inputs with the fake
 // evidence keys: evidence that verifies, so that only the binding steps are
 // left to catch what was changed.
-function forgeBundle({ epochNonce, nonceForGPU, reportDataFor, signingPub, hpkePub, key, ccMode = 'on' }) {
+function forgeBundle({ epochNonce, nonceForGPU, reportDataFor, signingPub, hpkePub, key, ccMode = 'on', epoch }) {
   const base = vecJSON('bundle.json');
   const spub = signingPub ?? fromB64u(base.signing_pub);
   const hpub = hpkePub ?? fromB64u(base.hpke_pub);
@@ -626,9 +653,12 @@ function forgeBundle({ epochNonce, nonceForGPU, reportDataFor, signingPub, hpkeP
   const report = makeFakeGPU(nonceForGPU ?? gpuNonce(spub, en));
   const chain = rawPublic(gpuKey);
   const gpus = [{ arch: 'hopper', ccMode, report, certChain: chain }];
-  const rd = reportDataFor ?? reportData(spub, hpub, gpuEvidenceDigest(gpus), en);
+  const ep = epoch ?? base.epoch;
+  const window = { notBefore: parseTime(ep.not_before), notAfter: parseTime(ep.not_after), graceSeconds: ep.grace_seconds };
+  const rd = reportDataFor ?? reportData(spub, hpub, gpuEvidenceDigest(gpus), en, window);
   const o = {
     ...base,
+    epoch: ep,
     cpu_evidence: b64u(makeFakeCPU(rd)),
     epoch_nonce: b64u(en),
     gpus: [{ arch: 'hopper', ...(ccMode ? { cc_mode: ccMode } : {}), cert_chain: b64u(chain), report: b64u(report) }],
@@ -701,7 +731,11 @@ test('binding values recomputed from the bundle members (§3)', () => {
   assert.equal(hex(digest), binding.gpu_evidence_digest);
   const nonce = gpuNonce(b.signingPub, b.epochNonce);
   assert.equal(hex(nonce), binding.gpu_nonce);
-  const rd = reportData(b.signingPub, b.hpkePub, digest, b.epochNonce);
+  assert.deepEqual(b.json.epoch, binding.epoch);
+  const rdInput = concat(ascii('teegate/evidence/v2'), b.signingPub, b.hpkePub, digest, b.epochNonce, epochWindowBytes(b.epoch));
+  assert.equal(hex(rdInput), binding.report_data_input);
+  const rd = reportData(b.signingPub, b.hpkePub, digest, b.epochNonce, b.epoch);
+  assert.ok(rd.equals(sha512(rdInput)));
   assert.equal(hex(rd), binding.report_data);
   // The fake evidence carries exactly these values.
   assert.ok(fakeCPU(b.cpuEvidence).equals(rd));
@@ -737,7 +771,25 @@ test('bundle negatives: each check fails with its error', () => {
     ['created, not re-signed', canonical({ ...base, created: '2026-11-27T10:00:01Z' }), 'ErrBundleSignature'],
     ['whitespace', Buffer.from(bundleBytes.toString('utf8').replace('{"cpu', '{ "cpu')), 'ErrNonCanonical'],
     ['unknown member', canonical({ ...base, extra: 'x' }), 'ErrMalformed'],
-    ['version 2', canonical({ ...base, version: 2 }), 'ErrUnsupportedVersion'],
+    ['version 3', canonical({ ...base, version: 3 }), 'ErrUnsupportedVersion'],
+    ['version 1 (refused by name, §15)', (() => {
+      const v1 = { ...base, version: 1 };
+      delete v1.epoch;
+      return signBundle(v1);
+    })(), 'ErrUnsupportedVersion'],
+    // §4.1 epoch window: changed, not re-signed; re-signed (the key's
+    // signature is not enough: the report data binds the window); malformed.
+    ['epoch not_after, not re-signed', canonical({ ...base, epoch: { ...base.epoch, not_after: '2036-11-27T11:00:00Z' } }), 'ErrBundleSignature'],
+    ['epoch not_after, re-signed', signBundle({ ...base, epoch: { ...base.epoch, not_after: '2036-11-27T11:00:00Z' } }), 'ErrBindingReportData'],
+    ['epoch not_before, re-signed', signBundle({ ...base, epoch: { ...base.epoch, not_before: '2026-11-27T09:00:00Z' } }), 'ErrBindingReportData'],
+    ['epoch grace, re-signed', signBundle({ ...base, epoch: { ...base.epoch, grace_seconds: base.epoch.grace_seconds + 1 } }), 'ErrBindingReportData'],
+    ['epoch missing', (() => { const o = { ...base }; delete o.epoch; return signBundle(o); })(), 'ErrMalformed'],
+    ['epoch unknown member', signBundle({ ...base, epoch: { ...base.epoch, x: 1 } }), 'ErrMalformed'],
+    ['epoch grace negative', Buffer.from(bundleBytes.toString('utf8').replace(`"grace_seconds":${base.epoch.grace_seconds}`, '"grace_seconds":-1')), 'ErrMalformed'],
+    ['epoch grace over 30 days', signBundle({ ...base, epoch: { ...base.epoch, grace_seconds: MAX_GRACE_SECONDS + 1 } }), 'ErrMalformed'],
+    ['epoch empty', signBundle({ ...base, epoch: { ...base.epoch, not_after: base.epoch.not_before } }), 'ErrMalformed'],
+    ['created before its epoch', signBundle({ ...base, epoch: { ...base.epoch, not_before: '2026-11-27T10:00:01Z' } }), 'ErrMalformed'],
+    ['created after its erasure', signBundle({ ...base, epoch: { not_before: '2026-11-27T09:00:00Z', not_after: '2026-11-27T09:59:00Z', grace_seconds: 59 } }), 'ErrMalformed'],
     ['simulated roots', signBundle({ ...base, simulated_roots: [b64u(Buffer.from('root'))] }), 'ErrSimulatedNotAllowed'],
     ['tee outside the schema', signBundle({ ...base, tee: 'tpm' }), 'ErrMalformed'],
     ['tee without a verifier', signBundle({ ...base, tee: 'sgx' }), 'ErrUnknownTEE'],
@@ -833,8 +885,11 @@ test('non-stream receipt negatives', () => {
     ['response byte', JSON.stringify(o), { ...ctx, response: flip(response, 100) }, 'ErrResponseHash'],
     ['client nonce expected', JSON.stringify(o), { ...ctx, nonce: 'client-nonce' }, 'ErrNonceMismatch'],
     // Re-signed with the vector key, so only the time is wrong (finding 3).
-    ['dated before its bundle', signedEnvelope({ ...o.receipt, created: '2026-11-27T09:00:00Z' }), ctx, 'ErrReceiptTime'],
-    ['dated 2001', signedEnvelope({ ...o.receipt, created: '2001-01-01T00:00:00Z' }), ctx, 'ErrReceiptTime'],
+    ['dated before its epoch', signedEnvelope({ ...o.receipt, created: '2026-11-27T09:00:00Z' }), ctx, 'ErrReceiptEpoch'],
+    ['dated before its epoch, epoch ignored', signedEnvelope({ ...o.receipt, created: '2026-11-27T09:00:00Z' }), { ...ctx, ignoreEpoch: true }, 'ErrReceiptTime'],
+    ['dated 2001', signedEnvelope({ ...o.receipt, created: '2001-01-01T00:00:00Z' }), ctx, 'ErrReceiptEpoch'],
+    ["dated after its epoch's keys were erased", signedEnvelope({ ...o.receipt, created: '2026-11-27T11:20:00Z' }), { ...ctx, now: Date.parse('2026-11-27T11:21:00Z') }, 'ErrReceiptEpoch'],
+    ['dated a year after its epoch', signedEnvelope({ ...o.receipt, created: '2027-11-27T11:00:00Z' }), { ...ctx, now: Date.parse('2027-11-27T11:00:00Z') }, 'ErrReceiptEpoch'],
     ['dated in the future', signedEnvelope({ ...o.receipt, created: '2026-11-27T11:00:00Z' }), ctx, 'ErrReceiptTime'],
     ['dated 9999', signedEnvelope({ ...o.receipt, created: '9999-01-01T00:00:00Z' }), ctx, 'ErrReceiptTime'],
   ];
@@ -1025,6 +1080,17 @@ test('fresh receipt: nonce, batch proof and fresh bundle (§9.4, §10)', () => {
   });
   const other = verifyBundle(otherKey, bundleOpts);
   expectCode(() => verifyReceipt(withBatch({ evidence_id: other.id }), { ...ctx, fresh: other }), 'ErrBatchProof');
+  // The genuine fresh bundle with another epoch window, its evidence
+  // re-made to bind it: it verifies, but is not of the receipt's epoch.
+  const fj = vecJSON('fresh.bundle.json');
+  const fd = decodeBundle(vec('fresh.bundle.json'));
+  const ep2 = { ...fj.epoch, grace_seconds: fj.epoch.grace_seconds + 60 };
+  const w2 = { notBefore: parseTime(ep2.not_before), notAfter: parseTime(ep2.not_after), graceSeconds: ep2.grace_seconds };
+  const otherEpoch = verifyBundle(signBundle({
+    ...fj, epoch: ep2,
+    cpu_evidence: b64u(makeFakeCPU(reportData(fd.signingPub, fd.hpkePub, gpuEvidenceDigest(fd.gpus), fd.epochNonce, w2))),
+  }), bundleOpts);
+  expectCode(() => verifyReceipt(withBatch({ evidence_id: otherEpoch.id }), { ...ctx, fresh: otherEpoch }), 'ErrBatchProof', 'fresh bundle of another epoch window');
 
   for (let i = 0; i < envBytes.length; i++) {
     assert.ok(throwsVerifyError(() => verifyReceipt(flip(envBytes, i), ctx)), `fresh envelope flip at ${i} verified`);
