@@ -10,10 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"mime"
-	"net/http"
 	"strings"
 	"sync"
 
@@ -24,23 +21,12 @@ import (
 	"github.com/teegate/teegate/worker/wire"
 )
 
-// Bounds on what a worker reply may carry.
-const (
-	// maxReplyHeaderBytes bounds all header names and values of one reply.
-	maxReplyHeaderBytes = 2 << 20
-	// maxReceiptHeader bounds the Teegate-Receipt value (a receipt with a
-	// batch proof is a few hundred bytes).
-	maxReceiptHeader = 16 << 10
-	// maxWorkerID bounds the Teegate-Worker value.
-	maxWorkerID = 128
-)
-
-// errBadReply: a worker reply the gateway will not relay.
-var errBadReply = errors.New("malformed worker reply")
+// errBadReply: a worker reply the gateway will not relay (the decoders of
+// package wire bound and check every message from a worker).
+var errBadReply = wire.ErrBadReply
 
 func errNoReceipt() *APIError {
-	return &APIError{Status: http.StatusBadGateway, Type: "server_error", Code: "missing_receipt",
-		Message: "The worker answered without a valid receipt, so the answer cannot be proven; it was not relayed."}
+	return wire.Errorf(wire.CodeNoReceipt, "The worker answered without a valid receipt, so the answer cannot be proven; it was not relayed.")
 }
 
 // randomHex is n random bytes in hex: one subject token.
@@ -87,68 +73,8 @@ func (g *Gateway) request(ctx context.Context, msg *nats.Msg) (*nats.Msg, error)
 	return m, nil
 }
 
-// checkHeaders bounds a worker reply's headers and the values the gateway
-// relays: names it does not know are dropped (never relayed), the known
-// ones must be well formed.
-func checkHeaders(h nats.Header) error {
-	n := 0
-	for k, vs := range h {
-		n += len(k)
-		for _, v := range vs {
-			n += len(v)
-		}
-	}
-	if n > maxReplyHeaderBytes {
-		return fmt.Errorf("%w: %d bytes of headers", errBadReply, n)
-	}
-	for _, k := range []string{wire.HdrReceipt, wire.HdrEvidence, wire.HdrEvidenceID, wire.HdrWorker, wire.HdrContentType} {
-		if len(h.Values(k)) > 1 {
-			return fmt.Errorf("%w: repeated %s", errBadReply, k)
-		}
-	}
-	if v := h.Get(wire.HdrReceipt); len(v) > maxReceiptHeader || !isBase64URL(v) {
-		return fmt.Errorf("%w: receipt header", errBadReply)
-	}
-	if v := h.Get(wire.HdrEvidence); len(v) > (attest.MaxBundleSize*4+2)/3 || !isBase64URL(v) {
-		return fmt.Errorf("%w: evidence header", errBadReply)
-	}
-	if v := h.Get(wire.HdrEvidenceID); v != "" && !hexID(v) {
-		return fmt.Errorf("%w: evidence id header", errBadReply)
-	}
-	if v := h.Get(wire.HdrWorker); len(v) > maxWorkerID || wire.Token(v) != v && v != "" {
-		return fmt.Errorf("%w: worker header", errBadReply)
-	}
-	return nil
-}
-
-func isBase64URL(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-			return false
-		}
-	}
-	return true
-}
-
-// replyContentType is the content type a unary reply is relayed with: JSON
-// only (every OpenAI response body is JSON); anything else is refused.
-func replyContentType(h nats.Header) (string, error) {
-	ct := h.Get(wire.HdrContentType)
-	if ct == "" {
-		return "application/json", nil
-	}
-	mt, params, err := mime.ParseMediaType(ct)
-	if err != nil || mt != "application/json" {
-		return "", fmt.Errorf("%w: content type", errBadReply)
-	}
-	for k, v := range params {
-		if k != "charset" || !strings.EqualFold(v, "utf-8") {
-			return "", fmt.Errorf("%w: content type", errBadReply)
-		}
-	}
-	return ct, nil
-}
+// checkHeaders bounds a worker message's headers (wire.CheckHeaders).
+func checkHeaders(h nats.Header) error { return wire.CheckHeaders(h) }
 
 // checkReceipt: a success must carry a receipt for this request, from the
 // evidence it names, and inline evidence (if any) must be a bundle the

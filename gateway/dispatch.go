@@ -73,18 +73,13 @@ func (g *Gateway) infer(op string) fiber.Handler {
 		}
 		start, _ := c.Locals(localStart).(time.Time)
 		deadline := start.Add(g.cfg.RequestTimeout)
-
-		msg := nats.NewMsg(wire.InferSubject(p.Model))
 		// fasthttp reuses the body buffer after the handler returns, and a
 		// stream outlives the handler: forward a copy.
-		msg.Data = bytes.Clone(c.Body())
-		h := msg.Header
-		h.Set(wire.HdrVersion, wire.Version)
-		h.Set(wire.HdrRequestID, reqID)
-		h.Set(wire.HdrOp, op)
-		h.Set(wire.HdrModel, p.Model)
-		h.Set(wire.HdrTenant, key.Tenant)
-		wire.SetDeadline(h, deadline)
+		r := &wire.Request{ID: reqID, Op: op, Model: p.Model, Tenant: key.Tenant, Stream: p.Stream, Deadline: deadline,
+			Inline: c.Get(HeaderInline) != "", Accept: true, Body: bytes.Clone(c.Body())}
+		if p.Stream {
+			r.Window = g.cfg.StreamWindow
+		}
 		if n := c.Get(HeaderNonce); n != "" {
 			if len(n) > 256 {
 				return send(c, errInvalid("Teegate-Nonce", "The Teegate-Nonce header is longer than 256 bytes."))
@@ -94,98 +89,240 @@ func (g *Gateway) infer(op string) fiber.Handler {
 				// recorded lossily, and distinct nonces would collide.
 				return send(c, errInvalid("Teegate-Nonce", "The Teegate-Nonce header must be UTF-8 text without control characters."))
 			}
-			h.Set(wire.HdrNonce, n)
+			r.Nonce = n
 		}
-		if c.Get(HeaderInline) != "" {
-			h.Set(wire.HdrInline, "1")
-		}
+		var span func(nats.Header)
 		if obs != nil && obs.span != nil {
-			injectTrace(obs.span, h)
-		} else if tp := c.Get("traceparent"); tp != "" {
-			h.Set(wire.HdrTrace, tp)
-		}
-		var err error
-		if p.Stream {
-			h.Set(wire.HdrStream, "1")
-			h.Set(wire.HdrWindow, strconv.Itoa(g.cfg.StreamWindow))
-			err = g.stream(c, msg, deadline, rq, op == wire.OpResponses)
+			span = func(h nats.Header) { injectTrace(obs.span, h) }
 		} else {
-			err = g.unary(c, msg, deadline, rq)
+			r.Traceparent = c.Get("traceparent")
 		}
-		return err
+		return g.dispatch(c, r, span, deadline, rq)
 	}
 }
 
-// unary forwards a non-stream request and relays the reply bytes.
-func (g *Gateway) unary(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *inflight) error {
+// attempt is one dispatch of a request to one worker: its own inbox (so a
+// late answer of an earlier attempt, sent to an inbox nobody listens on any
+// more, can never reach the client) and the receiver that knows the
+// request's control subject once the worker accepted.
+type attempt struct {
+	sub      *nats.Subscription
+	ch       chan *nats.Msg
+	rx       *wire.StreamReceiver
+	lease    *lease // the replica's slot (pick.go), given back by close
+	accepted bool
+}
+
+func (a *attempt) close() {
+	if a.sub != nil {
+		_ = a.sub.Unsubscribe()
+	}
+	a.lease.Release()
+}
+
+// Why an attempt ended before any byte of an answer.
+var (
+	// errNobody: the server bounced the request itself: nothing
+	// subscribes to the subject it was sent to.
+	errNobody = errors.New("no worker took the request")
+	// errLost: the worker holding the request is gone (a liveness probe
+	// bounced), or none accepted it in time.
+	errLost = errors.New("the request was lost with its worker")
+)
+
+// open sends msg with a fresh inbox to the replica l names; the attempt
+// holds l until it is closed.
+func (g *Gateway) open(msg *nats.Msg, l *lease, size int, events bool) (*attempt, error) {
+	inbox := g.newInbox()
+	a := &attempt{ch: make(chan *nats.Msg, size), lease: l}
+	sub, err := g.cfg.Conn.ChanSubscribe(inbox, a.ch)
+	if err != nil {
+		l.Release()
+		return nil, fmt.Errorf("subscribing for a reply: %w", err)
+	}
+	a.sub = sub
+	a.rx = wire.NewStreamReceiver(g.cfg.Conn.PublishMsg, inbox, g.cfg.StreamWindow, events)
+	msg.Reply = inbox
+	if err := g.cfg.Conn.PublishMsg(msg); err != nil {
+		a.close()
+		return nil, fmt.Errorf("publishing a request: %w", err)
+	}
+	return a, nil
+}
+
+// await returns the attempt's first message after the worker's accept: the
+// reply of a non-stream request, the first message of a stream. Meanwhile
+// it probes the accepted request's control subject every DispatchProbe:
+// a bounce means the worker's connection is gone (errLost). No accept and
+// no answer within AcceptTimeout is errLost too: the worker died holding
+// the request, or it is one that sends no accept. The deadline cancels.
+func (g *Gateway) await(a *attempt, deadline time.Time) (*nats.Msg, error) {
+	dl := time.NewTimer(time.Until(deadline))
+	defer dl.Stop()
+	acceptBy := time.NewTimer(g.cfg.AcceptTimeout)
+	defer acceptBy.Stop()
+	var probe *time.Ticker
+	var probes <-chan time.Time
+	defer func() {
+		if probe != nil {
+			probe.Stop()
+		}
+	}()
+	for {
+		select {
+		case m := <-a.ch:
+			if wire.IsNoResponders(m) {
+				if a.accepted {
+					return nil, errLost
+				}
+				return nil, errNobody
+			}
+			if m.Header.Get(wire.HdrKind) != wire.KindAccept {
+				return m, nil
+			}
+			if a.accepted {
+				return nil, fmt.Errorf("%w: a second accept", errBadReply)
+			}
+			if _, err := wire.ParseAccept(m); err != nil {
+				return nil, err
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			control, err := g.ackSubject(ctx, m)
+			cancel()
+			if err != nil {
+				// Nothing is published to a subject the worker may not own.
+				return nil, err
+			}
+			a.rx.SetControl(control)
+			a.accepted = true
+			acceptBy.Stop()
+			probe = time.NewTicker(g.cfg.DispatchProbe)
+			probes = probe.C
+		case <-acceptBy.C:
+			return nil, errLost
+		case <-probes:
+			a.rx.Probe()
+		case <-dl.C:
+			a.rx.Cancel()
+			return nil, context.DeadlineExceeded
+		}
+	}
+}
+
+// dispatch sends a request to workers until one answers. A worker that is
+// busy makes it try another (up to Attempts in all); a request whose worker
+// went away before the first byte of its answer is dispatched once more
+// (failover); a request sent to a worker whose subject has no subscriber any
+// more tries another worker (Attempts). Only the attempt that answers is
+// relayed: each has its own inbox, closed when the attempt is abandoned, so
+// a client never gets two answers. After the first byte a lost worker ends
+// the stream with an error (relay).
+func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header), deadline time.Time, rq *inflight) error {
 	reqID := rq.id
-	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	defer cancel()
-	tried := map[string]bool{}
-	for attempt := 1; ; attempt++ {
-		l, ok := g.awaitLease(ctx, rq.model, tried)
+	events := r.Op == wire.OpResponses
+	pctx, pcancel := context.WithDeadline(context.Background(), deadline)
+	defer pcancel()
+	tried := map[string]bool{} // replicas that failed this request
+	failedOver := false
+	for tries := 1; ; tries++ {
+		l, ok := g.awaitLease(pctx, r.Model, tried)
 		if !ok {
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 		}
-		msg.Subject = l.Subject
-		reply, err := g.request(ctx, msg)
-		l.Release()
-		switch {
-		case errors.Is(err, nats.ErrNoResponders) && l.Key != "" && attempt < g.cfg.Attempts:
-			// The record outlived its connection: try another.
-			tried[l.Key] = true
-			continue
-		case errors.Is(err, nats.ErrNoResponders):
-			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
-		case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout):
-			return g.finish(c, reqID, send(c, errDeadline()), http.StatusGatewayTimeout)
-		case err != nil:
+		key := l.Key
+		msg := r.Msg(l.Subject)
+		if span != nil {
+			span(msg.Header)
+		}
+		size := 4
+		if r.Stream {
+			// Capacity beyond the window: the worker never has more than
+			// window data chunks unacknowledged, plus one end or error
+			// message and the accept.
+			size = g.cfg.StreamWindow + 8
+		}
+		a, err := g.open(msg, l, size, events)
+		if err != nil {
 			g.log.Error("forwarding request failed", "request_id", reqID, "err", err)
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 		}
-		if reply.Header.Get(wire.HdrError) == wire.CodeBusy {
-			if attempt < g.cfg.Attempts {
-				tried[l.Key] = l.Key != ""
-				continue
+		first, err := g.await(a, deadline)
+		retry := false
+		switch {
+		case err == nil:
+			retry = first.Header.Get(wire.HdrKind) == wire.KindError && wire.Retryable(first.Header.Get(wire.HdrError))
+			if retry && tries >= g.cfg.Attempts {
+				a.close()
+				return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 			}
-			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
-		}
-		status, err := strconv.Atoi(reply.Header.Get(wire.HdrStatus))
-		if err != nil || status < 200 || status > 599 {
-			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
-		}
-		ct, err := replyContentType(reply.Header)
-		if err == nil {
-			err = checkHeaders(reply.Header)
-		}
-		if err != nil {
+		case errors.Is(err, errNobody):
+			// On the queue group nobody serves the model at all; a replica
+			// named by its key has gone (its record outlived its
+			// connection), and another may serve.
+			if key == "" || tries >= g.cfg.Attempts {
+				a.close()
+				return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
+			}
+			retry = true
+		case errors.Is(err, errLost):
+			if failedOver {
+				a.close()
+				g.log.Warn("request lost with its worker twice", "request_id", reqID)
+				return g.finish(c, reqID, send(c, errWorkerGone()), http.StatusBadGateway)
+			}
+			failedOver, retry = true, true
+			g.log.Warn("worker went away before answering; dispatching the request once more", "request_id", reqID)
+		case errors.Is(err, context.DeadlineExceeded):
+			a.close()
+			return g.finish(c, reqID, send(c, errDeadline()), http.StatusGatewayTimeout)
+		default:
+			a.close()
 			g.log.Warn("refusing a worker reply", "request_id", reqID, "err", err)
 			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 		}
-		success := status < 300 && reply.Header.Get(wire.HdrKind) == wire.KindResponse
-		if status < 300 && !success {
-			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
-		}
-		var sr *attest.SignedReceipt
-		if success && !g.cfg.Unattested {
-			if sr, err = checkReceipt(reply.Header, reqID); err != nil {
-				g.log.Warn("refusing a success without a receipt", "request_id", reqID, "err", err)
-				return g.finish(c, reqID, send(c, errNoReceipt()), http.StatusBadGateway)
+		if retry {
+			a.close()
+			if key != "" {
+				tried[key] = true
 			}
+			continue
 		}
-		copyAttestation(c, reply.Header)
-		if sr != nil {
-			g.storeReceipt(reqID, sr)
-			g.answered(rq, reply.Header.Get(wire.HdrWorker), sr)
-		} else {
-			g.storeHeaderReceipt(reqID, reply.Header)
+		if r.Stream {
+			return g.stream(c, a, first, deadline, rq, events)
 		}
-		if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
-			c.Set(fiber.HeaderRetryAfter, "1")
-		}
-		c.Set(fiber.HeaderContentType, ct)
-		return g.finish(c, reqID, c.Status(status).Send(reply.Data), status)
+		a.close()
+		return g.unary(c, first, rq)
 	}
+}
+
+// unary relays a non-stream reply.
+func (g *Gateway) unary(c *fiber.Ctx, m *nats.Msg, rq *inflight) error {
+	reqID := rq.id
+	reply, err := wire.ParseReply(m)
+	if err != nil {
+		g.log.Warn("refusing a worker reply", "request_id", reqID, "err", err)
+		return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+	}
+	var sr *attest.SignedReceipt
+	success := reply.Kind == wire.KindResponse
+	if success && !g.cfg.Unattested {
+		if sr, err = checkReceipt(m.Header, reqID); err != nil {
+			g.log.Warn("refusing a success without a receipt", "request_id", reqID, "err", err)
+			return g.finish(c, reqID, send(c, errNoReceipt()), http.StatusBadGateway)
+		}
+	}
+	copyAttestation(c, m.Header)
+	if sr != nil {
+		g.storeReceipt(reqID, sr)
+		g.answered(rq, reply.Worker, sr)
+	} else {
+		g.storeHeaderReceipt(reqID, m.Header)
+	}
+	if reply.Status == http.StatusServiceUnavailable || reply.Status == http.StatusTooManyRequests {
+		c.Set(fiber.HeaderRetryAfter, "1")
+	}
+	c.Set(fiber.HeaderContentType, reply.ContentType)
+	return g.finish(c, reqID, c.Status(reply.Status).Send(reply.Body), reply.Status)
 }
 
 func copyAttestation(c *fiber.Ctx, h nats.Header) {
@@ -205,130 +342,75 @@ func (g *Gateway) finish(c *fiber.Ctx, reqID string, err error, status int) erro
 	return err
 }
 
-// stream forwards a stream request: it waits for the first message to pick
-// between an error reply and an SSE response, then relays the chunks from a
-// stream writer that flushes each one.
+// stream answers a stream request from its attempt's first message: an
+// error reply, or an SSE response whose chunks a stream writer relays,
+// flushing each one.
 //
 // events marks a Responses API stream: its chunks are named SSE events
 // (wire.HdrEvent), its errors are "error" events, and it ends without
 // "data: [DONE]", as OpenAI's does.
-func (g *Gateway) stream(c *fiber.Ctx, msg *nats.Msg, deadline time.Time, rq *inflight, events bool) error {
+func (g *Gateway) stream(c *fiber.Ctx, a *attempt, first *nats.Msg, deadline time.Time, rq *inflight, events bool) error {
 	reqID := rq.id
-	nc := g.cfg.Conn
-	window := g.cfg.StreamWindow
-	pctx, pcancel := context.WithDeadline(context.Background(), deadline)
-	defer pcancel()
-	tried := map[string]bool{}
-	var l *lease
-	// The lease is the relay's once the stream starts; every other way out
-	// gives it back.
-	defer func() { l.Release() }()
-	for attempt := 1; ; attempt++ {
-		l.Release()
-		var ok bool
-		if l, ok = g.awaitLease(pctx, rq.model, tried); !ok {
-			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
-		}
-		msg.Subject = l.Subject
-		inbox := g.newInbox()
-		// Capacity beyond the window: the worker never has more than window
-		// data chunks unacknowledged, plus one end or error message.
-		ch := make(chan *nats.Msg, window+8)
-		sub, err := nc.ChanSubscribe(inbox, ch)
+	switch first.Header.Get(wire.HdrKind) {
+	case wire.KindError:
+		a.close()
+		reply, err := wire.ParseReply(first)
 		if err != nil {
-			g.log.Error("subscribing for a stream failed", "request_id", reqID, "err", err)
-			return g.finish(c, reqID, send(c, errInternal()), http.StatusInternalServerError)
-		}
-		msg.Reply = inbox
-		if err := nc.PublishMsg(msg); err != nil {
-			_ = sub.Unsubscribe()
-			g.log.Error("publishing a stream request failed", "request_id", reqID, "err", err)
-			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
-		}
-		timer := time.NewTimer(time.Until(deadline))
-		var first *nats.Msg
-		select {
-		case first = <-ch:
-			timer.Stop()
-		case <-timer.C:
-			_ = sub.Unsubscribe()
-			return g.finish(c, reqID, send(c, errDeadline()), http.StatusGatewayTimeout)
-		}
-		if wire.IsNoResponders(first) {
-			_ = sub.Unsubscribe()
-			if l.Key != "" && attempt < g.cfg.Attempts {
-				tried[l.Key] = true // the record outlived its connection
-				continue
-			}
-			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
-		}
-		switch first.Header.Get(wire.HdrKind) {
-		case wire.KindError:
-			_ = sub.Unsubscribe()
-			if first.Header.Get(wire.HdrError) == wire.CodeBusy && attempt < g.cfg.Attempts {
-				tried[l.Key] = l.Key != ""
-				continue
-			}
-			status, err := strconv.Atoi(first.Header.Get(wire.HdrStatus))
-			if err != nil || status < 400 || status > 599 {
-				return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
-			}
-			if status == http.StatusServiceUnavailable {
-				c.Set(fiber.HeaderRetryAfter, "1")
-			}
-			if _, err := replyContentType(first.Header); err != nil {
-				return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
-			}
-			c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
-			return g.finish(c, reqID, c.Status(status).Send(first.Data), status)
-		case wire.KindData, wire.KindEnd:
-		default:
-			_ = sub.Unsubscribe()
-			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
-		}
-		if err := checkHeaders(first.Header); err != nil {
-			_ = sub.Unsubscribe()
 			g.log.Warn("refusing a worker stream", "request_id", reqID, "err", err)
 			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 		}
-		r := &relay{nc: nc, sub: sub, ch: ch, window: window, deadline: deadline, g: g, reqID: reqID, events: events, rq: rq, worker: first.Header.Get(wire.HdrWorker)}
-		if first.Header.Get(wire.HdrKind) == wire.KindData {
-			actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			r.control, err = g.ackSubject(actx, first)
-			cancel()
-			if err != nil {
-				// Nothing is published to a subject the worker may not own;
-				// the worker stops when its chunks meet no inbox.
-				_ = sub.Unsubscribe()
-				g.log.Warn("refusing a worker stream", "request_id", reqID, "err", err)
-				return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
-			}
+		if reply.Status == http.StatusServiceUnavailable {
+			c.Set(fiber.HeaderRetryAfter, "1")
 		}
-		if o, ok := c.Locals(localObs).(*reqObs); ok {
-			o.stream, r.obs = true, o
-		}
-		start, _ := c.Locals(localStart).(time.Time)
-		c.Set("openai-processing-ms", strconv.FormatInt(time.Since(start).Milliseconds(), 10))
-		c.Set(fiber.HeaderContentType, "text/event-stream; charset=utf-8")
-		c.Set(fiber.HeaderCacheControl, "no-cache")
-		c.Set("X-Accel-Buffering", "no")
-		copyAttestation(c, first.Header)
-		c.Status(http.StatusOK)
-		r.conn = c.Context().Conn()
-		held := l
-		l = nil
-		c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
-			defer held.Release()
-			g.streams.add(r.conn)
-			defer g.streams.remove(r.conn)
-			stop := make(chan struct{})
-			defer close(stop)
-			go r.watch(stop)
-			r.run(w, first)
-		})
-		g.log.Info("stream started", "request_id", reqID, "status", 200)
-		return nil
+		c.Set(fiber.HeaderContentType, fiber.MIMEApplicationJSON)
+		return g.finish(c, reqID, c.Status(reply.Status).Send(reply.Body), reply.Status)
+	case wire.KindData, wire.KindEnd:
+	default:
+		a.close()
+		return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 	}
+	if err := checkHeaders(first.Header); err != nil {
+		a.close()
+		g.log.Warn("refusing a worker stream", "request_id", reqID, "err", err)
+		return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+	}
+	r := &relay{nc: g.cfg.Conn, a: a, rx: a.rx, deadline: deadline, g: g, reqID: reqID, events: events, rq: rq, worker: first.Header.Get(wire.HdrWorker)}
+	if first.Header.Get(wire.HdrKind) == wire.KindData && !a.accepted {
+		// A worker that sent no accept names the control subject on its
+		// first chunk.
+		actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		control, err := g.ackSubject(actx, first)
+		cancel()
+		if err != nil {
+			// Nothing is published to a subject the worker may not own;
+			// the worker stops when its chunks meet no inbox.
+			a.close()
+			g.log.Warn("refusing a worker stream", "request_id", reqID, "err", err)
+			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
+		}
+		a.rx.SetControl(control)
+	}
+	if o, ok := c.Locals(localObs).(*reqObs); ok {
+		o.stream, r.obs = true, o
+	}
+	start, _ := c.Locals(localStart).(time.Time)
+	c.Set("openai-processing-ms", strconv.FormatInt(time.Since(start).Milliseconds(), 10))
+	c.Set(fiber.HeaderContentType, "text/event-stream; charset=utf-8")
+	c.Set(fiber.HeaderCacheControl, "no-cache")
+	c.Set("X-Accel-Buffering", "no")
+	copyAttestation(c, first.Header)
+	c.Status(http.StatusOK)
+	r.conn = c.Context().Conn()
+	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		g.streams.add(r.conn)
+		defer g.streams.remove(r.conn)
+		stop := make(chan struct{})
+		defer close(stop)
+		go r.watch(stop)
+		r.run(w, first)
+	})
+	g.log.Info("stream started", "request_id", reqID, "status", 200)
+	return nil
 }
 
 // flush sends what the stream buffered to the client. fasthttp copies a
@@ -371,9 +453,8 @@ func (r *relay) watch(stop <-chan struct{}) {
 type relay struct {
 	g        *Gateway
 	nc       *nats.Conn
-	sub      *nats.Subscription
-	ch       chan *nats.Msg
-	window   int
+	a        *attempt
+	rx       *wire.StreamReceiver
 	deadline time.Time
 	reqID    string
 	events   bool    // a Responses API stream (see stream)
@@ -382,16 +463,11 @@ type relay struct {
 	worker   string
 	conn     net.Conn
 	flushing atomic.Int64 // unix nanos when the flush in progress began; 0: none
-
-	next    int    // next expected seq
-	acked   int    // last seq acknowledged to the worker
-	control string // the worker's ack subject, checked on the first chunk
 }
 
 func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
-	defer func() { _ = r.sub.Unsubscribe() }()
+	defer r.a.close()
 	defer r.g.streamEnded(r.obs)
-	r.next = 1
 	dl := time.NewTimer(time.Until(r.deadline))
 	defer dl.Stop()
 	ka := time.NewTicker(keepAlive)
@@ -404,7 +480,7 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 		if m != nil {
 			done, ok := r.handle(w, m)
 			if !ok {
-				r.cancel()
+				r.rx.Cancel()
 				return
 			}
 			if done {
@@ -412,12 +488,13 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 			}
 		}
 		select {
-		case m = <-r.ch:
+		case m = <-r.a.ch:
 			heard = true
 		case <-probe.C:
 			m = nil
 			if !heard {
-				r.probe()
+				// Is the worker still there? (wire.StreamReceiver.Probe)
+				r.rx.Probe()
 			}
 			heard = false
 		case <-ka.C:
@@ -425,13 +502,13 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 			// A comment line alone, between events: SSE parsers and
 			// the stream digest skip it (a blank line would count).
 			if _, err := w.WriteString(": keep-alive\n"); err != nil || r.flush(w) != nil {
-				r.cancel()
+				r.rx.Cancel()
 				return
 			}
 		case <-dl.C:
 			r.fail(w, errDeadline())
 			_ = r.flush(w)
-			r.cancel()
+			r.rx.Cancel()
 			return
 		}
 	}
@@ -440,11 +517,12 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 // handle writes one message; done means the stream ended, !ok that the
 // client is gone or the stream broke (the worker must stop).
 func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
-	if wire.IsNoResponders(m) {
+	ch, err := r.rx.Decode(m)
+	if errors.Is(err, wire.ErrWorkerGone) {
 		// Once chunks flowed, only a liveness probe can bounce: the
-		// worker's ack subject is gone (see probe).
+		// worker's control subject is gone.
 		e := errNoCapacity()
-		if r.control != "" {
+		if r.rx.Control() != "" {
 			e = errWorkerGone()
 			r.g.log.Warn("stream's worker went away", "request_id", r.reqID)
 		}
@@ -452,58 +530,33 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		_ = r.flush(w)
 		return true, true
 	}
-	seq, err := strconv.Atoi(m.Header.Get(wire.HdrSeq))
-	if err != nil || seq != r.next {
-		r.g.log.Warn("stream out of order", "request_id", r.reqID, "want", r.next, "got", seq)
+	if err != nil {
+		r.g.log.Warn("refusing a stream message", "request_id", r.reqID, "err", err)
 		r.fail(w, errUpstream())
 		_ = r.flush(w)
 		return true, false
 	}
-	event := ""
-	if r.events {
-		// A Responses stream names every event; a name that could break
-		// the SSE framing is the worker's fault, not the client's.
-		if event = m.Header.Get(wire.HdrEvent); !wire.ValidEventName(event) && (event != "" || m.Header.Get(wire.HdrKind) == wire.KindData) {
-			r.g.log.Warn("stream event without a valid name", "request_id", r.reqID)
-			r.fail(w, errUpstream())
-			_ = r.flush(w)
-			return true, false
-		}
-	}
-	r.next++
-	switch m.Header.Get(wire.HdrKind) {
+	switch ch.Kind {
 	case wire.KindData:
-		if m.Reply != r.control {
-			// Acks go only where the first chunk asked, which was checked.
-			r.g.log.Warn("stream chunk changed its ack subject", "request_id", r.reqID)
-			r.fail(w, errUpstream())
-			_ = r.flush(w)
-			return true, false
-		}
-		writeNamedEvent(w, event, m.Data)
+		writeNamedEvent(w, ch.Event, ch.Data)
 		if err := r.flush(w); err != nil {
 			return false, false
 		}
-		if seq == 1 {
+		if ch.Seq == 1 {
 			r.g.firstToken(r.obs)
 		}
-		if seq-r.acked >= max(1, r.window/2) && r.control != "" {
-			ack := nats.NewMsg(r.control)
-			ack.Header.Set(wire.HdrAck, strconv.Itoa(seq))
-			_ = r.nc.PublishMsg(ack)
-			r.acked = seq
-		}
+		r.rx.Written(ch.Seq)
 		return false, true
 	case wire.KindEnd:
-		sr, err := r.endReceipt(m.Data)
+		sr, err := r.endReceipt(ch.Data)
 		if err != nil {
 			r.g.log.Warn("refusing a stream end without a receipt", "request_id", r.reqID, "err", err)
 			r.fail(w, errNoReceipt())
 			_ = r.flush(w)
 			return true, true
 		}
-		if len(m.Data) > 0 {
-			writeNamedEvent(w, event, m.Data)
+		if len(ch.Data) > 0 {
+			writeNamedEvent(w, ch.Event, ch.Data)
 		}
 		if sr != nil {
 			r.g.storeReceipt(r.reqID, sr)
@@ -513,17 +566,25 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 			_, _ = w.Write(attest.AppendSSEDone(nil))
 		}
 		_ = r.flush(w)
-		r.g.log.Info("stream finished", "request_id", r.reqID, "chunks", seq-1)
+		r.g.log.Info("stream finished", "request_id", r.reqID, "chunks", ch.Seq-1)
 		return true, true
-	case wire.KindError:
-		writeNamedEvent(w, event, m.Data)
+	default: // wire.KindError
+		writeNamedEvent(w, ch.Event, ch.Data)
+		r.done(w)
 		_ = r.flush(w)
-		r.g.log.Info("stream failed in worker", "request_id", r.reqID, "status", m.Header.Get(wire.HdrStatus))
+		r.g.log.Info("stream failed in worker", "request_id", r.reqID, "status", ch.Status)
 		return true, true
 	}
-	r.fail(w, errUpstream())
-	_ = r.flush(w)
-	return true, false
+}
+
+// done ends a chat or completions stream that failed after its first
+// byte: after the error event, "data: [DONE]", so the client reads a clean
+// end (the error event says it is not a complete answer; its receipt never
+// comes). A Responses stream ends with its "error" event.
+func (r *relay) done(w *bufio.Writer) {
+	if !r.events {
+		_, _ = w.Write(attest.AppendSSEDone(nil))
+	}
 }
 
 // fail writes an error the gateway itself produced into the stream: a
@@ -532,6 +593,7 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 func (r *relay) fail(w *bufio.Writer, e *APIError) {
 	if !r.events {
 		writeEvent(w, e.Body())
+		r.done(w)
 		return
 	}
 	type event struct {
@@ -541,7 +603,7 @@ func (r *relay) fail(w *bufio.Writer, e *APIError) {
 		Message string  `json:"message"`
 		Param   *string `json:"param"`
 	}
-	ev := event{Type: "error", Seq: max(r.next-1, 0), Message: e.Message}
+	ev := event{Type: "error", Seq: max(r.rx.Next()-1, 0), Message: e.Message}
 	if e.Code != "" {
 		ev.Code = &e.Code
 	}
@@ -583,16 +645,6 @@ func (r *relay) endReceipt(data []byte) (*attest.SignedReceipt, error) {
 		return nil, err
 	}
 	return sr, nil
-}
-
-// cancel tells the worker to stop generating.
-func (r *relay) cancel() {
-	if r.control == "" {
-		return // unsubscribing the inbox stops the worker at its next chunk
-	}
-	m := nats.NewMsg(r.control)
-	m.Header.Set(wire.HdrCancel, "1")
-	_ = r.nc.PublishMsg(m)
 }
 
 // writeEvent writes one SSE event without a name.

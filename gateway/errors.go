@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"encoding/json"
 	"net/http"
 	"strconv"
 
@@ -10,39 +9,9 @@ import (
 	"github.com/teegate/teegate/worker/wire"
 )
 
-// APIError is an error the client sees, in OpenAI's shape.
-type APIError struct {
-	Status  int
-	Message string
-	Type    string
-	Param   string
-	Code    string
-	// RetryAfter, in seconds, is sent as Retry-After when positive.
-	RetryAfter int
-}
-
-func (e *APIError) Error() string { return e.Message }
-
-// Body is the JSON error body {"error":{"message","type","param","code"}}.
-func (e *APIError) Body() []byte {
-	type inner struct {
-		Message string  `json:"message"`
-		Type    string  `json:"type"`
-		Param   *string `json:"param"`
-		Code    *string `json:"code"`
-	}
-	in := inner{Message: e.Message, Type: e.Type}
-	if e.Param != "" {
-		in.Param = &e.Param
-	}
-	if e.Code != "" {
-		in.Code = &e.Code
-	}
-	b, _ := json.Marshal(struct {
-		Error inner `json:"error"`
-	}{in})
-	return b
-}
+// APIError is an error the client sees, in OpenAI's shape: the wire
+// package's, whose table gives each wire code its status and type.
+type APIError = wire.Error
 
 // The table of client-visible errors. Every failure the gateway produces
 // itself comes from here; worker and engine errors arrive already shaped.
@@ -114,13 +83,11 @@ func errBudget(budget, spent int64) *APIError {
 }
 
 func errNoCapacity() *APIError {
-	return &APIError{Status: http.StatusServiceUnavailable, Type: "server_error", Code: "no_capacity",
-		Message: "No attested worker is available for this model right now. Please retry.", RetryAfter: 1}
+	return wire.Errorf(wire.CodeNoCapacity, "No attested worker is available for this model right now. Please retry.")
 }
 
 func errDeadline() *APIError {
-	return &APIError{Status: http.StatusGatewayTimeout, Type: "timeout", Code: "deadline_exceeded",
-		Message: "The request did not complete before its deadline."}
+	return wire.Errorf(wire.CodeDeadline, "The request did not complete before its deadline.")
 }
 
 func errInternal() *APIError {
@@ -129,13 +96,11 @@ func errInternal() *APIError {
 }
 
 func errUpstream() *APIError {
-	return &APIError{Status: http.StatusBadGateway, Type: "server_error", Code: "bad_worker_reply",
-		Message: "The worker sent a malformed reply."}
+	return wire.Errorf(wire.CodeBadReply, "The worker sent a malformed reply.")
 }
 
 func errWorkerGone() *APIError {
-	return &APIError{Status: http.StatusBadGateway, Type: "server_error", Code: "worker_gone",
-		Message: "The worker serving this request went away before it finished. Please retry."}
+	return wire.Errorf(wire.CodeWorkerGone, "The worker serving this request went away before it finished. Please retry.")
 }
 
 // send writes e as the response.

@@ -30,7 +30,7 @@ func FuzzCheckReplyHeaders(f *testing.F) {
 			}
 		}
 		if err := checkHeaders(h); err == nil {
-			if !isBase64URL(h.Get(wire.HdrReceipt)) || !isBase64URL(h.Get(wire.HdrEvidence)) {
+			if !wire.IsBase64URL(h.Get(wire.HdrReceipt)) || !wire.IsBase64URL(h.Get(wire.HdrEvidence)) {
 				t.Fatalf("accepted a receipt or evidence header that is not base64url")
 			}
 			if w := h.Get(wire.HdrWorker); w != "" && wire.Token(w) != w {
@@ -39,7 +39,7 @@ func FuzzCheckReplyHeaders(f *testing.F) {
 		} else if !errors.Is(err, errBadReply) {
 			t.Fatalf("checkHeaders error not errBadReply: %v", err)
 		}
-		if ct, err := replyContentType(h); err == nil {
+		if ct, err := wire.ReplyContentType(h); err == nil {
 			if ct != "application/json" && !strings.HasPrefix(strings.ToLower(ct), "application/json") {
 				t.Fatalf("relays content type %q", ct)
 			}

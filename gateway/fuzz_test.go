@@ -33,7 +33,7 @@ func FuzzRelayHandle(f *testing.F) {
 		}
 		// Without attestation (receipts are checked in TestStreamEndNeedsReceipt).
 		g := &Gateway{log: slog.New(slog.DiscardHandler), cfg: Config{Unattested: true}}
-		r := &relay{g: g, window: wire.DefaultWindow, reqID: "req_fuzz", next: 1}
+		r := testRelay(g, "req_fuzz", false)
 		m := &nats.Msg{Header: nats.Header{}, Data: data}
 		m.Header.Set(wire.HdrKind, kind)
 		m.Header.Set(wire.HdrSeq, seq)
@@ -70,15 +70,15 @@ func FuzzRelayHandle(f *testing.F) {
 				t.Fatalf("seq %q accepted: done=%v ok=%v %q", seq, done, ok, out)
 			}
 		case kind == wire.KindData:
-			if done || !ok || r.next != 2 {
-				t.Fatalf("data: done=%v ok=%v next=%d", done, ok, r.next)
+			if done || !ok || r.rx.Next() != 2 {
+				t.Fatalf("data: done=%v ok=%v next=%d", done, ok, r.rx.Next())
 			}
 		case kind == wire.KindEnd:
 			if !done || !ok || !strings.HasSuffix(out, "data: [DONE]\n\n") {
 				t.Fatalf("end: done=%v ok=%v %q", done, ok, out)
 			}
 		case kind == wire.KindError:
-			if !done || !ok || strings.Contains(out, "[DONE]") {
+			if !done || !ok || !strings.HasSuffix(out, "data: [DONE]\n\n") {
 				t.Fatalf("error: done=%v ok=%v %q", done, ok, out)
 			}
 		default:
@@ -87,6 +87,13 @@ func FuzzRelayHandle(f *testing.F) {
 			}
 		}
 	})
+}
+
+// testRelay is a relay of a stream whose first message is yet to come,
+// with no control subject (a bus without attestation).
+func testRelay(g *Gateway, reqID string, events bool) *relay {
+	rx := wire.NewStreamReceiver(func(*nats.Msg) error { return nil }, "_TGG.test", wire.DefaultWindow, events)
+	return &relay{g: g, a: &attempt{rx: rx}, rx: rx, reqID: reqID, events: events}
 }
 
 // seqIsOne is the relay's rule for the first message's sequence number: it
@@ -100,7 +107,7 @@ func seqIsOne(s string) bool {
 // the framing with an "error" event, and ends without [DONE].
 func TestRelayResponsesEvents(t *testing.T) {
 	g := &Gateway{log: slog.New(slog.DiscardHandler), cfg: Config{Unattested: true}}
-	r := &relay{g: g, window: wire.DefaultWindow, reqID: "req_t", next: 1, events: true}
+	r := testRelay(g, "req_t", true)
 	var buf bytes.Buffer
 	w := bufio.NewWriter(&buf)
 	msg := func(kind, seq, event string, data string) *nats.Msg {
@@ -125,7 +132,7 @@ func TestRelayResponsesEvents(t *testing.T) {
 	}
 	for _, bad := range []string{"", "x\ndata: {}", "a b"} {
 		buf.Reset()
-		r := &relay{g: g, window: wire.DefaultWindow, reqID: "req_t", next: 1, events: true}
+		r := testRelay(g, "req_t", true)
 		if done, ok := r.handle(w, msg(wire.KindData, "1", bad, `{}`)); !done || ok {
 			t.Fatalf("event name %q accepted", bad)
 		}

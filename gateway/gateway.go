@@ -52,7 +52,14 @@ type Config struct {
 	StreamProbe time.Duration
 	// Attempts is how many workers a request may try when they are busy.
 	Attempts int
-	Logger   *slog.Logger
+	// AcceptTimeout is how long the gateway waits for a worker to accept
+	// a request (wire.KindAccept) before it counts the request lost with
+	// its worker and dispatches it once more (default 3 s); DispatchProbe
+	// how often it checks that the worker holding an accepted request that
+	// sent no byte yet is still there (default 1 s). See dispatch.go.
+	AcceptTimeout time.Duration
+	DispatchProbe time.Duration
+	Logger        *slog.Logger
 	// Evidence is the evidence bucket (wire.EvidenceBucket) served at
 	// /v1/attestation/evidence/{id}; Receipts the receipts bucket. Either may
 	// be nil: those endpoints then answer 501.
@@ -113,6 +120,12 @@ func (c *Config) validate() error {
 	}
 	if c.Attempts <= 0 {
 		c.Attempts = 3
+	}
+	if c.AcceptTimeout <= 0 {
+		c.AcceptTimeout = 3 * time.Second
+	}
+	if c.DispatchProbe <= 0 {
+		c.DispatchProbe = time.Second
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -1,27 +1,16 @@
 package gateway
 
-import (
-	"strconv"
-
-	"github.com/nats-io/nats.go"
-
-	"github.com/teegate/teegate/worker/wire"
-)
-
-// probe checks that an idle stream's worker is still there: it repeats the
-// last ack (which the worker ignores) to the stream's ack subject with the
-// stream's own inbox as reply subject. When nothing subscribes there any
-// more (the worker died or lost its connection, and no chunk will ever
-// come) the NATS server bounces the probe to the inbox as "no responders",
-// and handle ends the stream with a worker_gone error event. Without this a
-// stream whose worker was killed would stay open, sending keep-alives,
-// until the request deadline.
-func (r *relay) probe() {
-	if r.control == "" {
-		return
-	}
-	m := nats.NewMsg(r.control)
-	m.Reply = r.sub.Subject
-	m.Header.Set(wire.HdrAck, strconv.Itoa(r.acked))
-	_ = r.nc.PublishMsg(m)
-}
+// Liveness: the gateway learns that the worker holding a request is gone
+// from the NATS server itself. A worker takes each request on a control
+// subject of its connection (wire.KindAccept, or the reply subject of its
+// first chunk) that stays subscribed as long as the connection lives. The
+// gateway probes that subject with the request's inbox as reply subject
+// (wire.StreamReceiver.Probe): while the worker is connected the probe is
+// ignored; once its connection is gone (killed, crashed, cut off) the
+// server bounces the probe to the inbox as "no responders".
+//
+// Before the first byte of an answer (await, every DispatchProbe) a bounce
+// re-dispatches the request once to another worker; after it (relay.run,
+// when a stream heard nothing for StreamProbe) the stream ends with a
+// worker_gone error event. Without this a request whose worker was killed
+// would wait for its deadline.

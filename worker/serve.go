@@ -11,7 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,6 +87,12 @@ func (w *Worker) serveOn(ctx context.Context, sv *serving) error {
 			return fmt.Errorf("adding attestation endpoint: %w", err)
 		}
 	}
+	if sv.ctl == nil {
+		if sv.ctl, err = newControl(sv.nc); err != nil {
+			_ = svc.Stop()
+			return err
+		}
+	}
 	sv.svc = svc
 	if err := sv.nc.FlushTimeout(10 * time.Second); err != nil {
 		_ = svc.Stop()
@@ -100,8 +106,9 @@ func (w *Worker) serveOn(ctx context.Context, sv *serving) error {
 func (w *Worker) dispatchAttest(sv *serving, req micro.Request) {
 	notary := w.getNotary()
 	if notary == nil {
-		w.replyError(req, http.StatusNotImplemented, wire.CodeInternal,
-			engine.Errorf(http.StatusNotImplemented, "server_error", "", "no_attestation", "This worker has no attestation."))
+		e := wire.Errorf(wire.CodeInternal, "This worker has no attestation.")
+		e.Status, e.Code = http.StatusNotImplemented, "no_attestation"
+		w.reply(req, wire.ErrorReply(w.cfg.ID, e))
 		return
 	}
 	nonce := nats.Header(req.Headers()).Get(wire.HdrNonce)
@@ -113,23 +120,18 @@ func (w *Worker) dispatchAttest(sv *serving, req micro.Request) {
 		raw, err := notary.Attest(ctx, nonce)
 		if err != nil {
 			w.log.Error("attesting for a challenge failed", "err", err)
-			w.replyError(req, http.StatusInternalServerError, wire.CodeInternal,
-				engine.Errorf(http.StatusInternalServerError, "server_error", "", "attestation_failed", "The worker could not produce evidence."))
+			e := wire.Errorf(wire.CodeInternal, "The worker could not produce evidence.")
+			e.Code = "attestation_failed"
+			w.reply(req, wire.ErrorReply(w.cfg.ID, e))
 			return
 		}
-		hdr := nats.Header{}
-		hdr.Set(wire.HdrKind, wire.KindResponse)
-		hdr.Set(wire.HdrStatus, "200")
-		hdr.Set(wire.HdrContentType, "application/json")
-		hdr.Set(wire.HdrWorker, w.cfg.ID)
-		if err := req.Respond(raw, micro.WithHeaders(micro.Headers(hdr))); err != nil {
-			w.log.Warn("replying with evidence failed", "err", err)
-		}
+		w.reply(req, &wire.Reply{Kind: wire.KindResponse, Status: http.StatusOK, Worker: w.cfg.ID, Body: raw})
 	}()
 }
 
 // begin and end count a request in flight on sv (and on the worker): a
-// connection is closed only after its own requests are answered.
+// connection is closed only after its own requests are answered, and a
+// draining worker exits only once none is left.
 func (w *Worker) begin(sv *serving) {
 	w.inflight.Add(1)
 	sv.inflight.Add(1)
@@ -137,30 +139,83 @@ func (w *Worker) begin(sv *serving) {
 }
 
 func (w *Worker) end(sv *serving) {
+	w.lastEnd.Store(time.Now().UnixNano())
 	w.countInFlight(-1)
+	if w.inFlight.Load() == 0 {
+		select {
+		case w.idleCh <- struct{}{}:
+		default:
+		}
+	}
 	sv.inflight.Done()
 	w.inflight.Done()
+}
+
+// job is one request the worker took: its context (cancelled by the
+// gateway's cancel, or when the gateway's inbox is gone) and its control
+// subject, where the stream sender, once there is one, takes acks.
+type job struct {
+	ctx     context.Context
+	cancel  context.CancelFunc
+	control string // "" when the request needs none (non-stream, no accept)
+	remove  func()
+	sender  atomic.Pointer[wire.StreamSender]
+}
+
+// newJob registers the request's control subject and, when the gateway
+// asks for it, sends the accept that names it.
+func (w *Worker) newJob(sv *serving, req micro.Request, h nats.Header) *job {
+	j := &job{}
+	j.ctx, j.cancel = context.WithCancel(w.ctx)
+	accept := h.Get(wire.HdrAccept) == "1"
+	if req.Reply() == "" || sv.ctl == nil || !accept && h.Get(wire.HdrStream) != "1" {
+		return j
+	}
+	j.control, j.remove = sv.ctl.add(func(m *nats.Msg) {
+		if s := j.sender.Load(); s != nil {
+			s.Control(m)
+			return
+		}
+		if wire.IsNoResponders(m) || m.Header.Get(wire.HdrCancel) != "" {
+			j.cancel()
+		}
+	})
+	if accept {
+		a := wire.Accept{Worker: w.cfg.ID, EvidenceID: sv.epoch, Control: j.control}
+		if err := sv.nc.PublishMsg(a.Msg(req.Reply())); err != nil {
+			w.log.Warn("accepting a request failed", "err", err)
+		}
+	}
+	return j
+}
+
+func (j *job) done() {
+	if j.remove != nil {
+		j.remove()
+	}
+	j.cancel()
 }
 
 // dispatch runs in the subscription's goroutine: it must not block.
 func (w *Worker) dispatch(sv *serving, req micro.Request) {
 	w.served.Add(1)
+	h := nats.Header(req.Headers())
 	busy := func() {
 		w.metrics.turnedAway()
-		w.replyError(req, http.StatusServiceUnavailable, wire.CodeBusy,
-			engine.Errorf(http.StatusServiceUnavailable, "server_error", "", "worker_busy", "The worker is at capacity. Retry shortly."))
+		w.reply(req, wire.ErrorReply(w.cfg.ID, wire.Errorf(wire.CodeBusy, "The worker is at capacity. Retry shortly.")))
 	}
-	run := func() {
+	run := func(j *job) {
 		defer func() {
 			<-w.sem
+			j.done()
 			w.end(sv)
 		}()
-		w.serve(sv, req)
+		w.serve(sv, req, h, j)
 	}
 	select {
 	case w.sem <- struct{}{}:
 		w.begin(sv)
-		go run()
+		go run(w.newJob(sv, req, h))
 		return
 	default:
 	}
@@ -171,30 +226,32 @@ func (w *Worker) dispatch(sv *serving, req micro.Request) {
 		return
 	}
 	w.begin(sv)
+	j := w.newJob(sv, req, h)
 	go func() {
 		t := time.NewTimer(w.cfg.QueueWait)
 		defer t.Stop()
 		select {
 		case w.sem <- struct{}{}:
 			w.waiting.Add(-1)
-			run()
+			run(j)
 		case <-t.C:
 			w.waiting.Add(-1)
 			busy()
+			j.done()
 			w.end(sv)
-		case <-w.ctx.Done():
+		case <-j.ctx.Done():
 			w.waiting.Add(-1)
 			busy()
+			j.done()
 			w.end(sv)
 		}
 	}()
 }
 
-func (w *Worker) serve(sv *serving, req micro.Request) {
+func (w *Worker) serve(sv *serving, req micro.Request, h nats.Header, j *job) {
 	start := time.Now()
-	h := nats.Header(req.Headers())
 	if w.metrics == nil && w.tracer == nil {
-		w.serveRequest(sv, req, h, start, nil)
+		w.serveRequest(sv, req, h, j, start, nil)
 		return
 	}
 	model := w.modelLabel(h.Get(wire.HdrModel))
@@ -202,7 +259,7 @@ func (w *Worker) serve(sv *serving, req micro.Request) {
 	if w.tracer != nil {
 		span = w.startSpan(h, model)
 	}
-	status := w.serveRequest(sv, req, h, start, span)
+	status := w.serveRequest(sv, req, h, j, start, span)
 	w.metrics.served(model, status, start)
 	if span != nil {
 		endSpan(span, status)
@@ -211,43 +268,44 @@ func (w *Worker) serve(sv *serving, req micro.Request) {
 
 // serveRequest serves one request and returns the HTTP status it was
 // answered with (a stream's: the status it ended with).
-func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, start time.Time, span trace.Span) int {
-	reqID := h.Get(wire.HdrRequestID)
-	if reqID == "" || len(reqID) > 128 || wire.Token(reqID) != reqID {
+func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, j *job, start time.Time, span trace.Span) int {
+	r, err := wire.ParseRequest(h, req.Data())
+	if errors.Is(err, wire.ErrVersion) {
+		e := wire.Errorf(wire.CodeVersion, "The worker speaks another protocol version.")
+		w.reply(req, wire.ErrorReply(w.cfg.ID, e))
+		return e.Status
+	}
+	if err != nil {
+		e := wire.Errorf(wire.CodeBad, "Unknown operation.")
+		w.reply(req, wire.ErrorReply(w.cfg.ID, e))
+		return e.Status
+	}
+	if r.ID == "" {
 		// Receipts name the request; a caller that sent no usable id
 		// (not the gateway) gets one made here.
-		reqID = newRequestID()
+		r.ID = newRequestID()
 	}
-	log := w.log.With("request_id", reqID)
-	if v := h.Get(wire.HdrVersion); v != wire.Version {
-		w.replyError(req, http.StatusServiceUnavailable, wire.CodeVersion,
-			engine.Errorf(http.StatusServiceUnavailable, "server_error", "", "protocol_version", "The worker speaks another protocol version."))
-		return http.StatusServiceUnavailable
-	}
-	op := engine.Op(h.Get(wire.HdrOp))
-	if !op.Valid() {
-		w.replyError(req, http.StatusBadRequest, wire.CodeBad, engine.InvalidRequest("", "Unknown operation."))
-		return http.StatusBadRequest
-	}
-	ctx, cancel := context.WithCancel(w.ctx)
-	defer cancel()
+	log := w.log.With("request_id", r.ID)
+	op := engine.Op(r.Op)
+	ctx, cancel := j.ctx, j.cancel
 	if span != nil {
 		ctx = trace.ContextWithSpan(ctx, span)
 	}
-	if dl, ok := wire.Deadline(h); ok {
+	if !r.Deadline.IsZero() {
 		var c2 context.CancelFunc
-		ctx, c2 = context.WithDeadline(ctx, dl)
+		ctx, c2 = context.WithDeadline(ctx, r.Deadline)
 		defer c2()
 	}
-	meta := Meta{RequestID: reqID, Model: h.Get(wire.HdrModel), Op: string(op), Nonce: h.Get(wire.HdrNonce), Inline: h.Get(wire.HdrInline) != ""}
-	call := engine.Call{Op: op, Body: req.Data(), Stream: h.Get(wire.HdrStream) == "1", RequestID: reqID}
+	meta := Meta{RequestID: r.ID, Model: r.Model, Op: r.Op, Nonce: r.Nonce, Inline: r.Inline}
+	call := engine.Call{Op: op, Body: r.Body, Stream: r.Stream, RequestID: r.ID}
 	// A stream whose client did not ask for usage still gets a receipt with
 	// the real usage: the engine is asked for it, the chunk kept back.
 	meta.UsageHidden = call.Stream && (op == engine.OpChatCompletions || op == engine.OpCompletions) && !asksUsage(call.Body)
 	call.IncludeUsage = meta.UsageHidden
-	if call.Stream && req.Reply() == "" {
-		w.replyError(req, http.StatusBadRequest, wire.CodeBad, engine.InvalidRequest("", "A stream needs a reply inbox."))
-		return http.StatusBadRequest
+	if call.Stream && (req.Reply() == "" || j.control == "") {
+		e := wire.Errorf(wire.CodeBad, "A stream needs a reply inbox.")
+		w.reply(req, wire.ErrorReply(w.cfg.ID, e))
+		return e.Status
 	}
 	ectx, espan := w.engineSpan(ctx, op)
 	res, err := w.cfg.Engine.Do(ectx, call)
@@ -258,7 +316,7 @@ func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, sta
 		return status
 	}
 	if call.Stream {
-		n, err := w.stream(ctx, cancel, sv, req, h, meta, res.Stream)
+		n, err := w.stream(ctx, cancel, sv, req, j, r, meta, res.Stream)
 		endEngineSpan(espan, err)
 		if err != nil {
 			log.Info("stream ended early", "op", op, "chunks", n, "err", err)
@@ -268,26 +326,21 @@ func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, sta
 		return http.StatusOK
 	}
 	endEngineSpan(espan, nil)
-	hdr := nats.Header{}
+	rep := &wire.Reply{Kind: wire.KindResponse, Status: http.StatusOK, Worker: w.cfg.ID, Body: res.Body}
 	if notary := w.getNotary(); notary != nil {
 		signStart := time.Now()
 		sh, err := notary.Seal(ctx, meta, call.Body, res.Body)
 		w.metrics.signed("response", signStart)
 		if err != nil {
 			log.Error("sealing receipt failed", "err", err)
-			w.replyError(req, http.StatusInternalServerError, wire.CodeInternal,
-				engine.Errorf(http.StatusInternalServerError, "server_error", "", "receipt_failed", "The worker could not issue a receipt."))
-			return http.StatusInternalServerError
+			e := wire.Errorf(wire.CodeInternal, "The worker could not issue a receipt.")
+			e.Code = "receipt_failed"
+			w.reply(req, wire.ErrorReply(w.cfg.ID, e))
+			return e.Status
 		}
-		for k, v := range sh {
-			hdr[k] = v
-		}
+		rep.Attestation = sh
 	}
-	hdr.Set(wire.HdrKind, wire.KindResponse)
-	hdr.Set(wire.HdrStatus, "200")
-	hdr.Set(wire.HdrContentType, "application/json")
-	hdr.Set(wire.HdrWorker, w.cfg.ID)
-	if err := req.Respond(res.Body, micro.WithHeaders(micro.Headers(hdr))); err != nil {
+	if err := w.respond(req, rep); err != nil {
 		log.Warn("replying failed", "err", err)
 		return http.StatusOK
 	}
@@ -298,33 +351,32 @@ func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, sta
 // replyEngineError maps an engine failure to a reply and returns the status.
 func (w *Worker) replyEngineError(req micro.Request, ctx context.Context, err error) int {
 	if e, ok := engine.AsError(err); ok {
-		w.replyError(req, e.Status, wire.CodeEngine, e)
+		w.reply(req, &wire.Reply{Kind: wire.KindError, Status: e.Status, Code: wire.CodeEngine, Worker: w.cfg.ID, Body: e.Body()})
 		return e.Status
 	}
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		w.replyError(req, http.StatusGatewayTimeout, wire.CodeDeadline,
-			engine.Errorf(http.StatusGatewayTimeout, "timeout", "", "deadline_exceeded", "The request did not finish before its deadline."))
-		return http.StatusGatewayTimeout
+		e := wire.Errorf(wire.CodeDeadline, "The request did not finish before its deadline.")
+		w.reply(req, wire.ErrorReply(w.cfg.ID, e))
+		return e.Status
 	}
 	w.log.Error("engine failed", "err", err)
-	w.replyError(req, http.StatusInternalServerError, wire.CodeInternal,
-		engine.Errorf(http.StatusInternalServerError, "server_error", "", "", "The engine failed to process the request."))
-	return http.StatusInternalServerError
+	e := wire.Errorf(wire.CodeInternal, "The engine failed to process the request.")
+	w.reply(req, wire.ErrorReply(w.cfg.ID, e))
+	return e.Status
 }
 
-func (w *Worker) replyError(req micro.Request, status int, code string, e *engine.Error) {
-	hdr := nats.Header{}
-	hdr.Set(wire.HdrKind, wire.KindError)
-	hdr.Set(wire.HdrStatus, strconv.Itoa(status))
-	hdr.Set(wire.HdrError, code)
-	hdr.Set(wire.HdrContentType, "application/json")
-	hdr.Set(wire.HdrWorker, w.cfg.ID)
+// reply answers req with r, if it has a reply subject; a failure is logged.
+func (w *Worker) reply(req micro.Request, r *wire.Reply) {
 	if req.Reply() == "" {
 		return
 	}
-	if err := req.Respond(e.Body(), micro.WithHeaders(micro.Headers(hdr))); err != nil {
-		w.log.Warn("replying with error failed", "err", err)
+	if err := w.respond(req, r); err != nil {
+		w.log.Warn("replying failed", "kind", r.Kind, "err", err)
 	}
+}
+
+func (w *Worker) respond(req micro.Request, r *wire.Reply) error {
+	return req.Respond(r.Body, micro.WithHeaders(micro.Headers(r.Header())))
 }
 
 func newRequestID() string {

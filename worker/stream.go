@@ -12,11 +12,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/teegate/teegate/attest"
@@ -25,117 +22,35 @@ import (
 	"github.com/teegate/teegate/worker/wire"
 )
 
-// stream relays payloads to the requester's inbox with flow control.
-func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serving, req micro.Request, h nats.Header, meta Meta, s engine.Stream) (int, error) {
+// stream relays payloads to the requester's inbox with flow control: a
+// wire.StreamSender on the job's control subject.
+func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serving, req micro.Request, j *job, r wire.Request, meta Meta, s engine.Stream) (int, error) {
 	defer s.Close()
-	inbox := req.Reply()
-	nc, epoch := sv.nc, sv.epoch
-	window := wire.IntHeader(h, wire.HdrWindow, wire.DefaultWindow)
-	if window == 0 {
-		window = wire.DefaultWindow
-	}
-	// The ack subject lies in this connection's own inbox space (the
-	// gateway publishes nowhere else) and is random: nobody else can
-	// guess it to cancel this stream.
-	ackSubj := nc.NewInbox() + "." + randomToken()
-	acks := make(chan *nats.Msg, 64)
-	sub, err := nc.ChanSubscribe(ackSubj, acks)
-	if err != nil {
-		return 0, fmt.Errorf("subscribing for acks: %w", err)
-	}
-	defer sub.Unsubscribe()
+	out := wire.NewStreamSender(sv.nc.PublishMsg, req.Reply(), j.control, r.Window, w.cfg.ID, sv.epoch, cancel)
+	j.sender.Store(out)
 
 	var notary StreamNotary
 	if n := w.getNotary(); n != nil {
-		notary = n.Stream(ctx, meta, req.Data())
+		notary = n.Stream(ctx, meta, r.Body)
 	}
-	// The control loop applies acks and cancels while the main loop may be
-	// blocked in the engine: a cancel must interrupt generation itself.
-	var acked atomic.Int64
-	credit := make(chan struct{}, 1)
-	gone := make(chan struct{})
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case m := <-acks:
-				if wire.IsNoResponders(m) || m.Header.Get(wire.HdrCancel) != "" {
-					close(gone)
-					cancel()
-					return
-				}
-				if a := int64(wire.IntHeader(m.Header, wire.HdrAck, -1)); a > acked.Load() {
-					acked.Store(a)
-					select {
-					case credit <- struct{}{}:
-					default:
-					}
-				}
-			}
-		}
-	}()
-	wentAway := func() bool {
-		select {
-		case <-gone:
-			return true
-		default:
-			return false
-		}
-	}
-	seq := 0
 	responsesAPI := meta.Op == wire.OpResponses
-	send := func(kind string, data []byte, status int, event string) error {
-		msg := nats.NewMsg(inbox)
-		msg.Header.Set(wire.HdrKind, kind)
-		msg.Header.Set(wire.HdrWorker, w.cfg.ID)
-		if event != "" {
-			msg.Header.Set(wire.HdrEvent, event)
+	// failed sends an error: before any chunk as an HTTP error body; in a
+	// Responses stream that started, as its "error" event.
+	failed := func(e *engine.Error, code string) {
+		if responsesAPI && out.Seq() > 0 {
+			_ = out.Fail(e.Status, code, "error", responses.ErrorEvent(int64(out.Seq()), e))
+			return
 		}
-		if kind == wire.KindData {
-			seq++
-			msg.Header.Set(wire.HdrSeq, strconv.Itoa(seq))
-			msg.Reply = ackSubj
-			if epoch != "" {
-				// Names the key whose inbox space ackSubj lies in.
-				msg.Header.Set(wire.HdrEvidenceID, epoch)
-			}
-		} else {
-			msg.Header.Set(wire.HdrSeq, strconv.Itoa(seq+1))
-			msg.Header.Set(wire.HdrStatus, strconv.Itoa(status))
-		}
-		msg.Data = data
-		if err := nc.PublishMsg(msg); err != nil {
-			return fmt.Errorf("publishing chunk: %w", err)
-		}
-		return nil
+		_ = out.Fail(e.Status, code, "", e.Body())
 	}
 	for {
 		// Wait for credit when the window is full.
-		for int64(seq)-acked.Load() >= int64(window) {
-			timer := time.NewTimer(w.cfg.AckTimeout)
-			select {
-			case <-credit:
-				timer.Stop()
-			case <-ctx.Done():
-				timer.Stop()
-				if wentAway() {
-					return seq, errors.New("client went away")
-				}
-				return seq, fmt.Errorf("waiting for credit: %w", ctx.Err())
-			case <-timer.C:
+		if err := out.WaitCredit(ctx, w.cfg.AckTimeout); err != nil {
+			if errors.Is(err, wire.ErrStalled) {
 				cancel()
-				return seq, errors.New("waiting for credit: client stopped reading")
+				return out.Seq(), fmt.Errorf("waiting for credit: %w", err)
 			}
-		}
-		// failed sends an error: before any chunk as an HTTP error body; in
-		// a Responses stream that started, as its "error" event.
-		failed := func(e *engine.Error) {
-			if responsesAPI && seq > 0 {
-				_ = send(wire.KindError, responses.ErrorEvent(int64(seq), e), e.Status, "error")
-				return
-			}
-			_ = send(wire.KindError, e.Body(), e.Status, "")
+			return out.Seq(), err
 		}
 		payload, err := s.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -145,37 +60,38 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serv
 				final, err = notary.Finish(ctx)
 				w.metrics.signed("stream", signStart)
 				if err != nil {
-					failed(engine.Errorf(http.StatusInternalServerError, "server_error", "", "receipt_failed", "The worker could not issue a receipt."))
-					return seq, fmt.Errorf("finishing receipt: %w", err)
+					failed(engine.Errorf(http.StatusInternalServerError, "server_error", "", "receipt_failed", "The worker could not issue a receipt."), wire.CodeInternal)
+					return out.Seq(), fmt.Errorf("finishing receipt: %w", err)
 				}
 			}
 			event := ""
 			if responsesAPI && final != nil {
 				event = attest.ResponsesReceiptEvent
 			}
-			return seq, send(wire.KindEnd, final, http.StatusOK, event)
+			return out.Seq(), out.End(event, final)
 		}
 		if err != nil {
 			e, ok := engine.AsError(err)
+			code := wire.CodeEngine
 			if !ok {
-				if wentAway() {
-					return seq, errors.New("client went away")
+				if out.Gone() {
+					return out.Seq(), wire.ErrClientGone
 				}
 				if ctx.Err() != nil {
-					return seq, fmt.Errorf("generating: %w", ctx.Err())
+					return out.Seq(), fmt.Errorf("generating: %w", ctx.Err())
 				}
-				e = engine.Errorf(http.StatusInternalServerError, "server_error", "", "", "The engine failed while streaming.")
+				e, code = engine.Errorf(http.StatusInternalServerError, "server_error", "", "", "The engine failed while streaming."), wire.CodeInternal
 			}
-			failed(e)
-			return seq, fmt.Errorf("generating: %w", err)
+			failed(e, code)
+			return out.Seq(), fmt.Errorf("generating: %w", err)
 		}
 		event := ""
 		if responsesAPI {
 			event = engine.EventOf(s)
 		}
 		if responsesAPI && !wire.ValidEventName(event) {
-			failed(engine.Errorf(http.StatusBadGateway, "server_error", "", "bad_response", "The engine sent a stream event without a valid name."))
-			return seq, errors.New("generating: engine event without a valid name")
+			failed(engine.Errorf(http.StatusBadGateway, "server_error", "", "bad_response", "The engine sent a stream event without a valid name."), wire.CodeEngine)
+			return out.Seq(), errors.New("generating: engine event without a valid name")
 		}
 		if meta.UsageHidden && isUsageChunk(payload) {
 			// The usage chunk the client did not ask for: its usage goes
@@ -188,8 +104,8 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serv
 		if notary != nil {
 			notary.Add(event, payload)
 		}
-		if err := send(wire.KindData, payload, 0, event); err != nil {
-			return seq, err
+		if err := out.Data(event, payload); err != nil {
+			return out.Seq(), err
 		}
 	}
 }

@@ -207,6 +207,11 @@ type Worker struct {
 	pubCh     chan struct{}
 	refDone   chan struct{}
 	retiring  sync.WaitGroup // connections draining in the background
+	// idleCh is signalled when the in-flight count drops to zero, lastEnd
+	// is when a request last ended (unix nanos): what Drain and Idle wait
+	// on.
+	idleCh  chan struct{}
+	lastEnd atomic.Int64
 
 	// connMu serializes connection changes (Start, the admission loop).
 	connMu sync.Mutex
@@ -241,6 +246,7 @@ type serving struct {
 	// or refused one of its subscriptions; it needs replacing.
 	flagged  atomic.Bool
 	active   atomic.Bool // it serves (serveOn succeeded)
+	ctl      *control    // its requests' control subjects
 	inflight sync.WaitGroup
 	// models are what this connection serves (set by serveOn): the
 	// record published on it lists them, and no others.
@@ -253,7 +259,8 @@ func New(cfg Config) (*Worker, error) {
 		return nil, err
 	}
 	w := &Worker{cfg: cfg, sem: make(chan struct{}, cfg.MaxConcurrency), log: cfg.Logger.With("worker", cfg.ID),
-		nudgeCh: make(chan struct{}, 1), pubCh: make(chan struct{}, 1), pub: &evidencePublisher{known: map[string]bool{}}}
+		nudgeCh: make(chan struct{}, 1), pubCh: make(chan struct{}, 1), idleCh: make(chan struct{}, 1), pub: &evidencePublisher{known: map[string]bool{}}}
+	w.lastEnd.Store(time.Now().UnixNano())
 	if cfg.Notary != nil {
 		w.notary.Store(&notaryBox{cfg.Notary})
 	}
@@ -418,9 +425,15 @@ func (w *Worker) Stop(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// closeServing closes sv's connection if the worker owns it.
+// closeServing closes sv's connection if the worker owns it, else its
+// control subscription.
 func (w *Worker) closeServing(sv *serving) {
-	if sv != nil && sv.own {
-		sv.nc.Close()
+	if sv == nil {
+		return
 	}
+	if sv.own {
+		sv.nc.Close()
+		return
+	}
+	sv.ctl.close()
 }

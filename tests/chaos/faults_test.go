@@ -35,15 +35,15 @@ func TestEngineSlowerThanDeadline(t *testing.T) {
 		if stream {
 			// The stream had started (the role chunk comes before the first
 			// token), so the deadline arrives as its last event, an OpenAI
-			// error, with no [DONE] after it.
+			// error, followed only by [DONE].
 			events := sseData(b)
-			if resp.StatusCode != http.StatusOK || len(events) == 0 {
+			if resp.StatusCode != http.StatusOK || len(events) < 2 {
 				t.Fatalf("slow stream: status %d: %s", resp.StatusCode, b)
 			}
-			last := events[len(events)-1]
+			last := events[len(events)-2]
 			wantAPIError(t, "slow stream's last event", http.StatusGatewayTimeout, []byte(last), http.StatusGatewayTimeout, "timeout", "deadline_exceeded")
-			if slices.Contains(events, "[DONE]") {
-				t.Errorf("slow stream: [DONE] after a deadline error: %s", b)
+			if events[len(events)-1] != "[DONE]" || slices.Index(events, "[DONE]") != len(events)-1 {
+				t.Errorf("slow stream: the deadline error is not followed by one [DONE]: %s", b)
 			}
 		} else {
 			wantAPIError(t, "slow engine", resp.StatusCode, b, http.StatusGatewayTimeout, "timeout", "deadline_exceeded")

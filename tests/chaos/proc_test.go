@@ -29,13 +29,16 @@ func freePort(t *testing.T) string {
 }
 
 // streamOutcome reads a stream after its first event until it ends and
-// says how: "done" ([DONE] seen), "error" (an error event, no [DONE]),
-// "cut" (the connection ended without either).
+// says how: "done" ([DONE] seen after no error), "error" (an error event,
+// then [DONE] or the end), "cut" (the connection ended without either).
 func streamOutcome(br *bufio.Reader) (string, error) {
 	sawError := false
 	for {
 		line, err := br.ReadString('\n')
 		if strings.HasPrefix(line, "data: [DONE]") {
+			if sawError {
+				return "error", nil
+			}
 			return "done", nil
 		}
 		if strings.HasPrefix(line, `data: {"error"`) {
@@ -73,8 +76,8 @@ func openStream(t *testing.T, base, model string) (*http.Response, *bufio.Reader
 
 // TestWorkerKilledMidStream: a real worker process (teegate worker, the
 // simulated TEE, admitted by its evidence) is killed with SIGKILL while it
-// streams. The client's stream ends (with an error event, never a [DONE]
-// or a receipt it did not earn) instead of hanging; the model answers
+// streams. The client's stream ends (with an error event, then [DONE];
+// never a complete answer or a receipt it did not earn) instead of hanging; the model answers
 // 503/404 while no worker serves it, the rest of the service is
 // unaffected, and a restarted worker serves again.
 func TestWorkerKilledMidStream(t *testing.T) {

@@ -1,6 +1,16 @@
 // Package wire is the gateway↔worker protocol over NATS: subject names,
-// header names, message kinds, error codes and the protocol version. Both
+// typed messages that write and decode their own headers (Request, Accept,
+// Reply; message.go), the one error table (wire code ↔ HTTP status ↔ OpenAI
+// error type; errors.go), both halves of the stream protocol
+// (StreamSender, StreamReceiver; stream.go) and the protocol version. Both
 // sides import it and nothing else about each other.
+//
+// Every request that sets HdrAccept is first answered with a KindAccept
+// message whose reply subject is the request's control subject, in the
+// worker connection's own inbox space: acks, cancels and the gateway's
+// liveness probes go there. The worker keeps it subscribed while the
+// connection lives, so a probe the server bounces as no-responders tells
+// the gateway that the worker holding the request is gone.
 //
 // A request is one NATS message on InferSubject(model) carrying the exact
 // client request body and metadata headers. Workers serve a model in the
