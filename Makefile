@@ -90,6 +90,16 @@ bench: build ## side-by-side benchmark (teegate bench $(BENCHFLAGS); --quick, --
 	$(BIN)/teegate bench $(BENCHFLAGS)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) $(PKGS)
 
+# Static binaries for a lent machine without a toolchain: scripts/bench-device.sh
+# bin/device runs the full bench from them (see docs/PERFORMANCE.md).
+.PHONY: device-bench-bin
+device-bench-bin: ## static stripped teegate + e2e.test, gzipped, into bin/device for scripts/bench-device.sh
+	mkdir -p $(BIN)/device
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/device/teegate ./cmd/teegate
+	CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags='-s -w' -o $(BIN)/device/e2e.test ./tests/e2e
+	gzip -1 -f $(BIN)/device/teegate $(BIN)/device/e2e.test
+	@ls -l $(BIN)/device
+
 .PHONY: chaos
 chaos: ## the fault suite's long version (tests/chaos with TEEGATE_CHAOS_LONG=1: more rounds, bigger floods); make test runs the short one
 	TEEGATE_CHAOS_LONG=1 $(GO) test -count=1 -v -timeout 30m ./tests/chaos
