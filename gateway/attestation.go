@@ -158,10 +158,16 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 	return c.Send(reply.Data)
 }
 
-// receiptStore writes receipts to the bucket off the request path. A full
-// queue falls back to a synchronous write: receipts are never dropped.
+// receiptStore writes receipts to the bucket off the request path. The
+// writer takes what is queued, up to receiptBatch at once, publishes it to
+// the bucket's subjects without waiting between messages, then waits for
+// every acknowledgement: one round trip per batch instead of per receipt.
+// A full queue blocks the request that adds to it (backpressure): receipts
+// are never dropped; one the server refuses is logged with its request id.
 type receiptStore struct {
 	kv        jetstream.KeyValue
+	js        jetstream.JetStream
+	prefix    string // the bucket's subject prefix, "$KV.<bucket>."
 	log       interface{ Error(string, ...any) }
 	ch        chan receiptEntry
 	wg        sync.WaitGroup
@@ -175,46 +181,89 @@ type receiptEntry struct {
 	json []byte
 }
 
-func newReceiptStore(kv jetstream.KeyValue, log interface{ Error(string, ...any) }, m *metrics, known func(string) bool) *receiptStore {
-	s := &receiptStore{kv: kv, log: log, ch: make(chan receiptEntry, 4096), metrics: m, known: known}
+// receiptBatch bounds the receipts published before their acks are
+// awaited (and the client's pending acks).
+const receiptBatch = 256
+
+func newReceiptStore(nc *nats.Conn, kv jetstream.KeyValue, log interface{ Error(string, ...any) }, m *metrics, known func(string) bool) (*receiptStore, error) {
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(receiptBatch))
+	if err != nil {
+		return nil, fmt.Errorf("receipts bucket: %w", err)
+	}
+	s := &receiptStore{kv: kv, js: js, prefix: "$KV." + kv.Bucket() + ".", log: log, ch: make(chan receiptEntry, 4096),
+		metrics: m, known: known}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		batch := make([]receiptEntry, 0, receiptBatch)
 		for e := range s.ch {
-			s.write(e)
+			batch = append(batch[:0], e)
+		more:
+			for len(batch) < receiptBatch {
+				select {
+				case e, ok := <-s.ch:
+					if !ok {
+						break more
+					}
+					batch = append(batch, e)
+				default:
+					break more
+				}
+			}
+			s.write(batch)
 		}
 	}()
-	return s
+	return s, nil
 }
 
-func (s *receiptStore) write(e receiptEntry) {
+// write publishes a batch and waits for its acks.
+func (s *receiptStore) write(batch []receiptEntry) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := s.kv.Put(ctx, e.id, e.json); err != nil {
-		s.log.Error("storing receipt failed", "request_id", e.id, "err", err)
+	acks := make([]jetstream.PubAckFuture, len(batch))
+	for i, e := range batch {
+		f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: s.prefix + e.id, Data: e.json})
+		if err != nil {
+			s.log.Error("storing receipt failed", "request_id", e.id, "err", err)
+			continue
+		}
+		acks[i] = f
+	}
+	for i, f := range acks {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			s.log.Error("storing receipt failed", "request_id", batch[i].id, "err", err)
+			continue
+		case <-ctx.Done():
+			s.log.Error("storing receipt failed", "request_id", batch[i].id, "err", ctx.Err())
+			continue
+		}
+		s.usage(batch[i].json)
+	}
+}
+
+// usage counts a stored receipt's tokens: they come from the receipt
+// (signed by the worker), read here rather than on the request path.
+func (s *receiptStore) usage(b []byte) {
+	if s.metrics == nil {
 		return
 	}
-	if s.metrics != nil {
-		// Token counts come from the receipt (signed by the worker), read
-		// here rather than on the request path.
-		var sr attest.SignedReceipt
-		if err := sr.UnmarshalJSON(e.json); err == nil {
-			model := sr.Receipt.Model
-			if !s.known(model) {
-				model = otherLabel
-			}
-			s.metrics.usage(model, sr.Receipt.Usage)
+	var sr attest.SignedReceipt
+	if err := sr.UnmarshalJSON(b); err == nil {
+		model := sr.Receipt.Model
+		if !s.known(model) {
+			model = otherLabel
 		}
+		s.metrics.usage(model, sr.Receipt.Usage)
 	}
 }
 
 func (s *receiptStore) put(id string, json []byte) {
-	e := receiptEntry{id: id, json: json}
-	select {
-	case s.ch <- e:
-	default:
-		s.write(e)
-	}
+	s.ch <- receiptEntry{id: id, json: json}
 }
 
 // close stops the writer once it has written what is queued; a second

@@ -177,10 +177,14 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.tracer = newTracer(cfg.Tracer)
 	if cfg.Receipts != nil {
-		g.receipts = newReceiptStore(cfg.Receipts, cfg.Logger, g.metrics, func(m string) bool {
+		rs, err := newReceiptStore(cfg.Conn, cfg.Receipts, cfg.Logger, g.metrics, func(m string) bool {
 			_, ok := cfg.Directory.Model(m)
 			return ok
 		})
+		if err != nil {
+			return nil, fmt.Errorf("gateway config: %w", err)
+		}
+		g.receipts = rs
 	}
 	g.app = fiber.New(fiber.Config{
 		AppName:               "teegate",
