@@ -110,7 +110,7 @@ var (
 	helpCache = map[string]map[string]flagInfo{}
 	// "  -name type" or "  -name" (bool) as the flag package prints them.
 	flagLine = regexp.MustCompile(`^  -([A-Za-z0-9][A-Za-z0-9_.-]*)(?: (\S+))?$`)
-	defaultV = regexp.MustCompile(`\(default "?(.*?)"?\)$`)
+	defaultV = regexp.MustCompile(`\(default "?([^()]*?)"?\)$`)
 )
 
 // help runs the command with -h (and env added) and returns its output.

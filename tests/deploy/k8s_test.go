@@ -19,6 +19,8 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	psaapi "k8s.io/pod-security-admission/api"
+	psa "k8s.io/pod-security-admission/policy"
 	"sigs.k8s.io/kustomize/api/krusty"
 	ktypes "sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -261,6 +263,15 @@ func TestBuildsConsistent(t *testing.T) {
 					}
 				}
 			}
+			// Every pod meets the Pod Security Standards' "restricted" level
+			// (the production namespace enforces it), checked by the
+			// admission plugin's own evaluator.
+			for _, d := range o.deployments {
+				if res := psa.AggregateCheckResults(restricted(t).EvaluatePod(psaapi.LevelVersion{Level: psaapi.LevelRestricted, Version: psaapi.LatestVersion()},
+					&d.Spec.Template.ObjectMeta, &d.Spec.Template.Spec)); !res.Allowed {
+					t.Errorf("Deployment %s violates the restricted Pod Security Standard: %s", d.Name, res.ForbiddenDetail())
+				}
+			}
 			for _, s := range o.services {
 				pods := o.selected(t, "Service "+s.Name, &metav1.LabelSelector{MatchLabels: s.Spec.Selector})
 				for _, sp := range s.Spec.Ports {
@@ -288,6 +299,15 @@ func TestBuildsConsistent(t *testing.T) {
 			}
 		})
 	}
+}
+
+func restricted(t testing.TB) psa.Evaluator {
+	t.Helper()
+	e, err := psa.NewEvaluator(psa.DefaultChecks(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 // selected returns the Deployments whose pods sel selects; none fails.
@@ -494,6 +514,9 @@ func TestConfidentialWorkers(t *testing.T) {
 			t.Errorf("%s: --engine-url %s is not vLLM's port %s", where, got["engine-url"], env["VLLM_PORT"])
 		}
 		checkNATSURL(t, where, env["NATS_URL"])
+		if m := got["metrics-listen"]; m != "" && !hasPort(c, portOf(t, m)) {
+			t.Errorf("%s: --metrics-listen %s is not a container port", where, m)
+		}
 		model := env["VLLM_SERVED_MODEL_NAME"]
 		if model == "" {
 			t.Fatalf("%s: no VLLM_SERVED_MODEL_NAME", where)
