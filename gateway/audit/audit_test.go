@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/hex"
 	"errors"
 	"strings"
 	"sync"
@@ -206,4 +207,75 @@ func FuzzParseRecord(f *testing.F) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// Two writers, each with many records queued at once (so that both
+// pipeline batches and race on the head), still make one verifiable chain
+// holding every record.
+func TestPipelinedWritersRace(t *testing.T) {
+	ctx := ctxT(t)
+	js, open := startJS(t)
+	key, err := LoadOrCreateKey(ctx, js, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := openLog(t, js, key, "gw-a"), openLog(t, open(), key, "gw-b")
+	const n = 600
+	var wg sync.WaitGroup
+	for _, l := range []*Log{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range n {
+				l.Append(Entry{Kind: KindRefusal, Tenant: "t1", Status: 429, Reasons: []string{"rate"}})
+			}
+		}()
+	}
+	wg.Wait()
+	for _, l := range []*Log{a, b} {
+		if err := l.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := VerifyStream(ctx, js, VerifyOptions{AuditKey: key.Public().(ed25519.PublicKey), SkipReceipts: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Kinds[KindRefusal] != 2*n {
+		t.Fatalf("report: ok=%v kinds=%v problems=%v", rep.OK(), rep.Kinds, rep.Problems)
+	}
+}
+
+// The check pipelining rests on: the server stores a record only right
+// after the one it names as the last (by message id), and the refusal is
+// one the writer recognises as a lost race.
+func TestExpectLastMsgIDRefused(t *testing.T) {
+	ctx := ctxT(t)
+	js, _ := startJS(t)
+	l := openLog(t, js, nil, "gw-a")
+	if err := l.AppendWait(ctx, Entry{Kind: KindRefusal, Tenant: "t1", Status: 429}); err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	head, last := l.head, l.last
+	msg, rec, err := l.message(Entry{Kind: KindRefusal, Tenant: "t1", Status: 429}, head)
+	l.mu.Unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong := head.Hash
+	wrong[0] ^= 1
+	_, err = js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last), jetstream.WithMsgID(hex.EncodeToString(rec.Hash[:])),
+		jetstream.WithExpectLastMsgID(hex.EncodeToString(wrong[:])))
+	if !isWrongLast(err) {
+		t.Fatalf("a record naming the wrong last message: %v, want a wrong-last refusal", err)
+	}
+	// Naming the right one stores it.
+	if _, err := js.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(last), jetstream.WithMsgID(hex.EncodeToString(rec.Hash[:])),
+		jetstream.WithExpectLastMsgID(hex.EncodeToString(head.Hash[:]))); err != nil {
+		t.Fatal(err)
+	}
 }

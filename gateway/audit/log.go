@@ -45,6 +45,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = -1
 	}
+	dup := time.Second
+	if cfg.MaxAge > 0 {
+		dup = min(dup, cfg.MaxAge)
+	}
 	st, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        StreamName,
 		Description: "teegate audit log: hash-chained records, signed checkpoints (no prompt or completion text)",
@@ -58,6 +62,10 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 		// Records are never rewritten: a deletion leaves a gap the chain
 		// names, and purges are refused to ordinary clients.
 		DenyPurge: true,
+		// Each record's message id is its chain hash (see writeLocked);
+		// the server remembers ids this long (its minimum is 100 ms), so
+		// the ids it keeps stay few at any rate.
+		Duplicates: dup,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening audit stream: %w", err)
@@ -231,12 +239,14 @@ func (l *Log) Close() {
 
 func (l *Log) run() {
 	defer close(l.done)
+	batch := make([]pending, 0, writeBatch)
 	tick := time.NewTicker(min(l.cfg.CheckpointInterval, 10*time.Second))
 	defer tick.Stop()
 	for {
 		select {
 		case p := <-l.ch:
-			l.handle(p)
+			batch = l.collect(append(batch[:0], p))
+			l.handle(batch)
 		case <-tick.C:
 			l.maybeCheckpoint(false)
 		case <-l.stop:
@@ -244,7 +254,8 @@ func (l *Log) run() {
 			for {
 				select {
 				case p := <-l.ch:
-					l.handle(p)
+					batch = l.collect(append(batch[:0], p))
+					l.handle(batch)
 				default:
 					break drain
 				}
@@ -255,19 +266,60 @@ func (l *Log) run() {
 	}
 }
 
-func (l *Log) handle(p pending) {
-	var err error
-	if !p.flush {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err = l.write(ctx, p.e)
-		cancel()
-		if err != nil {
-			l.log.Error("writing audit record failed", "kind", p.e.Kind, "err", err)
+// writeBatch bounds the records published before their acks are awaited.
+const writeBatch = 128
+
+// collect adds to batch what is queued, without waiting, up to writeBatch.
+func (l *Log) collect(batch []pending) []pending {
+	for len(batch) < writeBatch {
+		select {
+		case p := <-l.ch:
+			batch = append(batch, p)
+		default:
+			return batch
 		}
-		l.maybeCheckpoint(false)
 	}
-	if p.done != nil {
-		p.done <- err
+	return batch
+}
+
+// handle writes a batch's records, a checkpoint whenever CheckpointEvery
+// records are due one, and then tells whoever waits (AppendWait, Flush).
+func (l *Log) handle(batch []pending) {
+	entries := make([]Entry, 0, len(batch))
+	for _, p := range batch {
+		if !p.flush {
+			entries = append(entries, p.e)
+		}
+	}
+	errs := make([]error, 0, len(entries))
+	for rest := entries; len(rest) > 0; {
+		n := len(rest)
+		if l.cfg.Key != nil {
+			l.mu.Lock()
+			n = min(n, max(1, l.cfg.CheckpointEvery-l.since))
+			l.mu.Unlock()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		for i, err := range l.write(ctx, rest[:n]) {
+			if err != nil {
+				l.log.Error("writing audit record failed", "kind", rest[i].Kind, "err", err)
+			}
+			errs = append(errs, err)
+		}
+		cancel()
+		l.maybeCheckpoint(false)
+		rest = rest[n:]
+	}
+	i := 0
+	for _, p := range batch {
+		var err error
+		if !p.flush {
+			err = errs[i]
+			i++
+		}
+		if p.done != nil {
+			p.done <- err
+		}
 	}
 }
 
@@ -311,32 +363,124 @@ func (l *Log) checkpointLocked(ctx context.Context) error {
 	return errors.New("writing audit checkpoint: the head kept moving")
 }
 
-func (l *Log) write(ctx context.Context, e Entry) error {
+// write appends entries in order and returns each one's error (nil:
+// in the stream).
+func (l *Log) write(ctx context.Context, entries []Entry) []error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	errs := make([]error, len(entries))
+	todo := entries
+	done := func(n int, err error) {
+		for i := range n {
+			errs[len(entries)-len(todo)+i] = err
+		}
+		todo = todo[n:]
+	}
 	for range 1000 {
+		if len(todo) == 0 {
+			return errs
+		}
 		if !l.known {
 			if err := l.loadHeadLocked(ctx); err != nil {
-				return err
+				done(len(todo), err)
+				return errs
 			}
 		}
-		err := l.publishLocked(ctx, e)
-		if isWrongLast(err) {
-			l.known = false
+		n, err := l.writeLocked(ctx, todo)
+		done(n, nil)
+		if err == nil {
 			continue
 		}
-		if err != nil {
-			return fmt.Errorf("writing audit record: %w", err)
+		// What failed is the first record not written; the ones after it
+		// were chained to it, so the server refused them too.
+		l.known = false
+		if isWrongLast(err) {
+			continue // another replica wrote: chain again after its records
 		}
-		l.since++
-		return nil
+		done(1, fmt.Errorf("writing audit record: %w", err))
 	}
-	return errors.New("writing audit record: too many concurrent writers")
+	done(len(todo), errors.New("writing audit record: too many concurrent writers"))
+	return errs
 }
 
-// publishLocked chains e after the known head and publishes it expecting
-// the stream's last sequence to be unchanged.
-func (l *Log) publishLocked(ctx context.Context, e Entry) error {
+// writeLocked chains entries after the known head and publishes them
+// without waiting between messages. Each message expects the stream's last
+// sequence to be the one before it, and from the second on, the stream's
+// last message id to be the previous record's hash (every record's message
+// id is its hash), so a record is stored only right after the one it
+// chains to: if another replica's record slips in, or one fails, every
+// later one is refused and the chain stays one line. It returns how many
+// of entries (a prefix) are in the stream, and the first failure.
+func (l *Log) writeLocked(ctx context.Context, entries []Entry) (int, error) {
+	recs := make([]Record, len(entries))
+	acks := make([]jetstream.PubAckFuture, 0, len(entries))
+	var pubErr error
+	prev := l.head
+	for i, e := range entries {
+		msg, rec, err := l.message(e, prev)
+		if err != nil {
+			pubErr = err
+			break
+		}
+		opts := []jetstream.PublishOpt{jetstream.WithExpectLastSequence(l.last + uint64(i)), jetstream.WithExpectStream(StreamName),
+			jetstream.WithMsgID(hex.EncodeToString(rec.Hash[:]))}
+		if i > 0 {
+			opts = append(opts, jetstream.WithExpectLastMsgID(hex.EncodeToString(prev.Hash[:])))
+		}
+		f, err := l.cfg.JS.PublishMsgAsync(msg, opts...)
+		if err != nil {
+			pubErr = err
+			break
+		}
+		recs[i], prev = rec, rec
+		acks = append(acks, f)
+	}
+	written, last := 0, l.last
+	var firstErr error
+	for i, f := range acks {
+		select {
+		case ack := <-f.Ok():
+			// A later record stored proves every one before it stored.
+			written, last = i+1, ack.Sequence
+		case err := <-f.Err():
+			if firstErr == nil {
+				firstErr = err
+			}
+		case <-ctx.Done():
+			if firstErr == nil {
+				firstErr = ctx.Err()
+			}
+		}
+	}
+	if written > 0 {
+		l.head, l.last = recs[written-1], last
+		l.since += written
+		l.state.HeadSeq, l.state.HeadHash = l.head.Seq, hex.EncodeToString(l.head.Hash[:])
+	}
+	if written < len(entries) && firstErr == nil {
+		firstErr = pubErr
+	}
+	if written < len(entries) && !isWrongLast(firstErr) {
+		// An unanswered publish may still have been stored: the head says.
+		if err := l.loadHeadLocked(ctx); err == nil {
+			for i := len(acks) - 1; i >= written; i-- {
+				if l.head.Hash == recs[i].Hash {
+					l.since += i + 1 - written
+					l.state.HeadSeq, l.state.HeadHash = l.head.Seq, hex.EncodeToString(l.head.Hash[:])
+					return i + 1, nil
+				}
+			}
+		}
+	}
+	if written == len(entries) {
+		return written, nil
+	}
+	return written, firstErr
+}
+
+// message completes e (time, salt, gateway) and builds its record after
+// prev and the stream message that carries it.
+func (l *Log) message(e Entry, prev Record) (*nats.Msg, Record, error) {
 	if e.Time.IsZero() {
 		e.Time = l.cfg.Now().UTC()
 	}
@@ -348,12 +492,26 @@ func (l *Log) publishLocked(ctx context.Context, e Entry) error {
 	}
 	content, err := json.Marshal(e)
 	if err != nil {
-		return fmt.Errorf("encoding audit record: %w", err)
+		return nil, Record{}, fmt.Errorf("encoding audit record: %w", err)
 	}
-	rec := newRecord(l.head.Seq+1, l.head.Hash, content)
+	rec := newRecord(prev.Seq+1, prev.Hash, content)
 	msg := nats.NewMsg(SubjectPrefix + e.Kind)
 	msg.Data = rec.AppendJSON(nil)
-	ack, err := l.cfg.JS.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(l.last), jetstream.WithExpectStream(StreamName))
+	return msg, rec, nil
+}
+
+// publishLocked chains e after the known head and publishes it expecting
+// the stream's last sequence to be unchanged.
+func (l *Log) publishLocked(ctx context.Context, e Entry) error {
+	if e.Time.IsZero() {
+		e.Time = l.cfg.Now().UTC()
+	}
+	msg, rec, err := l.message(e, l.head)
+	if err != nil {
+		return err
+	}
+	ack, err := l.cfg.JS.PublishMsg(ctx, msg, jetstream.WithExpectLastSequence(l.last), jetstream.WithExpectStream(StreamName),
+		jetstream.WithMsgID(hex.EncodeToString(rec.Hash[:])))
 	if err != nil {
 		return err
 	}
@@ -400,10 +558,14 @@ func readHead(ctx context.Context, st jetstream.Stream) (Record, uint64, error) 
 	return r, last, nil
 }
 
+// errCodeWrongLastMsgID is the server's "wrong last msg ID" (JetStream
+// API error 10070), which nats.go names no constant for.
+const errCodeWrongLastMsgID jetstream.ErrorCode = 10070
+
 func isWrongLast(err error) bool {
 	var ae *jetstream.APIError
 	return errors.As(err, &ae) && (ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant)
+		ae.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant || ae.ErrorCode == errCodeWrongLastMsgID)
 }
 
 // State is the chain's state as a dashboard shows it.
