@@ -293,3 +293,30 @@ func TestVerifyBatchTreeHead(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyDefaultMaxAge: the CLI refuses evidence older than 24 hours by
+// default (issue 11 finding 3); --max-age changes the limit and --max-age 0
+// lifts it.
+func TestVerifyDefaultMaxAge(t *testing.T) {
+	tr := loadTestTranscript(t, "chat")
+	p := filepath.Join(transcriptDir, "chat.transcript.json")
+	at := func(d time.Duration) string { return "--now=" + tr.Saved.Add(d).UTC().Format(time.RFC3339) }
+	for _, tc := range []struct {
+		name  string
+		flags []string
+		want  error
+	}{
+		{"23 hours later", []string{at(23 * time.Hour)}, nil},
+		{"25 hours later", []string{at(25 * time.Hour)}, attest.ErrEvidenceExpired},
+		{"25 hours later, --max-age 0", []string{at(25 * time.Hour), "--max-age=0"}, nil},
+		{"2 hours later, --max-age 1h", []string{at(2 * time.Hour), "--max-age=1h"}, attest.ErrEvidenceExpired},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			err := runVerifyTranscript(context.Background(), append([]string{p, "--allow-simulated"}, tc.flags...), &out, &errOut)
+			if !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) || (err != nil && !strings.HasPrefix(err.Error(), "evidence: ")) {
+				t.Fatalf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
