@@ -53,6 +53,24 @@ type AdmissionState struct {
 // ErrNotAdmitted: the worker has no admitted connection to do this on.
 var ErrNotAdmitted = errors.New("worker not admitted")
 
+// ErrEvidenceRateLimited: the admission service refused to store a bundle
+// because this worker key sent more than its evidence rate (fresh-mode
+// batches beyond it). Errors carrying it are *EvidenceRateError.
+var ErrEvidenceRateLimited = errors.New("evidence rate of this worker key exceeded")
+
+// EvidenceRateError says how long to wait before the admission service
+// stores this key's evidence again.
+type EvidenceRateError struct {
+	RetryAfter time.Duration
+}
+
+func (e *EvidenceRateError) Error() string {
+	return fmt.Sprintf("%v; retry after %s", ErrEvidenceRateLimited, e.RetryAfter)
+}
+
+// Unwrap returns ErrEvidenceRateLimited.
+func (e *EvidenceRateError) Unwrap() error { return ErrEvidenceRateLimited }
+
 // Admission returns the outcome of the latest admission attempt.
 func (w *Worker) Admission() AdmissionState {
 	w.mu.Lock()
@@ -492,6 +510,9 @@ func (p *evidencePublisher) Put(ctx context.Context, key string, value []byte) (
 	var st wire.AdmissionStatus
 	if err := json.Unmarshal(m.Data, &st); err != nil {
 		return 0, fmt.Errorf("publishing evidence: decoding the admission service's answer: %w", err)
+	}
+	if st.Error != "" && st.RetryAfter > 0 {
+		return 0, fmt.Errorf("publishing evidence: %w", &EvidenceRateError{RetryAfter: time.Duration(min(st.RetryAfter, 3600)) * time.Second})
 	}
 	if st.Error != "" {
 		return 0, fmt.Errorf("publishing evidence: the admission service says: %s", st.Error)

@@ -333,8 +333,7 @@ func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, j *
 		w.metrics.signed("response", signStart)
 		if err != nil {
 			log.Error("sealing receipt failed", "err", err)
-			e := wire.Errorf(wire.CodeInternal, "The worker could not issue a receipt.")
-			e.Code = "receipt_failed"
+			e := sealFailure(err)
 			w.reply(req, wire.ErrorReply(w.cfg.ID, e))
 			return e.Status
 		}
@@ -363,6 +362,20 @@ func (w *Worker) replyEngineError(req micro.Request, ctx context.Context, err er
 	e := wire.Errorf(wire.CodeInternal, "The engine failed to process the request.")
 	w.reply(req, wire.ErrorReply(w.cfg.ID, e))
 	return e.Status
+}
+
+// sealFailure is the answer when no receipt could be issued: 503
+// evidence_rate_limited when fresh-mode evidence for this worker key was
+// refused for its rate (the gateway adds Retry-After to a 503), else 500
+// receipt_failed. Either way no unreceipted answer leaves the worker.
+func sealFailure(err error) *wire.Error {
+	e := wire.Errorf(wire.CodeInternal, "The worker could not issue a receipt.")
+	e.Code = "receipt_failed"
+	if errors.Is(err, ErrEvidenceRateLimited) {
+		e.Status, e.Code, e.RetryAfter = http.StatusServiceUnavailable, "evidence_rate_limited", 1
+		e.Message = "Fresh-mode evidence is being requested faster than this worker may produce it. Retry after the time in the Retry-After header."
+	}
+	return e
 }
 
 // reply answers req with r, if it has a reply subject; a failure is logged.

@@ -60,7 +60,8 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serv
 				final, err = notary.Finish(ctx)
 				w.metrics.signed("stream", signStart)
 				if err != nil {
-					failed(engine.Errorf(http.StatusInternalServerError, "server_error", "", "receipt_failed", "The worker could not issue a receipt."), wire.CodeInternal)
+					e := sealFailure(err)
+					failed(engine.Errorf(e.Status, e.Type, "", e.Code, "%s", e.Message), e.Wire)
 					return out.Seq(), fmt.Errorf("finishing receipt: %w", err)
 				}
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -87,7 +88,7 @@ func (s *Service) onEvidence(m *nats.Msg) {
 		return
 	}
 	if !s.evidenceLim.allow(nkey) {
-		s.reply(m, wire.AdmissionStatus{EvidenceID: id, Error: ErrRateLimited.Error()})
+		s.reply(m, wire.AdmissionStatus{EvidenceID: id, Error: ErrRateLimited.Error(), RetryAfter: s.evidenceLim.retryAfter()})
 		return
 	}
 	s.spawn(func() {
@@ -168,6 +169,15 @@ func (k *keyLimiter) allow(key string) bool {
 		k.lims[key] = l
 	}
 	return l.Allow()
+}
+
+// retryAfter is the whole seconds, at least one, until a key that has
+// spent its burst has a token again.
+func (k *keyLimiter) retryAfter() int {
+	if k.r <= 0 || math.IsInf(float64(k.r), 1) {
+		return 1
+	}
+	return max(1, int(math.Ceil(1/float64(k.r))))
 }
 
 func statusOf(d *Decision) wire.AdmissionStatus {

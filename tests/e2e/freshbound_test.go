@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"strconv"
 	"testing"
 	"time"
 
@@ -14,7 +15,8 @@ import (
 
 // Fresh mode writes one bundle per batch, and no worker key may have more
 // stored than its evidence rate allows: traffic beyond it gets a clean
-// error instead of growing the evidence bucket.
+// error instead of growing the evidence bucket — 503 with Retry-After and
+// the code evidence_rate_limited, not a 500.
 func TestFreshModeEvidenceIsBounded(t *testing.T) {
 	s := stacktest.Start(t, func(c *stack.Config) { c.Admission.EvidenceRate, c.Admission.EvidenceBurst = 0.5, 2 })
 	kv, err := s.JS.KeyValue(t.Context(), wire.EvidenceBucket)
@@ -36,14 +38,18 @@ func TestFreshModeEvidenceIsBounded(t *testing.T) {
 		switch {
 		case resp.StatusCode == 200:
 			ok++
-		case resp.StatusCode >= 500:
+		case resp.StatusCode == 503:
 			var e struct {
 				Error struct {
 					Message string `json:"message"`
+					Code    string `json:"code"`
 				} `json:"error"`
 			}
-			if json.Unmarshal(body, &e) != nil || e.Error.Message == "" {
-				t.Fatalf("refused fresh request not OpenAI-shaped: %s", body)
+			if json.Unmarshal(body, &e) != nil || e.Error.Message == "" || e.Error.Code != "evidence_rate_limited" {
+				t.Fatalf("refused fresh request not OpenAI-shaped with its code: %s", body)
+			}
+			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
+				t.Fatalf("refused fresh request without Retry-After: %q", resp.Header.Get("Retry-After"))
 			}
 			refused++
 		default:

@@ -86,6 +86,9 @@ type AdmissionStatus struct {
 	// Error is set when the request itself failed (unknown id, oversized
 	// bundle); the other fields are then empty.
 	Error string `json:"error,omitempty"`
+	// RetryAfter, in whole seconds, is set with Error when the key sent
+	// more than its rate allows: the same request may succeed after it.
+	RetryAfter int `json:"retry_after,omitempty"`
 }
 
 // ConnectSigningInput is what a worker signs to prove it holds the signing
