@@ -20,6 +20,7 @@ type stage struct {
 	entrypoint      []string
 	cmd             []string
 	user            string
+	expose          []string
 }
 
 // dockerfile is one parsed Dockerfile.
@@ -163,6 +164,8 @@ func parseDockerfile(t testing.TB, name string) *dockerfile {
 			}
 		case "user":
 			cur.user = words[0]
+		case "expose":
+			cur.expose = append(cur.expose, words...)
 		case "entrypoint", "cmd":
 			if !n.Attributes["json"] {
 				t.Errorf("%s: use the exec (JSON) form, so signals reach the process", where)
@@ -239,8 +242,8 @@ func buildTagUsed(t testing.TB, tag string) bool {
 
 // image is what a container of a teegate image runs.
 type image struct {
-	entrypoint, cmd []string
-	copied          map[string]bool
+	entrypoint, cmd, expose []string
+	copied                  map[string]bool
 }
 
 // images maps the image names the manifests use to the Dockerfile and
@@ -270,7 +273,7 @@ func imageFor(t testing.TB, ref string) image {
 	if s == nil {
 		t.Fatalf("%s has no stage %s", src[0], src[1])
 	}
-	return image{entrypoint: s.entrypoint, cmd: s.cmd, copied: s.copied}
+	return image{entrypoint: s.entrypoint, cmd: s.cmd, expose: s.expose, copied: s.copied}
 }
 
 // Each Dockerfile passes the checks parseDockerfile makes, and the command
@@ -283,7 +286,15 @@ func TestDockerfiles(t *testing.T) {
 			argv = argv[2:]
 		}
 		c, args := cliOf(t, argv)
-		parseArgs(t, src[0]+" "+name, c, args)
+		got := parseArgs(t, src[0]+" "+name, c, args)
+		// A listening image exposes the port its default command listens
+		// on, the code's default port.
+		if addr, ok := got["addr"]; ok {
+			def := portOf(t, flags(t, c)["addr"].Default)
+			if portOf(t, addr) != def || len(img.expose) != 1 || strings.TrimSuffix(img.expose[0], "/tcp") != def {
+				t.Errorf("%s: --addr %s and EXPOSE %v must be the default port %s", src[0], addr, img.expose, def)
+			}
+		}
 	}
 	// The SGX image's EGo is the version go.mod pins for the ego module.
 	raw, err := os.ReadFile(filepath.Join(repoRoot(t), "go.mod"))
