@@ -201,6 +201,11 @@ func New(cfg Config) (*Gateway, error) {
 		// The request line and headers must fit here; beyond it the server
 		// answers 431. A URL over maxURL gets 414 (common).
 		ReadBufferSize: maxHeaderBytes,
+		// The read buffer (ReadBufferSize) goes back to a pool once a
+		// request is read, and the write buffer once a response is out:
+		// a held stream or an idle keep-alive connection does not keep
+		// 36 KiB of buffers (a stream's memory, docs/PERFORMANCE.md).
+		ReduceMemoryUsage: true,
 	})
 	g.routes()
 	return g, nil

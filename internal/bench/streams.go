@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -238,6 +239,7 @@ func ServeStreams(ctx context.Context, in io.Reader, out io.Writer, streams int)
 				if err := enc.Encode(SampleMemory()); err != nil {
 					return err
 				}
+				writeHeapProfile()
 			}
 		}
 	}
@@ -304,4 +306,21 @@ func (c *child) Close() error {
 		_ = c.cmd.Process.Kill()
 		return <-done
 	}
+}
+
+// HeapProfileEnv names a file the stream server writes a heap profile to
+// at each measurement (to see what a held stream's memory is).
+const HeapProfileEnv = "TEEGATE_BENCH_HEAPPROFILE"
+
+func writeHeapProfile() {
+	path := os.Getenv(HeapProfileEnv)
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = pprof.Lookup("heap").WriteTo(f, 0)
 }
