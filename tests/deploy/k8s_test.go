@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	nodev1 "k8s.io/api/node/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -80,6 +81,7 @@ type objects struct {
 	pdbs         []policyv1.PodDisruptionBudget
 	namespaces   []corev1.Namespace
 	runtime      []nodev1.RuntimeClass
+	netpols      []networkingv1.NetworkPolicy
 	scaledObject []scaledObject
 }
 
@@ -115,6 +117,10 @@ func decodeStrict(t testing.TB, where string, doc []byte, into *objects) {
 		var o nodev1.RuntimeClass
 		err = yaml.UnmarshalStrict(doc, &o)
 		into.runtime = append(into.runtime, o)
+	case "networking.k8s.io/v1 NetworkPolicy":
+		var o networkingv1.NetworkPolicy
+		err = yaml.UnmarshalStrict(doc, &o)
+		into.netpols = append(into.netpols, o)
 	case "keda.sh/v1alpha1 ScaledObject":
 		var o scaledObject
 		err = yaml.UnmarshalStrict(doc, &o)
@@ -285,6 +291,9 @@ func TestBuildsConsistent(t *testing.T) {
 			for _, p := range o.pdbs {
 				o.selected(t, "PodDisruptionBudget "+p.Name, p.Spec.Selector)
 			}
+			for _, np := range o.netpols {
+				checkNetworkPolicy(t, o, &np)
+			}
 			for _, so := range o.scaledObject {
 				if len(o.deployments) > 0 { // deploy/keda alone holds no workers
 					o.deployment(t, so.Spec.ScaleTargetRef.Name)
@@ -298,6 +307,41 @@ func TestBuildsConsistent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// checkNetworkPolicy: the policy selects pods of the build, lets in only
+// their container ports, and lets them reach NATS on the client port of the
+// chart's namespace.
+func checkNetworkPolicy(t testing.TB, o *objects, np *networkingv1.NetworkPolicy) {
+	t.Helper()
+	who := "NetworkPolicy " + np.Name
+	pods := o.selected(t, who, &np.Spec.PodSelector)
+	for _, in := range np.Spec.Ingress {
+		for _, p := range in.Ports {
+			for _, d := range pods {
+				if p.Port == nil || !slices.ContainsFunc(d.Spec.Template.Spec.Containers, func(c corev1.Container) bool { return hasPort(c, p.Port.String()) }) {
+					t.Errorf("%s lets in port %v, which no container of %s has", who, p.Port, d.Name)
+				}
+			}
+		}
+	}
+	natsPort := portOf(t, natsClientURL(t))
+	reachesNATS := false
+	for _, out := range np.Spec.Egress {
+		for _, to := range out.To {
+			if to.NamespaceSelector == nil || to.NamespaceSelector.MatchLabels["kubernetes.io/metadata.name"] != natsNamespace {
+				continue
+			}
+			for _, p := range out.Ports {
+				if p.Port != nil && p.Port.String() == natsPort {
+					reachesNATS = true
+				}
+			}
+		}
+	}
+	if !reachesNATS {
+		t.Errorf("%s does not let its pods reach NATS on %s:%s", who, natsNamespace, natsPort)
 	}
 }
 
