@@ -29,6 +29,7 @@ type KVDirectory struct {
 	mu      sync.RWMutex
 	workers map[string]wire.WorkerRecord
 	seen    map[string]time.Time
+	legacy  map[string]bool // records without capacity data (apply)
 	watch   *kvWatch
 	changed signal // a record was put or removed
 }
@@ -39,7 +40,7 @@ func OpenDirectory(ctx context.Context, js jetstream.JetStream) (*KVDirectory, e
 	if err != nil {
 		return nil, fmt.Errorf("opening worker registry: %w", err)
 	}
-	d := &KVDirectory{now: time.Now, workers: map[string]wire.WorkerRecord{}, seen: map[string]time.Time{}}
+	d := &KVDirectory{now: time.Now, workers: map[string]wire.WorkerRecord{}, seen: map[string]time.Time{}, legacy: map[string]bool{}}
 	d.changed.init()
 	if d.watch, err = watchBucket(ctx, kv, "worker registry", d.apply); err != nil {
 		return nil, err
@@ -56,6 +57,19 @@ func (d *KVDirectory) apply(e jetstream.KeyValueEntry) {
 		// A record is stored under its evidence id (admitted workers may
 		// write no other key) or, without admission, its worker id.
 		if json.Unmarshal(e.Value(), &rec) == nil && (e.Key() == rec.EvidenceID || e.Key() == rec.ID) {
+			// A record without "ready" is from a worker older than
+			// capacity routing: it serves only the queue group subjects,
+			// and is taken to be ready.
+			var probe struct {
+				Ready *bool `json:"ready"`
+			}
+			legacy := json.Unmarshal(e.Value(), &probe) == nil && probe.Ready == nil
+			if legacy {
+				rec.Ready = true
+				d.legacy[e.Key()] = true
+			} else {
+				delete(d.legacy, e.Key())
+			}
 			d.workers[e.Key()] = rec
 			// Liveness is judged by when we saw the record, not by the
 			// worker's clock.
@@ -65,6 +79,7 @@ func (d *KVDirectory) apply(e jetstream.KeyValueEntry) {
 	}
 	delete(d.workers, e.Key())
 	delete(d.seen, e.Key())
+	delete(d.legacy, e.Key())
 }
 
 func (d *KVDirectory) live(id string, now time.Time) bool {
@@ -138,7 +153,7 @@ func (d *KVDirectory) Replicas(model string) []Replica {
 	var out []Replica
 	for key, rec := range d.workers {
 		if d.live(key, now) && rec.Routable() && rec.Serves(model) {
-			out = append(out, Replica{Key: key, Record: rec})
+			out = append(out, Replica{Key: key, Record: rec, Legacy: d.legacy[key]})
 		}
 	}
 	return out

@@ -91,6 +91,11 @@ type Config struct {
 	// Tracer, when set, traces each request and carries the W3C trace
 	// context to the worker in NATS headers. Nil: no spans.
 	Tracer trace.TracerProvider
+	// ReadyWithoutWorkers makes GET /readyz ready while NATS is connected
+	// even when no worker can serve (fleets that scale workers from zero:
+	// the gateway must take requests for the cold-start queue). By default
+	// /readyz fails while no live worker is ready and not draining.
+	ReadyWithoutWorkers bool
 	// AuditState, when set, reports the audit chain's state at GET
 	// /v1/audit/state (admin keys; the /ui page shows it). Nil: 501.
 	AuditState func(ctx context.Context) (any, error)
@@ -347,7 +352,7 @@ func (g *Gateway) readyz(c *fiber.Ctx) error {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "nats disconnected"})
 	}
-	if !g.ready() {
+	if !g.cfg.ReadyWithoutWorkers && !g.ready() {
 		c.Set(fiber.HeaderRetryAfter, "1")
 		return c.Status(fiber.StatusServiceUnavailable).JSON(fiber.Map{"status": "no worker can serve"})
 	}

@@ -25,6 +25,10 @@ type Replica struct {
 	// was admitted on, or the worker id.
 	Key    string
 	Record wire.WorkerRecord
+	// Legacy: the record predates capacity routing (no "ready" field):
+	// the worker serves no direct subject, so requests picked for it go
+	// to the model's queue group (counted against it all the same).
+	Legacy bool
 }
 
 // capacityDirectory is a Directory that knows the workers' capacity
@@ -134,7 +138,11 @@ func (g *Gateway) pick(model string, tried map[string]bool) (l *lease, ok, full 
 	}
 	key := reps[best].Key
 	p.n[key]++
-	return &lease{Subject: wire.DirectSubject(model, key), Key: key, p: p}, true, false
+	subject := wire.DirectSubject(model, key)
+	if reps[best].Legacy {
+		subject = wire.InferSubject(model)
+	}
+	return &lease{Subject: subject, Key: key, p: p}, true, false
 }
 
 // awaitLease is pick that, while every replica serving model is at its

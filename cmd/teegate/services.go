@@ -45,6 +45,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	allowSim := fs.Bool("allow-simulated", false, "let simulated evidence verify (development clusters only; the policy still decides)")
 	simRoot := fs.String("sim-root", "", "with -allow-simulated: the simulated root certificate (PEM) workers must chain to; others are refused")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the buckets and streams this gateway creates (3 on a three-node cluster)")
+	readyNoWorkers := fs.Bool("ready-without-workers", false, "GET /readyz says ready while NATS is connected even when no worker can serve: for fleets that scale workers from zero (KEDA), where the gateway must take requests to queue them; by default /readyz fails while no worker can serve")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -114,7 +115,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	n, err := gatewaynode.Start(startCtx, gatewaynode.Config{
 		Conn: nc, Sys: sys, Issuer: issuer, Policy: *policy, AllowSimulated: *allowSim, PinnedSimulatedRoots: pinned,
 		Gateway: gateway.Config{Logger: log, DefaultRPM: *rpm, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
-			Unattested: *unattested, Metrics: reg, Tracer: tp},
+			Unattested: *unattested, Metrics: reg, Tracer: tp, ReadyWithoutWorkers: *readyNoWorkers},
 		Admission: admission.Config{Metrics: reg},
 		Addr:      *addr, TLS: tlsCfg, Replicas: *replicas, Audit: ac, AuditCheckpointEvery: af.every, Name: *name, Logger: log,
 	})

@@ -62,6 +62,7 @@ func FuzzRegistryJSON(f *testing.F) {
 	st, _ := json.Marshal(AdmissionStatus{EvidenceID: "e", WorkerID: "w", Allow: true, Reasons: []string{"r"}, ExpiresAt: time.Unix(3, 0).UTC()})
 	f.Add(rec)
 	f.Add(st)
+	f.Add([]byte(`{"id":"w","models":[{"id":"m"}],"max_concurrency":2,"in_flight":-3,"ready":true,"draining":false}`))
 	f.Add([]byte(`{"models":null,"started_at":"2026-01-01T00:00:00+01:00"}`))
 	f.Add([]byte(`{"error":"unknown evidence"}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
