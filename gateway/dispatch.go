@@ -111,6 +111,9 @@ type attempt struct {
 	rx       *wire.StreamReceiver
 	lease    *lease // the replica's slot (pick.go), given back by close
 	accepted bool
+	// lost closes when the gateway's connection the request went out on
+	// goes down (buswatch.go): its answer can no longer arrive.
+	lost <-chan struct{}
 }
 
 func (a *attempt) close() {
@@ -143,6 +146,12 @@ func (g *Gateway) open(msg *nats.Msg, l *lease, size int, events bool) (*attempt
 	a.sub = sub
 	a.rx = wire.NewStreamReceiver(g.cfg.Conn.PublishMsg, inbox, g.cfg.StreamWindow, events)
 	msg.Reply = inbox
+	up, lost := g.bus().current()
+	if !up {
+		a.close()
+		return nil, errBusDown
+	}
+	a.lost = lost
 	if err := g.cfg.Conn.PublishMsg(msg); err != nil {
 		a.close()
 		return nil, fmt.Errorf("publishing a request: %w", err)
@@ -198,6 +207,13 @@ func (g *Gateway) await(a *attempt, deadline time.Time) (*nats.Msg, error) {
 			acceptBy.Stop()
 			probe = time.NewTicker(g.cfg.DispatchProbe)
 			probes = probe.C
+		case <-a.lost:
+			// What came in before the connection went is still read.
+			if len(a.ch) > 0 {
+				a.lost = nil
+				continue
+			}
+			return nil, errBusDown
 		case <-acceptBy.C:
 			return nil, errLost
 		case <-probes:
@@ -242,6 +258,9 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 			size = g.cfg.StreamWindow + 8
 		}
 		a, err := g.open(msg, l, size, events)
+		if errors.Is(err, errBusDown) {
+			return g.finish(c, reqID, send(c, errBusLost()), http.StatusServiceUnavailable)
+		}
 		if err != nil {
 			g.log.Error("forwarding request failed", "request_id", reqID, "err", err)
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
@@ -272,6 +291,9 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 			}
 			failedOver, retry = true, true
 			g.log.Warn("worker went away before answering; dispatching the request once more", "request_id", reqID)
+		case errors.Is(err, errBusDown):
+			a.close()
+			return g.finish(c, reqID, send(c, errBusLost()), http.StatusServiceUnavailable)
 		case errors.Is(err, context.DeadlineExceeded):
 			a.close()
 			return g.finish(c, reqID, send(c, errDeadline()), http.StatusGatewayTimeout)
@@ -507,6 +529,24 @@ func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
 			}
 		case <-dl.C:
 			r.fail(w, errDeadline())
+			_ = r.flush(w)
+			r.rx.Cancel()
+			return
+		case <-r.a.lost:
+			// Chunks sent while the gateway was cut off are gone; those
+			// queued already are relayed first.
+			for len(r.a.ch) > 0 {
+				done, ok := r.handle(w, <-r.a.ch)
+				if !ok {
+					r.rx.Cancel()
+					return
+				}
+				if done {
+					return
+				}
+			}
+			r.g.log.Warn("stream lost with the gateway's bus connection", "request_id", r.reqID)
+			r.fail(w, errBusLost())
 			_ = r.flush(w)
 			r.rx.Cancel()
 			return

@@ -160,6 +160,8 @@ type Gateway struct {
 	tracer      trace.Tracer
 	providers   sync.Map // evidence id → provider, from admission decisions
 	picker      *picker  // requests in flight per worker connection (pick.go)
+	busOnce     sync.Once
+	busW        *busWatch // the connection's generations (buswatch.go)
 }
 
 // New builds a Gateway; Serve starts it.

@@ -216,7 +216,7 @@ func TestClusterOfProcesses(t *testing.T) {
 	})
 	t.Run("refused worker", func(t *testing.T) { checkRefusedWorker(t, ctx, e) })
 	t.Run("bad connection", func(t *testing.T) { checkBadConnection(t, ctx, teegate, e) })
-	_ = base // node killed: next commit
+	t.Run("node killed", func(t *testing.T) { checkNodeKilled(t, ctx, e, base) })
 }
 
 // checkEnvContract: the env file is shell syntax naming GATEWAY_URLS (base

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -51,9 +52,14 @@ var retryableStatus = map[int]bool{http.StatusTooManyRequests: true, http.Status
 // and classifies how it ended. The client's own timeout is the gateway's
 // deadline plus slack: a request still open then is broken.
 func fire(ctx context.Context, gw, key string, stream bool, tokens int) outcome {
+	return fireWithin(ctx, gw, key, stream, tokens, requestTimeout+5*time.Second)
+}
+
+// fireWithin is fire with the client giving up after timeout.
+func fireWithin(ctx context.Context, gw, key string, stream bool, tokens int, timeout time.Duration) outcome {
 	start := time.Now()
 	body := fmt.Sprintf(`{"model":"teegate-builtin","messages":[{"role":"user","content":"Tell me about lighthouses."}],"max_tokens":%d,"stream":%t}`, tokens, stream)
-	rctx, cancel := context.WithTimeout(ctx, requestTimeout+5*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(rctx, "POST", gw+"/v1/chat/completions", strings.NewReader(body))
 	req.Header.Set("Authorization", "Bearer "+key)
@@ -247,7 +253,9 @@ func checkNodeKilled(t *testing.T, ctx context.Context, e env, base int) {
 		go func() {
 			defer bwg.Done()
 			for time.Since(killed) < 10*time.Second {
-				if o := fire(ctx, gw, e.key, false, 4); o.kind == outcomeCompletion {
+				// A probe sent the moment the node died may be lost with
+				// it: each gives up after 2 s and the next one is sent.
+				if o := fireWithin(ctx, gw, e.key, false, 4, 2*time.Second); o.kind == outcomeCompletion {
 					back[j] = time.Since(killed)
 					return
 				}
@@ -309,6 +317,10 @@ func checkNodeKilled(t *testing.T, ctx context.Context, e env, base int) {
 			p := openai.ChatCompletionNewParams{Model: "teegate-builtin", MaxTokens: openai.Int(4),
 				Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Tell me about lighthouses.")}}
 			if _, err := c.Chat.Completions.New(client.WithResult(ctx, &res), p, option.WithResponseInto(&hdr)); err != nil {
+				var apiErr *openai.Error
+				if errors.As(err, &apiErr) {
+					t.Fatalf("%s after the kill: %v %s", gw, err, apiErr.RawJSON())
+				}
 				t.Fatalf("%s after the kill: %v", gw, err)
 			}
 			if !res.Verified {

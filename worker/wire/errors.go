@@ -12,6 +12,7 @@ import (
 const (
 	CodeNoCapacity = "no_capacity" // no worker can take the request (503)
 	CodeWorkerGone = "worker_gone" // the worker went away after the first byte (502)
+	CodeBusDown    = "bus_down"    // the gateway's own bus connection went (503)
 	CodeBadReply   = "bad_reply"   // the worker's reply is malformed (502)
 	CodeNoReceipt  = "no_receipt"  // a success without a valid receipt (502)
 )
@@ -43,11 +44,12 @@ var errorTable = map[string]ErrorSpec{
 	CodeVersion:  {Status: http.StatusServiceUnavailable, Fixed: true, Type: "server_error", OpenAICode: "protocol_version", RetryAfter: 1},
 	CodeEngine:   {Status: http.StatusInternalServerError, Type: "server_error"},
 	CodeInternal: {Status: http.StatusInternalServerError, Type: "server_error"},
-	CodeDeadline: {Status: http.StatusGatewayTimeout, Fixed: true, Type: "timeout", OpenAICode: "deadline_exceeded"},
+	CodeDeadline: {Status: http.StatusGatewayTimeout, Fixed: true, Type: "timeout", OpenAICode: "deadline_exceeded", RetryAfter: 1},
 	CodeCanceled: {Status: 499, Fixed: true, Type: "server_error", OpenAICode: "canceled"},
 
 	CodeNoCapacity: {Status: http.StatusServiceUnavailable, Type: "server_error", OpenAICode: "no_capacity", RetryAfter: 1},
-	CodeWorkerGone: {Status: http.StatusBadGateway, Type: "server_error", OpenAICode: "worker_gone"},
+	CodeWorkerGone: {Status: http.StatusBadGateway, Type: "server_error", OpenAICode: "worker_gone", RetryAfter: 1},
+	CodeBusDown:    {Status: http.StatusServiceUnavailable, Type: "server_error", OpenAICode: "bus_unavailable", RetryAfter: 1},
 	CodeBadReply:   {Status: http.StatusBadGateway, Type: "server_error", OpenAICode: "bad_worker_reply"},
 	CodeNoReceipt:  {Status: http.StatusBadGateway, Type: "server_error", OpenAICode: "missing_receipt"},
 }
