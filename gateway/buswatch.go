@@ -24,11 +24,14 @@ import (
 const busWatchRecheck = time.Second
 
 // busWatch follows one connection's status in generations: each period in
-// CONNECTED is one, with a channel closed when it ends.
+// CONNECTED on one server connection is one, with a channel closed when it
+// ends. The connection's reconnect count tells a blip (down and up again
+// before the watch looked) from no change at all.
 type busWatch struct {
-	mu   sync.Mutex
-	up   bool
-	lost chan struct{}
+	mu        sync.Mutex
+	up        bool
+	reconnect uint64
+	lost      chan struct{}
 }
 
 // watchBus follows nc until it is closed.
@@ -40,7 +43,10 @@ func watchBus(nc *nats.Conn) *busWatch {
 	}
 	// Listen before reading the status, so no change is missed.
 	ch := nc.StatusChanged()
-	b.set(nc.Status() == nats.CONNECTED)
+	b.up, b.reconnect = nc.Status() == nats.CONNECTED, nc.Stats().Reconnects
+	if !b.up {
+		close(b.lost)
+	}
 	go func() {
 		defer nc.RemoveStatusListener(ch)
 		t := time.NewTicker(busWatchRecheck)
@@ -51,7 +57,7 @@ func watchBus(nc *nats.Conn) *busWatch {
 			case <-t.C:
 			}
 			st := nc.Status()
-			b.set(st == nats.CONNECTED)
+			b.set(st == nats.CONNECTED, nc.Stats().Reconnects)
 			if st == nats.CLOSED {
 				return
 			}
@@ -60,16 +66,20 @@ func watchBus(nc *nats.Conn) *busWatch {
 	return b
 }
 
-func (b *busWatch) set(up bool) {
+// set records the status: a generation ends when the connection is down
+// or has reconnected since it began; a new one begins when it is up.
+func (b *busWatch) set(up bool, reconnects uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	switch {
-	case up && !b.up:
-		b.lost = make(chan struct{})
-	case !up && b.up:
+	if b.up && (!up || reconnects != b.reconnect) {
 		close(b.lost)
+		b.up = false
 	}
-	b.up = up
+	if up && !b.up {
+		b.lost = make(chan struct{})
+		b.up = true
+	}
+	b.reconnect = reconnects
 }
 
 // current reports whether the connection is up and returns the channel

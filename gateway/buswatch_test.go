@@ -181,3 +181,29 @@ func checkBusLost(t *testing.T, resp *http.Response) {
 		t.Fatalf("got %d %v %s, want 503 bus_unavailable with Retry-After", resp.StatusCode, resp.Header, raw)
 	}
 }
+
+// A reconnection the watch did not see happen (down and up again between
+// two looks) still ends the generation: replies sent meanwhile are lost.
+func TestBusWatchBlip(t *testing.T) {
+	b := &busWatch{up: true, lost: make(chan struct{})}
+	_, first := b.current()
+	b.set(true, 0)
+	select {
+	case <-first:
+		t.Fatal("no change ended the generation")
+	default:
+	}
+	b.set(true, 1)
+	waitClosed(t, first, "the generation before an unseen reconnection")
+	up, next := b.current()
+	if !up {
+		t.Fatal("down after the reconnection")
+	}
+	select {
+	case <-next:
+		t.Fatal("the new generation is closed")
+	default:
+	}
+	b.set(false, 1)
+	waitClosed(t, next, "the generation of a connection that went down")
+}

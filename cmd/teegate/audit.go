@@ -31,7 +31,7 @@ type auditFlags struct {
 
 func (a *auditFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&a.retention, "audit-retention", 0, "keep audit records this long (0: forever)")
-	fs.IntVar(&a.replicas, "audit-replicas", 1, "JetStream replicas of the audit stream, limit and key buckets in a cluster")
+	fs.IntVar(&a.replicas, "audit-replicas", 0, "JetStream replicas of the audit stream and key bucket in a cluster (0: -replicas)")
 	fs.IntVar(&a.every, "audit-checkpoint-every", 100, "records between signed audit checkpoints")
 }
 

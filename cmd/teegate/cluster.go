@@ -19,6 +19,7 @@ import (
 	"github.com/teegate/teegate/cmd/internal/cliutil"
 	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
+	"github.com/teegate/teegate/internal/gatewaynode"
 	"github.com/teegate/teegate/internal/natsconf"
 )
 
@@ -221,7 +222,8 @@ func clusterKey(ctx context.Context, urls, creds string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	kv, err := gateway.EnsureKeysBucket(ctx, js)
+	// Opening the bucket keeps its replicas (R3 on a cluster).
+	kv, err := gateway.EnsureKeysBucket(ctx, gatewaynode.Replicated(js, 0))
 	if err != nil {
 		return "", err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/teegate/teegate/cmd/internal/cliutil"
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/gateway/audit"
+	"github.com/teegate/teegate/internal/gatewaynode"
 )
 
 const keysUsage = `usage: teegate keys <command> --nats URL [connection flags] [flags]
@@ -86,10 +87,13 @@ func runKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	plain, err := jetstream.New(nc)
 	if err != nil {
 		return fmt.Errorf("connecting to jetstream: %w", err)
 	}
+	// Opening the key bucket and the audit stream keeps their replicas
+	// (R3 on a cluster).
+	js := gatewaynode.Replicated(plain, 0)
 	kv, err := gateway.EnsureKeysBucket(ctx, js)
 	if err != nil {
 		return err

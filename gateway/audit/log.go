@@ -33,15 +33,15 @@ type StreamConfig struct {
 	MaxAge time.Duration
 	// MaxBytes bounds the stream (0: no bound beyond the server's).
 	MaxBytes int64
-	// Replicas is the JetStream replication factor in a cluster (default 1).
+	// Replicas is the JetStream replication factor in a cluster (0: the
+	// JetStream client's choice; gatewaynode.Replicated keeps an existing
+	// stream's and gives a new one the cluster's).
 	Replicas int
 }
 
 // EnsureStream creates or updates the audit stream.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
-	if cfg.Replicas <= 0 {
-		cfg.Replicas = 1
-	}
+	cfg.Replicas = max(cfg.Replicas, 0)
 	if cfg.MaxBytes <= 0 {
 		cfg.MaxBytes = -1
 	}
@@ -77,9 +77,7 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 // it on first use. Whoever can read the bucket can sign checkpoints: keep
 // the bucket's permissions to the gateway's service users.
 func LoadOrCreateKey(ctx context.Context, js jetstream.JetStream, replicas int) (ed25519.PrivateKey, error) {
-	if replicas <= 0 {
-		replicas = 1
-	}
+	replicas = max(replicas, 0)
 	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: KeyBucket,
 		Description: "teegate audit checkpoint key", History: 1, Replicas: replicas})
 	if err != nil {

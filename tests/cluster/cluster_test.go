@@ -204,16 +204,14 @@ func TestClusterOfProcesses(t *testing.T) {
 	t.Run("env file", func(t *testing.T) { checkEnvContract(t, dir, e) })
 	t.Run("chat through each gateway", func(t *testing.T) { checkChat(t, ctx, e) })
 	t.Run("same decisions", func(t *testing.T) {
-		views := decisions(t, ctx, e)
-		if len(views[0]) != 2 {
-			t.Fatalf("%d workers listed, want 2: %v", len(views[0]), views[0])
-		}
-		for id, d := range views[0] {
+		view := decisions(t, ctx, e, func(v map[string]string) bool { return len(v) == 2 })
+		for id, d := range view {
 			if !strings.Contains(d, " admitted ") {
 				t.Fatalf("worker %s: %s", id, d)
 			}
 		}
 	})
+	t.Run("R3 buckets", func(t *testing.T) { checkReplicas(t, ctx, teegate, e, base) })
 	t.Run("refused worker", func(t *testing.T) { checkRefusedWorker(t, ctx, e) })
 	t.Run("bad connection", func(t *testing.T) { checkBadConnection(t, ctx, teegate, e) })
 	t.Run("node killed", func(t *testing.T) { checkNodeKilled(t, ctx, e, base) })
@@ -334,29 +332,38 @@ type workerView struct {
 	Reasons    []string `json:"reasons"`
 }
 
-// decisions lists /v1/attestation/workers on every gateway and fails
-// unless they agree.
-func decisions(t *testing.T, ctx context.Context, e env) []map[string]string {
+// decisions lists /v1/attestation/workers on every gateway until they
+// agree (each replica learns the others' decisions by watching the shared
+// bucket) and until ok accepts the list.
+func decisions(t *testing.T, ctx context.Context, e env, ok func(map[string]string) bool) map[string]string {
 	t.Helper()
-	views := make([]map[string]string, len(e.gateways))
-	for i, gw := range e.gateways {
-		var body struct {
-			Data []workerView `json:"data"`
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		views := make([]map[string]string, len(e.gateways))
+		for i, gw := range e.gateways {
+			var body struct {
+				Data []workerView `json:"data"`
+			}
+			if code := get(t, ctx, gw+"/v1/attestation/workers", e.key, &body); code != 200 {
+				t.Fatalf("workers on %s: %d", gw, code)
+			}
+			views[i] = map[string]string{}
+			for _, w := range body.Data {
+				views[i][w.WorkerID] = w.EvidenceID + " " + w.Decision + " " + w.Policy + " " + strings.Join(w.Reasons, "; ")
+			}
 		}
-		if code := get(t, ctx, gw+"/v1/attestation/workers", e.key, &body); code != 200 {
-			t.Fatalf("workers on %s: %d", gw, code)
+		agree := true
+		for i := 1; i < len(views); i++ {
+			agree = agree && fmt.Sprint(views[0]) == fmt.Sprint(views[i])
 		}
-		views[i] = map[string]string{}
-		for _, w := range body.Data {
-			views[i][w.WorkerID] = w.EvidenceID + " " + w.Decision + " " + w.Policy + " " + strings.Join(w.Reasons, "; ")
+		if agree && ok(views[0]) {
+			return views[0]
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replicas list %v", views)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
-	for i := 1; i < len(views); i++ {
-		if fmt.Sprint(views[0]) != fmt.Sprint(views[i]) {
-			t.Fatalf("the replicas disagree: %v vs %v", views[0], views[i])
-		}
-	}
-	return views
 }
 
 func get(t *testing.T, ctx context.Context, url, key string, into any) int {
@@ -395,4 +402,45 @@ func tail(b []byte) string {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
+}
+
+// checkReplicas: every bucket and stream teegate keeps lives on all three
+// nodes (R3), also after the keys command, which does not know the
+// cluster's size, opened the key bucket.
+func checkReplicas(t *testing.T, ctx context.Context, teegate string, e env, base int) {
+	out, err := exec.CommandContext(ctx, teegate, "keys", "create", "--tenant", "r3", "--nats", e.nats, "--nats-creds", e.creds).CombinedOutput()
+	if err != nil {
+		t.Fatalf("keys create: %v\n%s", err, out)
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://127.0.0.1:%d/jsz?accounts=true&streams=true&config=true", base+20), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var jsz struct {
+		Accounts []struct {
+			Streams []struct {
+				Name   string `json:"name"`
+				Config struct {
+					Replicas int `json:"num_replicas"`
+				} `json:"config"`
+			} `json:"stream_detail"`
+		} `json:"account_details"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&jsz); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, a := range jsz.Accounts {
+		for _, s := range a.Streams {
+			n++
+			if s.Config.Replicas != 3 {
+				t.Errorf("stream %s has %d replicas, want 3", s.Name, s.Config.Replicas)
+			}
+		}
+	}
+	if n < 8 {
+		t.Fatalf("%d streams, want teegate's buckets and audit stream", n)
+	}
 }

@@ -142,7 +142,7 @@ func seedOption(raw []byte, path string) ([]nats.Option, error) {
 
 // Options returns every option but credentials: name, TLS, timeouts,
 // reconnect with exponential backoff and jitter, and a log line on
-// disconnect, reconnect and close. Workers that connect by their evidence
+// disconnect, reconnect, close and asynchronous errors. Workers that connect by their evidence
 // use these with their own credentials.
 func (f *NATSFlags) Options(name string, log *slog.Logger) ([]nats.Option, error) {
 	if log == nil {
@@ -162,6 +162,15 @@ func (f *NATSFlags) Options(name string, log *slog.Logger) ([]nats.Option, error
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats reconnected", "conn", name, "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			// Slow consumers, permission violations, JetStream consumers
+			// that stopped: never content, only what went wrong and where.
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Warn("nats error", "conn", name, "subject", subj, "err", err)
 		}),
 		nats.ClosedHandler(func(nc *nats.Conn) {
 			if err := nc.LastError(); err != nil {
