@@ -46,7 +46,8 @@ func (o outcome) String() string {
 
 // retryableStatus: what a client may retry, and must be told when (the
 // gateway sends Retry-After with each).
-var retryableStatus = map[int]bool{http.StatusTooManyRequests: true, http.StatusServiceUnavailable: true, http.StatusGatewayTimeout: true}
+var retryableStatus = map[int]bool{http.StatusTooManyRequests: true, http.StatusBadGateway: true,
+	http.StatusServiceUnavailable: true, http.StatusGatewayTimeout: true}
 
 // fire sends one chat request (streamed or not) asking for tokens tokens
 // and classifies how it ended. The client's own timeout is the gateway's
@@ -97,7 +98,8 @@ func fireWithin(ctx context.Context, gw, key string, stream bool, tokens int, ti
 		return o
 	}
 	// A stream ends with its receipt event and [DONE], or with one error
-	// event the gateway wrote when the answer could not be finished.
+	// event the gateway wrote when the answer could not be finished
+	// (followed by [DONE]).
 	var events []string
 	sc := bufio.NewScanner(bytes.NewReader(raw))
 	for sc.Scan() {
@@ -110,11 +112,14 @@ func fireWithin(ctx context.Context, gw, key string, stream bool, tokens int, ti
 		return o
 	}
 	last := events[len(events)-1]
-	if last == "[DONE]" {
-		if len(events) < 2 || !strings.Contains(events[len(events)-2], "receipt") {
-			o.kind, o.detail = outcomeBroken, "a stream without a receipt event"
+	if last == "[DONE]" && len(events) >= 2 {
+		last = events[len(events)-2]
+		if _, isErr := errorCode([]byte(last)); !isErr {
+			if !strings.Contains(last, "receipt") {
+				o.kind, o.detail = outcomeBroken, "a stream without a receipt event"
+			}
+			return o
 		}
-		return o
 	}
 	code, ok := errorCode([]byte(last))
 	o.code = code

@@ -103,6 +103,7 @@ func TestErrorTable(t *testing.T) {
 		CodeWorkerGone: {502, `{"error":{"message":"m","type":"server_error","param":null,"code":"worker_gone"}}`},
 		CodeBadReply:   {502, `{"error":{"message":"m","type":"server_error","param":null,"code":"bad_worker_reply"}}`},
 		CodeNoReceipt:  {502, `{"error":{"message":"m","type":"server_error","param":null,"code":"missing_receipt"}}`},
+		CodeBusDown:    {503, `{"error":{"message":"m","type":"server_error","param":null,"code":"bus_unavailable"}}`},
 	} {
 		e := Errorf(code, "m")
 		if e.Status != want.status || string(e.Body()) != want.body || e.Wire != code {
@@ -112,8 +113,14 @@ func TestErrorTable(t *testing.T) {
 	if !Retryable(CodeBusy) || Retryable(CodeEngine) || Retryable(CodeInternal) || Retryable("nonsense") {
 		t.Error("only busy is retryable")
 	}
-	if Errorf(CodeNoCapacity, "").RetryAfter != 1 || Errorf(CodeDeadline, "").RetryAfter != 0 {
-		t.Error("Retry-After")
+	// What the bus or the deadline cut short may be asked again.
+	for _, c := range []string{CodeNoCapacity, CodeDeadline, CodeWorkerGone, CodeBusDown, CodeBusy} {
+		if Errorf(c, "").RetryAfter != 1 {
+			t.Errorf("%s: no Retry-After", c)
+		}
+	}
+	if Errorf(CodeBad, "").RetryAfter != 0 || Errorf(CodeBadReply, "").RetryAfter != 0 {
+		t.Error("Retry-After on an error that retrying does not cure")
 	}
 	if _, ok := Spec("nonsense"); ok {
 		t.Error("unknown code in the table")
