@@ -570,6 +570,13 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 		_ = r.flush(w)
 		return true, true
 	}
+	if errors.Is(err, wire.ErrChunksLost) {
+		// The client may ask again; the worker is told to stop.
+		r.g.log.Warn("stream lost chunks on the bus", "request_id", r.reqID, "err", err)
+		r.fail(w, errWorkerGone())
+		_ = r.flush(w)
+		return true, false
+	}
 	if err != nil {
 		r.g.log.Warn("refusing a stream message", "request_id", r.reqID, "err", err)
 		r.fail(w, errUpstream())

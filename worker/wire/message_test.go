@@ -309,7 +309,7 @@ func TestStreamReceiverRefuses(t *testing.T) {
 		events bool
 		m      *nats.Msg
 	}{
-		"out of order":       {false, msg(KindData, "2", "", "c")},
+		"out of order":       {false, msg(KindData, "0", "", "c")},
 		"no seq":             {false, msg(KindData, "", "", "c")},
 		"unknown kind":       {false, msg("accept", "1", "", "c")},
 		"other control":      {false, msg(KindData, "1", "", "elsewhere")},
@@ -321,6 +321,12 @@ func TestStreamReceiverRefuses(t *testing.T) {
 		if _, err := r.Decode(tc.m); !errors.Is(err, ErrBadReply) || r.Next() != 1 {
 			t.Errorf("%s: %v next %d", name, err, r.Next())
 		}
+	}
+	// A gap: chunks were lost on the bus, not a bad reply.
+	gap := NewStreamReceiver(func(*nats.Msg) error { return nil }, "i", 8, false)
+	gap.SetControl("c")
+	if _, err := gap.Decode(msg(KindData, "2", "", "c")); !errors.Is(err, ErrChunksLost) || errors.Is(err, ErrBadReply) || gap.Next() != 1 {
+		t.Errorf("gap: %v next %d", err, gap.Next())
 	}
 	// A chat stream ignores event names; an error carries status and code.
 	r := NewStreamReceiver(func(*nats.Msg) error { return nil }, "i", 8, false)

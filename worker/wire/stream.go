@@ -35,6 +35,11 @@ var (
 	// (no responders): the worker's control subject, or the request
 	// subject, has no subscriber.
 	ErrWorkerGone = errors.New("worker gone")
+	// ErrChunksLost: a chunk came after a gap in the sequence. The bus
+	// lost the ones between (the worker's server went and it reconnected
+	// to another, which does not let it answer requests it took before),
+	// so the stream cannot be finished; nothing is wrong with the chunk.
+	ErrChunksLost = errors.New("stream chunks lost")
 )
 
 // StreamSender is the worker's half of one stream. Control may be called
@@ -233,6 +238,9 @@ func (r *StreamReceiver) Decode(m *nats.Msg) (Chunk, error) {
 		return Chunk{}, ErrWorkerGone
 	}
 	seq, err := strconv.Atoi(m.Header.Get(HdrSeq))
+	if err == nil && seq > r.next {
+		return Chunk{}, fmt.Errorf("%w: want %d, got %d", ErrChunksLost, r.next, seq)
+	}
 	if err != nil || seq != r.next {
 		return Chunk{}, fmt.Errorf("%w: stream out of order: want %d", ErrBadReply, r.next)
 	}
