@@ -73,14 +73,17 @@ func setWindow(c *fiber.Ctx, what string, w *Window) {
 }
 
 // answered accounts for a completed answer that carried a receipt: it
-// charges the usage the receipt signs to the key's limits and budget, and
-// records the receipt in the audit log. It runs before the answer's last
-// bytes go out, so a client that waits for its answers never sees its
-// budget overspent by more than the requests it has in flight.
+// stores the receipt in the receipts bucket, charges the usage the receipt
+// signs to the key's limits and budget, and records the receipt in the
+// audit log (one encoding of the receipt serves both). It runs before the
+// answer's last bytes go out, so a client that waits for its answers never
+// sees its budget overspent by more than the requests it has in flight.
 func (g *Gateway) answered(r *inflight, worker string, sr *attest.SignedReceipt) {
 	if sr == nil {
 		return
 	}
+	receiptJSON := sr.AppendJSON(nil)
+	g.storeReceipt(r.id, receiptJSON)
 	u := sr.Receipt.Usage
 	if g.cfg.Limits != nil && (r.key.TPM > 0 || r.key.BudgetTokens > 0) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -96,7 +99,7 @@ func (g *Gateway) answered(r *inflight, worker string, sr *attest.SignedReceipt)
 		RequestID: sr.Receipt.RequestID, Model: sr.Receipt.Model, Worker: worker, Provider: g.provider(sr.Receipt.EvidenceID),
 		EvidenceID: sr.Receipt.EvidenceID, Stream: sr.Receipt.Stream,
 		Usage:   &audit.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens},
-		Receipt: sr.AppendJSON(nil)})
+		Receipt: receiptJSON})
 }
 
 // provider names the provider of the worker whose evidence signed a

@@ -289,10 +289,11 @@ func (g *Gateway) storeHeaderReceipt(reqID string, h nats.Header) {
 	g.receipts.put(reqID, sr.AppendJSON(nil))
 }
 
-// storeReceipt keeps a checked receipt.
-func (g *Gateway) storeReceipt(reqID string, sr *attest.SignedReceipt) {
-	if g.receipts == nil || sr == nil {
+// storeReceipt keeps a checked receipt, given as its JSON (the audit
+// record carries the same bytes).
+func (g *Gateway) storeReceipt(reqID string, receiptJSON []byte) {
+	if g.receipts == nil {
 		return
 	}
-	g.receipts.put(reqID, sr.AppendJSON(nil))
+	g.receipts.put(reqID, receiptJSON)
 }

@@ -335,7 +335,6 @@ func (g *Gateway) unary(c *fiber.Ctx, m *nats.Msg, rq *inflight) error {
 	}
 	copyAttestation(c, m.Header)
 	if sr != nil {
-		g.storeReceipt(reqID, sr)
 		g.answered(rq, reply.Worker, sr)
 	} else {
 		g.storeHeaderReceipt(reqID, m.Header)
@@ -606,7 +605,6 @@ func (r *relay) handle(w *bufio.Writer, m *nats.Msg) (done, ok bool) {
 			writeNamedEvent(w, ch.Event, ch.Data)
 		}
 		if sr != nil {
-			r.g.storeReceipt(r.reqID, sr)
 			r.g.answered(r.rq, r.worker, sr)
 		}
 		if !r.events {

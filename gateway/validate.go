@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/teegate/teegate/worker/wire"
 )
@@ -42,9 +43,25 @@ func (s *stopField) UnmarshalJSON(b []byte) error {
 	}
 }
 
+// peek notes that a member is present, whether it is null and its first
+// byte, without keeping a copy of it (a prompt can be megabytes):
+// json.RawMessage would copy each one.
+type peek struct {
+	set, null bool
+	first     byte
+}
+
+func (p *peek) UnmarshalJSON(b []byte) error {
+	p.set, p.null, p.first = true, string(b) == "null", b[0]
+	return nil
+}
+
+// absent is true when the member is missing or null.
+func (p peek) absent() bool { return !p.set || p.null }
+
 type message struct {
-	Role    *string         `json:"role"`
-	Content json.RawMessage `json:"content"`
+	Role    *string `json:"role"`
+	Content peek    `json:"content"`
 }
 
 type request struct {
@@ -53,28 +70,28 @@ type request struct {
 	StreamOptions *struct {
 		IncludeUsage *bool `json:"include_usage"`
 	} `json:"stream_options"`
-	Messages            []message         `json:"messages"`
-	Prompt              json.RawMessage   `json:"prompt"`
-	Input               json.RawMessage   `json:"input"`
-	N                   *int              `json:"n"`
-	MaxTokens           *int              `json:"max_tokens"`
-	MaxCompletionTokens *int              `json:"max_completion_tokens"`
-	Temperature         *float64          `json:"temperature"`
-	TopP                *float64          `json:"top_p"`
-	Seed                *int64            `json:"seed"`
-	User                *string           `json:"user"`
-	Stop                *stopField        `json:"stop"`
-	Tools               []json.RawMessage `json:"tools"`
-	ToolChoice          json.RawMessage   `json:"tool_choice"`
+	Messages            []message  `json:"messages"`
+	Prompt              peek       `json:"prompt"`
+	Input               peek       `json:"input"`
+	N                   *int       `json:"n"`
+	MaxTokens           *int       `json:"max_tokens"`
+	MaxCompletionTokens *int       `json:"max_completion_tokens"`
+	Temperature         *float64   `json:"temperature"`
+	TopP                *float64   `json:"top_p"`
+	Seed                *int64     `json:"seed"`
+	User                *string    `json:"user"`
+	Stop                *stopField `json:"stop"`
+	Tools               []peek     `json:"tools"`
+	ToolChoice          peek       `json:"tool_choice"`
 	ResponseFormat      *struct {
 		Type *string `json:"type"`
 	} `json:"response_format"`
 	// Responses API.
-	Instructions       json.RawMessage `json:"instructions"`
-	MaxOutputTokens    *int            `json:"max_output_tokens"`
-	PreviousResponseID json.RawMessage `json:"previous_response_id"`
-	Conversation       json.RawMessage `json:"conversation"`
-	Background         *bool           `json:"background"`
+	Instructions       peek  `json:"instructions"`
+	MaxOutputTokens    *int  `json:"max_output_tokens"`
+	PreviousResponseID peek  `json:"previous_response_id"`
+	Conversation       peek  `json:"conversation"`
+	Background         *bool `json:"background"`
 }
 
 var validRoles = map[string]bool{"system": true, "developer": true, "user": true, "assistant": true, "tool": true, "function": true}
@@ -92,26 +109,24 @@ func validate(op string, body []byte) (parsed, *APIError) {
 		return p, errInvalidJSON("the body must be a JSON object")
 	}
 	var r request
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	if err := dec.Decode(&r); err != nil {
+	// Unmarshal reads the body where it lies (a Decoder would copy it into
+	// its own buffer first) and refuses anything after the object.
+	if err := json.Unmarshal(trimmed, &r); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			return p, errInvalid(te.Field, fmt.Sprintf("Invalid type for '%s': expected %s.", te.Field, jsonKind(te.Type.Kind().String())))
 		}
 		var se *json.SyntaxError
 		if errors.As(err, &se) {
+			if strings.HasSuffix(se.Error(), "after top-level value") {
+				return p, errInvalidJSON("unexpected data after the JSON object")
+			}
 			return p, errInvalidJSON(fmt.Sprintf("syntax error at byte %d", se.Offset))
 		}
 		if errors.Is(err, errStopShape) {
 			return p, errInvalid("stop", "Invalid 'stop': expected a string or an array of strings.")
 		}
 		return p, errInvalidJSON("malformed JSON")
-	}
-	if dec.More() {
-		return p, errInvalidJSON("unexpected data after the JSON object")
-	}
-	if _, err := dec.Token(); err == nil {
-		return p, errInvalidJSON("unexpected data after the JSON object")
 	}
 	if r.Model == nil || *r.Model == "" {
 		return p, errInvalid("model", "You must provide a model parameter.")
@@ -140,7 +155,7 @@ func validate(op string, body []byte) (parsed, *APIError) {
 			}
 		}
 	case wire.OpCompletions:
-		if len(r.Prompt) == 0 || bytes.Equal(r.Prompt, []byte("null")) {
+		if r.Prompt.absent() {
 			return p, errInvalid("prompt", "Missing required parameter: 'prompt'.")
 		}
 	case wire.OpResponses:
@@ -148,7 +163,7 @@ func validate(op string, body []byte) (parsed, *APIError) {
 			return p, e
 		}
 	case wire.OpEmbeddings:
-		if len(r.Input) == 0 || bytes.Equal(r.Input, []byte("null")) {
+		if r.Input.absent() {
 			return p, errInvalid("input", "Missing required parameter: 'input'.")
 		}
 		if p.Stream {
@@ -179,32 +194,26 @@ func validate(op string, body []byte) (parsed, *APIError) {
 	return p, nil
 }
 
-func isNull(raw json.RawMessage) bool {
-	raw = bytes.TrimSpace(raw)
-	return len(raw) == 0 || bytes.Equal(raw, []byte("null"))
-}
-
 // validateResponses checks what only the Responses API has. The gateway
 // keeps no state, so what would need it is refused here with a 400 that
 // says how to send the conversation instead; the worker refuses the same.
 func validateResponses(r *request) *APIError {
-	if !isNull(r.PreviousResponseID) {
+	if !r.PreviousResponseID.absent() {
 		return errStateless("previous_response_id", "earlier responses are not stored, so they cannot be continued.")
 	}
-	if !isNull(r.Conversation) {
+	if !r.Conversation.absent() {
 		return errStateless("conversation", "conversations are not stored.")
 	}
 	if r.Background != nil && *r.Background {
 		return errStateless("background", "background responses would have to be stored until fetched.")
 	}
-	in := bytes.TrimSpace(r.Input)
-	if isNull(in) {
+	if r.Input.absent() {
 		return errInvalid("input", "Missing required parameter: 'input'.")
 	}
-	if in[0] != '"' && in[0] != '[' {
+	if r.Input.first != '"' && r.Input.first != '[' {
 		return errInvalid("input", "Invalid type for 'input': expected a string or an array of input items.")
 	}
-	if ins := bytes.TrimSpace(r.Instructions); !isNull(ins) && ins[0] != '"' {
+	if !r.Instructions.absent() && r.Instructions.first != '"' {
 		return errInvalid("instructions", "Invalid type for 'instructions': expected a string.")
 	}
 	if r.MaxOutputTokens != nil && *r.MaxOutputTokens < 1 {

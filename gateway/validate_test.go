@@ -145,3 +145,18 @@ func FuzzWriteEvent(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkValidate validates a chat request with an 8 KiB conversation
+// (the gateway's JSON work per request before dispatch).
+func BenchmarkValidate(b *testing.B) {
+	long := strings.Repeat("lighthouse keepers ", 8<<10/19)
+	body := []byte(`{"model":"m","messages":[{"role":"system","content":"be brief"},{"role":"user","content":"` + long +
+		`"}],"max_tokens":16,"temperature":0.7,"stream":true,"stream_options":{"include_usage":true}}`)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, e := validate(wire.OpChat, body); e != nil {
+			b.Fatal(e)
+		}
+	}
+}
