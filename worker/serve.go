@@ -27,6 +27,9 @@ import (
 // there: one micro service, an inference and an attestation endpoint per
 // model, in the workers' queue group.
 func (w *Worker) serveOn(ctx context.Context, sv *serving) error {
+	if err := w.checkDraining(); err != nil {
+		return err
+	}
 	js, err := jetstream.New(sv.nc)
 	if err != nil {
 		return fmt.Errorf("connecting to jetstream: %w", err)

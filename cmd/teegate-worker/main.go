@@ -62,6 +62,8 @@ func run(args []string) int {
 	provider := fs.String("provider", "", "who operates this machine (stated in the evidence; the audit ledger sums usage by it)")
 	var ef cliutil.EngineFlags
 	ef.Register(fs)
+	var df cliutil.DrainFlags
+	df.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -100,7 +102,8 @@ func run(args []string) int {
 	}
 	defer stop()
 	wcfg.MaxConcurrency = *conc
-	if err := cliutil.RunWorker(ctx, nf, ef, wcfg, cliutil.WorkerOptions{Attester: att, Epoch: *epoch, Provider: *provider}); err != nil {
+	if err := cliutil.RunWorker(ctx, nf, ef, wcfg, cliutil.WorkerOptions{Attester: att, Epoch: *epoch, Provider: *provider,
+		DrainGrace: df.Grace, IdleExit: df.Idle, Log: log}); err != nil {
 		fmt.Fprintln(os.Stderr, "teegate-worker:", err)
 		return 1
 	}

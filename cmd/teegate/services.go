@@ -163,6 +163,8 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	simLabel := fs.String("sim-mrtd-label", "", "simulated TEE: report a different MRTD, SHA-384(\"teegate simulated mrtd \"+label), to try pinned-measurement policies")
 	var ef cliutil.EngineFlags
 	ef.Register(fs)
+	var df cliutil.DrainFlags
+	df.Register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -187,7 +189,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	defer stop()
 	wcfg.ID, wcfg.MaxConcurrency = *id, *conc
-	opts.Epoch = *epoch
+	opts.Epoch, opts.DrainGrace, opts.IdleExit, opts.Log = *epoch, df.Grace, df.Idle, log
 	return cliutil.RunWorker(ctx, nf, ef, wcfg, opts)
 }
 func ptr[T any](v T) *T { return &v }

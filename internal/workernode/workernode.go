@@ -165,6 +165,16 @@ func (n *Node) stopKeeper() {
 	n.Keeper.Close()
 }
 
+// Drain withdraws the worker without failing a request (worker.Drain;
+// ctx bounds the grace period), then stops the key rotation.
+func (n *Node) Drain(ctx context.Context) (abandoned int, err error) {
+	if n.Worker != nil {
+		abandoned, err = n.Worker.Drain(ctx)
+	}
+	n.stopKeeper()
+	return abandoned, err
+}
+
 // Close withdraws the worker, letting requests in flight finish (bounded
 // by ctx), then stops the key rotation.
 func (n *Node) Close(ctx context.Context) error {

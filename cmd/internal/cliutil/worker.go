@@ -2,6 +2,8 @@ package cliutil
 
 import (
 	"context"
+	"flag"
+	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -21,6 +23,25 @@ type WorkerOptions struct {
 	// Provider names who operates this machine; the evidence states it
 	// and the audit ledger sums usage by it.
 	Provider string
+	// DrainGrace bounds how long the worker, told to stop, waits for its
+	// requests in flight (default 30 s); IdleExit makes it leave after
+	// serving nothing for that long (0: never).
+	DrainGrace time.Duration
+	IdleExit   time.Duration
+	// Log receives the drain's outcome (nil: none).
+	Log *slog.Logger
+}
+
+// DrainFlags are --drain-grace and --idle-exit.
+type DrainFlags struct {
+	Grace, Idle time.Duration
+}
+
+// Register adds the flags to fs.
+func (d *DrainFlags) Register(fs *flag.FlagSet) {
+	fs.DurationVar(&d.Grace, "drain-grace", 30*time.Second,
+		"on SIGTERM/SIGINT: stop taking requests, advertise draining and wait this long for those in flight before leaving")
+	fs.DurationVar(&d.Idle, "idle-exit", 0, "leave (drained, exit 0) after serving nothing for this long; 0: never")
 }
 
 // RunWorker builds the engine, starts the worker node and serves until
@@ -62,8 +83,34 @@ func RunWorker(ctx context.Context, nf NATSFlags, ef EngineFlags, wcfg worker.Co
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	var idle <-chan struct{}
+	if opts.IdleExit > 0 {
+		idle = n.Worker.Idle(opts.IdleExit)
+	}
+	why := "told to stop"
+	select {
+	case <-ctx.Done():
+	case <-idle:
+		why = "idle"
+	}
+	grace := opts.DrainGrace
+	if grace <= 0 {
+		grace = 30 * time.Second
+	}
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log.Info("worker leaving: draining", "why", why, "grace", grace.String(), "in_flight", n.Worker.InFlight())
+	dctx, cancel := context.WithTimeout(context.Background(), grace)
 	defer cancel()
-	return n.Close(sctx)
+	abandoned, err := n.Drain(dctx)
+	if abandoned > 0 {
+		log.Warn("drain grace period ended with requests in flight", "abandoned", abandoned)
+	}
+	if err != nil {
+		log.Warn("withdrawing the worker", "err", err)
+	}
+	log.Info("worker left", "why", why)
+	return nil
 }
