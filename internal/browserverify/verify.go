@@ -277,7 +277,11 @@ func (r *Report) describe(c *claims.Claims, reasons []string, pol *policies.Poli
 	r.set(StepReceipt, StatusOK, fmt.Sprintf("request %s, model %s, stream %t", r.Receipt.Receipt.RequestID, r.Receipt.Receipt.Model, r.Receipt.Receipt.Stream))
 	r.set(StepEvidence, StatusOK, fmt.Sprintf("bundle %.16s…, tee %s, %d GPU(s), %d s old", r.EvidenceID, tee, len(c.GPUs), c.AgeSeconds))
 	if b := c.Binding; b != nil {
-		r.set(StepBinding, StatusOK, fmt.Sprintf("report data binds signing key %.16s…; GPU nonces matched: %t", b.SigningKey, b.GPUNoncesMatched))
+		d := fmt.Sprintf("report data binds signing key %.16s…; GPU nonces matched: %t", b.SigningKey, b.GPUNoncesMatched)
+		if e := c.Epoch; e != nil {
+			d += fmt.Sprintf("; key epoch %s to %s, erased by %s", e.NotBefore.Format(attest.TimeLayout), e.NotAfter.Format(attest.TimeLayout), e.ErasedAt.Format(attest.TimeLayout))
+		}
+		r.set(StepBinding, StatusOK, d)
 	}
 	r.set(StepSignature, StatusOK, "Ed25519 signature by the bundle's TEE-born key")
 	r.set(StepHashes, StatusOK, "request and response bytes match the receipt's SHA-256 hashes")
