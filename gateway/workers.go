@@ -88,6 +88,12 @@ type WorkerStatus struct {
 	Connections int       `json:"connections"`
 	Serving     bool      `json:"serving"`
 	HeartbeatAt time.Time `json:"heartbeat_at,omitzero"`
+	// From the live record: its capacity, requests in flight, whether its
+	// engine can serve and whether it drains.
+	MaxConcurrency int  `json:"max_concurrency,omitempty"`
+	InFlight       int  `json:"in_flight"`
+	Ready          bool `json:"ready"`
+	Draining       bool `json:"draining,omitempty"`
 }
 
 // workerLister is implemented by directories that can list live records
@@ -140,6 +146,7 @@ func (g *Gateway) workerStatuses() []WorkerStatus {
 				byID[rec.ID] = ws
 			}
 			ws.Serving, ws.HeartbeatAt = true, rec.HeartbeatAt
+			ws.MaxConcurrency, ws.InFlight, ws.Ready, ws.Draining = rec.MaxConcurrency, rec.InFlight, rec.Ready, rec.Draining
 		}
 	}
 	out := make([]WorkerStatus, 0, len(byID))

@@ -79,7 +79,8 @@ func TestWorkersAndRefusedModels(t *testing.T) {
 		// Long gone: neither listed nor making its model known.
 		{WorkerID: "old", EvidenceID: "e0", Allow: false, Models: []string{"gone-model"}, EvaluatedAt: now.Add(-time.Hour)},
 	}
-	dir := fakeDir{{ID: "good", Models: []wire.ModelInfo{{ID: "m"}}, HeartbeatAt: now}, {ID: "static", Models: []wire.ModelInfo{{ID: "s"}}}}
+	dir := fakeDir{{ID: "good", Models: []wire.ModelInfo{{ID: "m"}}, HeartbeatAt: now, MaxConcurrency: 8, InFlight: 3, Ready: true},
+		{ID: "static", Models: []wire.ModelInfo{{ID: "s"}}}}
 	g := testGateway(t, dir, adm, now)
 
 	chat := func(model string) string {
@@ -123,7 +124,7 @@ func TestWorkersAndRefusedModels(t *testing.T) {
 	if b := got["bad"]; b.Decision != "refused" || b.Reasons[0] != "simulated TEE is not accepted" || b.EvidenceAgeSeconds != 90 || b.Connections != 1 || b.Serving {
 		t.Fatalf("bad %+v", b)
 	}
-	if g := got["good"]; g.Decision != "admitted" || !g.Serving || g.EvidenceAgeSeconds != -1 {
+	if g := got["good"]; g.Decision != "admitted" || !g.Serving || g.EvidenceAgeSeconds != -1 || g.MaxConcurrency != 8 || g.InFlight != 3 || !g.Ready {
 		t.Fatalf("good %+v", g)
 	}
 	if s := got["static"]; s.Decision != "unjudged" || !s.Serving || len(s.Models) != 1 {

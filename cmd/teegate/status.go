@@ -72,7 +72,7 @@ func printFleet(w io.Writer, fleet []gateway.WorkerStatus, now time.Time) error 
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WORKER\tDECISION\tTEE\tGPUS\tMODELS\tMEASUREMENT\tEVIDENCE AGE\tLAST SEEN\tREASONS")
+	fmt.Fprintln(tw, "WORKER\tDECISION\tTEE\tGPUS\tMODELS\tLOAD\tMEASUREMENT\tEVIDENCE AGE\tLAST SEEN\tREASONS")
 	for _, ws := range fleet {
 		tee, gpus, meas := "-", "-", "-"
 		if c := ws.Claims; c != nil {
@@ -97,12 +97,23 @@ func printFleet(w io.Writer, fleet []gateway.WorkerStatus, now time.Time) error 
 		if ws.Serving {
 			seen = ago(now.Sub(ws.HeartbeatAt))
 		}
+		// Requests in flight of its capacity, as its record says.
+		load := "-"
+		switch {
+		case !ws.Serving:
+		case ws.Draining:
+			load = fmt.Sprintf("%d/%d draining", ws.InFlight, ws.MaxConcurrency)
+		case !ws.Ready:
+			load = "engine down"
+		default:
+			load = fmt.Sprintf("%d/%d", ws.InFlight, ws.MaxConcurrency)
+		}
 		reasons := strings.Join(ws.Reasons, "; ")
 		if reasons == "" {
 			reasons = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ws.WorkerID, strings.ToUpper(ws.Decision), tee, gpus,
-			strings.Join(ws.Models, ","), meas, age(ws.EvidenceAgeSeconds), seen, reasons)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ws.WorkerID, strings.ToUpper(ws.Decision), tee, gpus,
+			strings.Join(ws.Models, ","), load, meas, age(ws.EvidenceAgeSeconds), seen, reasons)
 	}
 	return tw.Flush()
 }

@@ -27,7 +27,7 @@ func TestStatusPrintsTheFleet(t *testing.T) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "WORKER") {
 		t.Fatalf("table:\n%s", out.String())
 	}
-	for _, want := range []string{"teegate-worker-0", "ADMITTED", "simulated", "teegate-builtin", "MRTD "} {
+	for _, want := range []string{"teegate-worker-0", "ADMITTED", "simulated", "teegate-builtin", " 0/64 ", "MRTD "} {
 		if !strings.Contains(lines[1], want) {
 			t.Errorf("row lacks %q:\n%s", want, out.String())
 		}
