@@ -98,6 +98,7 @@ device-bench-bin: ## static stripped teegate + e2e.test, gzipped, into bin/devic
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/device/teegate ./cmd/teegate
 	CGO_ENABLED=0 $(GO) test -c -trimpath -ldflags='-s -w' -o $(BIN)/device/e2e.test ./tests/e2e
 	gzip -1 -f $(BIN)/device/teegate $(BIN)/device/e2e.test
+	git rev-parse --short=12 HEAD > $(BIN)/device/COMMIT
 	@ls -l $(BIN)/device
 
 .PHONY: chaos

@@ -37,6 +37,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 	echo "mem: $(grep MemTotal /proc/meminfo)"
 	echo "load: $(cat /proc/loadavg)"
 	echo "nofile: $(ulimit -n)"
+	echo "commit: $(cat "$dir/COMMIT" 2>/dev/null || echo unknown)"
 	"$work/teegate" version 2>/dev/null || true
 } >"$out/machine.txt" 2>&1
 cat "$out/machine.txt"
