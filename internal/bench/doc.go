@@ -7,7 +7,8 @@
 // generator (vegeta as a library: open loop at fixed rates, closed loop for
 // the peak). The report puts throughput, latency percentiles, the latency
 // the stack adds at the same rate, streaming time-to-first-token overhead
-// and resident memory per open stream side by side.
+// and resident memory per open stream side by side, then offers the stack
+// twice its measured peak (the overload run: goodput, refusals, timeouts).
 //
 // Numbers are reported, never asserted: tests run the harness in a tiny
 // mode and check only the shape of the report. Wiring (flags, profiles,
