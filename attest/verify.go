@@ -84,6 +84,9 @@ type VerifyOptions struct {
 	// more than MaxClockSkew in the future are always rejected.
 	MaxAge time.Duration
 	// MaxClockSkew tolerated for Created in the future (default 5 minutes).
+	// The Go SDK (attest/client) uses it for its receipt checks too
+	// (ReceiptCheck.MaxClockSkew): receipts from the future, and against
+	// the bundle's epoch window.
 	MaxClockSkew time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
