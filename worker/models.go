@@ -131,6 +131,7 @@ func (w *Worker) applyModels(ctx context.Context, models []engine.Model) error {
 	}
 	w.connMu.Lock()
 	w.mu.Lock()
+	prev := w.models
 	w.models = models
 	w.mu.Unlock()
 	w.log.Info("engine models changed", "models", len(models))
@@ -144,6 +145,10 @@ func (w *Worker) applyModels(ctx context.Context, models []engine.Model) error {
 		// reaches the worker through EpochRotated (or the heartbeat),
 		// which joins with it.
 		if _, err := k.SetModels(ctx, ids); err != nil {
+			// Unchanged, so the next refresh tries again.
+			w.mu.Lock()
+			w.models = prev
+			w.mu.Unlock()
 			return err
 		}
 		w.nudge()
@@ -158,6 +163,9 @@ func (w *Worker) applyModels(ctx context.Context, models []engine.Model) error {
 	}
 	sv := &serving{nc: old.nc, models: models}
 	if err := w.serveOn(ctx, sv); err != nil {
+		w.mu.Lock()
+		w.models = prev
+		w.mu.Unlock()
 		return err
 	}
 	w.mu.Lock()
