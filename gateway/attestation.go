@@ -130,9 +130,7 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 	if e := g.route(model); e != nil {
 		return send(c, e)
 	}
-	msg := nats.NewMsg(wire.AttestSubject(model))
-	msg.Header.Set(wire.HdrVersion, wire.Version)
-	msg.Header.Set(wire.HdrNonce, nonce)
+	msg := wire.AttestRequest{Model: model, Nonce: nonce}.Msg()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	reply, err := g.request(ctx, msg)
@@ -142,7 +140,7 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 	case err != nil:
 		return send(c, errDeadline())
 	}
-	if reply.Header.Get(wire.HdrKind) != wire.KindResponse || checkHeaders(reply.Header) != nil {
+	if rep, err := wire.ParseReply(reply); err != nil || rep.Kind != wire.KindResponse {
 		return send(c, errUpstream())
 	}
 	if !g.cfg.Unattested {

@@ -114,7 +114,12 @@ func (w *Worker) dispatchAttest(sv *serving, req micro.Request) {
 		w.reply(req, wire.ErrorReply(w.cfg.ID, e))
 		return
 	}
-	nonce := nats.Header(req.Headers()).Get(wire.HdrNonce)
+	ar, err := wire.ParseAttestRequest(nats.Header(req.Headers()))
+	if err != nil {
+		w.reply(req, wire.ErrorReply(w.cfg.ID, wire.Errorf(wire.CodeVersion, "The worker speaks another protocol version.")))
+		return
+	}
+	nonce := ar.Nonce
 	w.begin(sv)
 	go func() {
 		defer w.end(sv)
@@ -179,7 +184,7 @@ func (w *Worker) newJob(sv *serving, req micro.Request, h nats.Header) *job {
 			s.Control(m)
 			return
 		}
-		if wire.IsNoResponders(m) || m.Header.Get(wire.HdrCancel) != "" {
+		if wire.IsStop(m) {
 			j.cancel()
 		}
 	})

@@ -180,7 +180,8 @@ func chatBody(model string, stream bool) string {
 }
 
 // Attack 1: a worker names the server's JetStream API (or another worker's
-// inbox) as its stream's ack subject. The gateway publishes nothing there,
+// inbox) as its stream's ack subject, or as the control subject of its
+// accept. The gateway publishes nothing there,
 // refuses the stream, and every bucket and stream stays as it was.
 func TestHostileConfusedDeputy(t *testing.T) {
 	s := stacktest.Start(t)
@@ -202,19 +203,27 @@ func TestHostileConfusedDeputy(t *testing.T) {
 		"$KV." + wire.RegistryBucket + "." + s.Keepers[0].Current().ID,
 		wire.WorkerInboxPrefix(victim) + ".x",
 	}
-	var target atomic.Value
+	var target, kind atomic.Value
 	h.serve("evil-model", func(req *nats.Msg) {
-		m := kindMsg(req.Reply, wire.KindData, 1, []byte(chunk))
+		// The subject goes on a stream's first chunk, or on the accept
+		// that names a request's control subject (probes, cancels).
+		m := kindMsg(req.Reply, kind.Load().(string), 1, []byte(chunk))
 		m.Header.Set(wire.HdrEvidenceID, h.ep.ID)
 		m.Reply = target.Load().(string)
 		_ = h.nc.PublishMsg(m)
 	})
 	h.register("evil-model")
-	for _, tg := range targets {
-		target.Store(tg)
-		resp, body := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, chatBody("evil-model", true))
-		if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "bad_worker_reply") {
-			t.Fatalf("ack subject %s: %d %s", tg, resp.StatusCode, body)
+	for _, tc := range []struct {
+		kind   string
+		stream bool
+	}{{wire.KindData, true}, {wire.KindAccept, true}, {wire.KindAccept, false}} {
+		kind.Store(tc.kind)
+		for _, tg := range targets {
+			target.Store(tg)
+			resp, body := post(t, s.URL+"/v1/chat/completions", stacktest.APIKey, chatBody("evil-model", tc.stream))
+			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), "bad_worker_reply") {
+				t.Fatalf("%s (stream %v) naming %s: %d %s", tc.kind, tc.stream, tg, resp.StatusCode, body)
+			}
 		}
 	}
 	// Nothing was purged or deleted.

@@ -160,6 +160,31 @@ func ParseRequest(h nats.Header, body []byte) (Request, error) {
 	return r, nil
 }
 
+// AttestRequest asks a worker serving Model for evidence produced now and
+// bound to the client's Nonce (AttestSubject); the reply is a Reply whose
+// body is canonical bundle bytes.
+type AttestRequest struct {
+	Model string
+	Nonce string
+}
+
+// Msg is the request as a NATS message; the caller sets the reply inbox.
+func (r AttestRequest) Msg() *nats.Msg {
+	m := nats.NewMsg(AttestSubject(r.Model))
+	m.Header.Set(HdrVersion, Version)
+	m.Header.Set(HdrNonce, r.Nonce)
+	return m
+}
+
+// ParseAttestRequest decodes an attestation request: ErrVersion for
+// another protocol version. The model is the subject's, not read here.
+func ParseAttestRequest(h nats.Header) (AttestRequest, error) {
+	if h.Get(HdrVersion) != Version {
+		return AttestRequest{}, fmt.Errorf("%w: %q", ErrVersion, truncate(h.Get(HdrVersion), 16))
+	}
+	return AttestRequest{Nonce: h.Get(HdrNonce)}, nil
+}
+
 // Accept is the worker's KindAccept message.
 type Accept struct {
 	Worker string

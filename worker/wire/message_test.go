@@ -338,3 +338,17 @@ func TestStreamReceiverRefuses(t *testing.T) {
 		t.Fatalf("error chunk: %+v %v", c, err)
 	}
 }
+
+func TestAttestRequest(t *testing.T) {
+	m := AttestRequest{Model: "m", Nonce: "n-1"}.Msg()
+	if m.Subject != AttestSubject("m") || m.Header.Get(HdrVersion) != Version {
+		t.Fatalf("%q %v", m.Subject, m.Header)
+	}
+	if r, err := ParseAttestRequest(m.Header); err != nil || r.Nonce != "n-1" {
+		t.Fatalf("%+v %v", r, err)
+	}
+	m.Header.Set(HdrVersion, "0")
+	if _, err := ParseAttestRequest(m.Header); !errors.Is(err, ErrVersion) {
+		t.Fatalf("other version: %v", err)
+	}
+}

@@ -79,7 +79,7 @@ func NewStreamSender(publish func(*nats.Msg) error, inbox, control string, windo
 // raises the credit; a cancel, or the server's no-responders status (the
 // inbox is gone), ends the stream. It never blocks.
 func (s *StreamSender) Control(m *nats.Msg) {
-	if IsNoResponders(m) || m.Header.Get(HdrCancel) != "" {
+	if IsStop(m) {
 		s.goneOnce.Do(func() {
 			close(s.gone)
 			if s.onGone != nil {
@@ -183,6 +183,13 @@ func (s *StreamSender) send(m *nats.Msg) error {
 		return fmt.Errorf("publishing chunk: %w", err)
 	}
 	return nil
+}
+
+// IsStop reports whether a message on a control subject stops the
+// request: a cancel, or the server's no-responders status (the requester's
+// inbox is gone).
+func IsStop(m *nats.Msg) bool {
+	return IsNoResponders(m) || m.Header.Get(HdrCancel) != ""
 }
 
 // Chunk is one decoded stream message.
