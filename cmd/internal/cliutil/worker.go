@@ -2,7 +2,9 @@ package cliutil
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/teegate/teegate/enclave"
 	"github.com/teegate/teegate/internal/workernode"
 	"github.com/teegate/teegate/worker"
+	"github.com/teegate/teegate/worker/engine"
 )
 
 // WorkerOptions are the worker's attestation settings.
@@ -42,6 +45,35 @@ func (d *DrainFlags) Register(fs *flag.FlagSet) {
 	fs.DurationVar(&d.Grace, "drain-grace", 30*time.Second,
 		"on SIGTERM/SIGINT: stop taking requests, advertise draining and wait this long for those in flight before leaving")
 	fs.DurationVar(&d.Idle, "idle-exit", 0, "leave (drained, exit 0) after serving nothing for this long; 0: never")
+}
+
+// waitForEngine returns once the engine lists a model, asking again with a
+// growing pause (first, doubling to 15 s) while it does not: an inference
+// server beside the worker (vLLM loading its weights, Ollama starting) is
+// often not up when the worker is. The evidence must name the models, so
+// the worker cannot join before. It fails only when ctx ends.
+func waitForEngine(ctx context.Context, eng engine.Engine, log *slog.Logger, first time.Duration) error {
+	pause := first
+	for {
+		models, err := eng.Models(ctx)
+		if err == nil && len(models) > 0 {
+			return nil
+		}
+		if log != nil {
+			log.Warn("engine not serving yet; waiting for it", "retry_in", pause.String(), "err", err)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if err == nil {
+				err = errors.New("engine lists no models")
+			}
+			return fmt.Errorf("waiting for the engine: %w (last: %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		pause = min(2*pause, 15*time.Second)
+	}
 }
 
 // RunWorker builds the engine, starts the worker node and serves until
@@ -78,6 +110,9 @@ func RunWorker(ctx context.Context, nf NATSFlags, ef EngineFlags, wcfg worker.Co
 		cfg.Dial = func(o ...nats.Option) (*nats.Conn, error) {
 			return nf.Dial(append(append([]nats.Option(nil), base...), o...)...)
 		}
+	}
+	if err := waitForEngine(ctx, eng, wcfg.Logger, time.Second); err != nil {
+		return err
 	}
 	n, err := workernode.Start(ctx, cfg)
 	if err != nil {
