@@ -162,14 +162,21 @@ func (g *Gateway) open(msg *nats.Msg, l *lease, size int, events bool) (*attempt
 // await returns the attempt's first message after the worker's accept: the
 // reply of a non-stream request, the first message of a stream. Meanwhile
 // it probes the accepted request's control subject every DispatchProbe:
-// a bounce means the worker's connection is gone (errLost). No accept and
-// no answer within AcceptTimeout is errLost too: the worker died holding
-// the request, or it is one that sends no accept. The deadline cancels.
+// a bounce means the worker's connection is gone (errLost). A request sent
+// to a replica by its key (a worker of this version, which accepts every
+// request at once) that gets no accept and no answer within AcceptTimeout
+// is errLost too: the worker died holding it. One sent on the queue group
+// may have reached a worker from before accepts, so it waits for its
+// answer. The deadline cancels.
 func (g *Gateway) await(a *attempt, deadline time.Time) (*nats.Msg, error) {
 	dl := time.NewTimer(time.Until(deadline))
 	defer dl.Stop()
-	acceptBy := time.NewTimer(g.cfg.AcceptTimeout)
-	defer acceptBy.Stop()
+	var acceptBy <-chan time.Time
+	if a.lease != nil && a.lease.Key != "" {
+		t := time.NewTimer(g.cfg.AcceptTimeout)
+		defer t.Stop()
+		acceptBy = t.C
+	}
 	var probe *time.Ticker
 	var probes <-chan time.Time
 	defer func() {
@@ -204,7 +211,7 @@ func (g *Gateway) await(a *attempt, deadline time.Time) (*nats.Msg, error) {
 			}
 			a.rx.SetControl(control)
 			a.accepted = true
-			acceptBy.Stop()
+			acceptBy = nil
 			probe = time.NewTicker(g.cfg.DispatchProbe)
 			probes = probe.C
 		case <-a.lost:
@@ -214,7 +221,7 @@ func (g *Gateway) await(a *attempt, deadline time.Time) (*nats.Msg, error) {
 				continue
 			}
 			return nil, errBusDown
-		case <-acceptBy.C:
+		case <-acceptBy:
 			return nil, errLost
 		case <-probes:
 			a.rx.Probe()

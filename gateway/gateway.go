@@ -52,9 +52,10 @@ type Config struct {
 	StreamProbe time.Duration
 	// Attempts is how many workers a request may try when they are busy.
 	Attempts int
-	// AcceptTimeout is how long the gateway waits for a worker to accept
-	// a request (wire.KindAccept) before it counts the request lost with
-	// its worker and dispatches it once more (default 3 s); DispatchProbe
+	// AcceptTimeout is how long the gateway waits for a worker it sent a
+	// request by its key to accept it (wire.KindAccept) before it counts
+	// the request lost with its worker and dispatches it once more
+	// (default 3 s; not on the queue group, see await); DispatchProbe
 	// how often it checks that the worker holding an accepted request that
 	// sent no byte yet is still there (default 1 s). See dispatch.go.
 	AcceptTimeout time.Duration
