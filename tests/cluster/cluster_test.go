@@ -179,13 +179,14 @@ func TestClusterOfProcesses(t *testing.T) {
 		if left, _ := filepath.Glob(filepath.Join(dir, "*.pid")); len(left) > 0 {
 			t.Errorf("pid files left after cluster down: %v", left)
 		}
-		if t.Failed() {
-			// TEEGATE_CLUSTER_LOGS=DIR keeps the whole logs of a failed run.
-			keep := os.Getenv("TEEGATE_CLUSTER_LOGS")
+		// TEEGATE_CLUSTER_LOGS=DIR keeps the whole logs of the run.
+		if keep := os.Getenv("TEEGATE_CLUSTER_LOGS"); t.Failed() || keep != "" {
 			logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
 			for _, l := range logs {
 				b, _ := os.ReadFile(l)
-				t.Logf("%s: %s", filepath.Base(l), tail(b))
+				if t.Failed() {
+					t.Logf("%s: %s", filepath.Base(l), tail(b))
+				}
 				if keep != "" {
 					_ = os.WriteFile(filepath.Join(keep, filepath.Base(l)), b, 0o600)
 				}

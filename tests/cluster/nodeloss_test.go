@@ -179,7 +179,9 @@ func inflight(ctx context.Context, gws []string) int {
 	return n
 }
 
-// busiestNode is the NATS node serving the most teegate connections.
+// busiestNode is the NATS node serving the most workers (then the most
+// gateways): the hardest to lose, as a worker that reconnects elsewhere
+// may not answer the requests it took before.
 func busiestNode(t *testing.T, ctx context.Context, base int) (int, []string) {
 	t.Helper()
 	best, bestNames := -1, []string(nil)
@@ -205,11 +207,24 @@ func busiestNode(t *testing.T, ctx context.Context, base int) (int, []string) {
 				names = append(names, c.Name)
 			}
 		}
-		if best < 0 || len(names) > len(bestNames) {
+		if best < 0 || score(names) > score(bestNames) {
 			best, bestNames = i, names
 		}
 	}
 	return best, bestNames
+}
+
+func score(names []string) int {
+	n := 0
+	for _, c := range names {
+		switch c {
+		case "teegate-worker":
+			n += 10
+		case "teegate-gateway":
+			n++
+		}
+	}
+	return n
 }
 
 // checkNodeKilled: kill -9 of the NATS node serving the most teegate
@@ -294,6 +309,14 @@ func checkNodeKilled(t *testing.T, ctx context.Context, e env, base int) {
 		}
 	}
 	t.Logf("outcomes of %d requests in flight at the kill: %v (slowest %v)", total, counts, slowest.Round(time.Millisecond))
+	// None waited for its deadline: a gateway that lost its server fails
+	// its requests at once, a worker that lost its server answers the
+	// gateway's probes of the requests it can no longer answer.
+	for k, n := range counts {
+		if strings.Contains(k, "deadline_exceeded") {
+			t.Errorf("%d requests waited for their deadline (%s)", n, k)
+		}
+	}
 
 	// Nothing was restarted; the processes that lost their server said so.
 	for n, p := range clients {
