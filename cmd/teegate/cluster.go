@@ -148,15 +148,18 @@ func clusterUp(ctx context.Context, dir, bin string, base int, o clusterOptions,
 		return err
 	}
 	var urls []string
+	var nodes []int
 	for i := range clusterNodes {
 		name := fmt.Sprintf("n%d", i+1)
 		urls = append(urls, fmt.Sprintf("nats://127.0.0.1:%d", base+i))
-		if err := spawn(dir, "nats-"+name, filepath.Join(bin, "nats-server"), "-c", filepath.Join(natsDir, "node-"+name+".conf")); err != nil {
+		pid, err := spawn(dir, "nats-"+name, filepath.Join(bin, "nats-server"), "-c", filepath.Join(natsDir, "node-"+name+".conf"))
+		if err != nil {
 			return err
 		}
+		nodes = append(nodes, pid)
 	}
 	for i := range clusterNodes {
-		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", base+20+i)); err != nil {
+		if err := waitHTTP(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", base+20+i), nodes[i]); err != nil {
 			return fmt.Errorf("nats node n%d not ready (see %s): %w", i+1, filepath.Join(dir, fmt.Sprintf("nats-n%d.log", i+1)), err)
 		}
 	}
@@ -167,21 +170,29 @@ func clusterUp(ctx context.Context, dir, bin string, base int, o clusterOptions,
 		return err
 	}
 	natsURLs := strings.Join(urls, ",")
+	// Each process tries the nodes in its own order, so that the fleet is
+	// spread the same way every time: gateway-1 on n1, gateway-2 and the
+	// workers on n3 (losing n3 loses a gateway's and the workers' server
+	// at once, the case tests/cluster kills). Each falls back on the others.
+	from := func(first int) string {
+		return strings.Join(append(append([]string(nil), urls[first:]...), urls[:first]...), ",")
+	}
 	creds := filepath.Join(natsDir, natsconf.ServiceSeedFile)
 	var gws []string
 	for j := range clusterGateways {
 		addr := fmt.Sprintf("127.0.0.1:%d", base+30+j)
 		gws = append(gws, "http://"+addr)
-		if err := spawn(dir, fmt.Sprintf("gateway-%d", j+1), filepath.Join(bin, "teegate"), "gateway",
-			"--nats", natsURLs, "--nats-creds", creds, "--nats-sys-creds", filepath.Join(natsDir, natsconf.SystemSeedFile),
+		pid, err := spawn(dir, fmt.Sprintf("gateway-%d", j+1), filepath.Join(bin, "teegate"), "gateway",
+			"--nats", from([]int{0, clusterNodes - 1}[j]), "--nats-in-order", "--nats-creds", creds, "--nats-sys-creds", filepath.Join(natsDir, natsconf.SystemSeedFile),
 			"--admission-seed", filepath.Join(natsDir, natsconf.AdmissionSeedFile), "--policy", o.policy, "--allow-simulated",
 			"--sim-root", filepath.Join(simDir, sim.RootDir, sim.RootCertFile),
-			"--replicas", "3", "--addr", addr, "--name", fmt.Sprintf("gateway-%d", j+1), "--request-timeout", o.requestTimeout.String()); err != nil {
+			"--replicas", "3", "--addr", addr, "--name", fmt.Sprintf("gateway-%d", j+1), "--request-timeout", o.requestTimeout.String())
+		if err != nil {
 			return err
 		}
 		// One at a time: the first creates the replicated buckets, which
 		// two replicas racing to create on a fresh cluster can stall.
-		if err := waitHTTP(ctx, "http://"+addr+"/healthz"); err != nil {
+		if err := waitHTTP(ctx, "http://"+addr+"/healthz", pid); err != nil {
 			return fmt.Errorf("gateway %s not ready (see gateway-%d.log in %s): %w", addr, j+1, dir, err)
 		}
 	}
@@ -190,8 +201,8 @@ func clusterUp(ctx context.Context, dir, bin string, base int, o clusterOptions,
 		return err
 	}
 	for k := range clusterWorkers {
-		if err := spawn(dir, fmt.Sprintf("worker-%d", k+1), filepath.Join(bin, "teegate"), "worker",
-			"--nats", natsURLs, "--tee", "simulated", "--data-dir", simDir, "--id", fmt.Sprintf("worker-%d", k+1),
+		if _, err := spawn(dir, fmt.Sprintf("worker-%d", k+1), filepath.Join(bin, "teegate"), "worker",
+			"--nats", from(clusterNodes-1), "--nats-in-order", "--tee", "simulated", "--data-dir", simDir, "--id", fmt.Sprintf("worker-%d", k+1),
 			"--max-concurrency", strconv.Itoa(o.maxConcurrency), "--latency-per-token", o.perToken.String()); err != nil {
 			return err
 		}
@@ -238,27 +249,34 @@ func clusterKey(ctx context.Context, urls, creds string) (string, error) {
 }
 
 // spawn starts name detached, logging to dir/name.log, its pid in
-// dir/name.pid.
-func spawn(dir, name, path string, args ...string) error {
+// dir/name.pid, and returns the pid.
+func spawn(dir, name, path string, args ...string) (int, error) {
 	logf, err := os.OpenFile(filepath.Join(dir, name+".log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer logf.Close()
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", name, err)
+		return 0, fmt.Errorf("starting %s: %w", name, err)
 	}
 	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
-	return os.WriteFile(filepath.Join(dir, name+".pid"), []byte(strconv.Itoa(pid)+"\n"), 0o600)
+	return pid, os.WriteFile(filepath.Join(dir, name+".pid"), []byte(strconv.Itoa(pid)+"\n"), 0o600)
 }
 
-func waitHTTP(ctx context.Context, url string) error {
+// errExited: a process of the cluster stopped before it was ready.
+var errExited = errors.New("the process exited")
+
+// waitHTTP waits until url answers 200, or pid exits.
+func waitHTTP(ctx context.Context, url string, pid int) error {
 	c := &http.Client{Timeout: 2 * time.Second}
 	for {
+		if !alive(pid) {
+			return errExited
+		}
 		if resp, err := c.Get(url); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -101,6 +101,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	var sys *nats.Conn
 	if sysf.HasAuth() {
 		sysf.URLs, sysf.TLSCA, sysf.TLSCert, sysf.TLSKey, sysf.ConnectTimeout = nf.URLs, nf.TLSCA, nf.TLSCert, nf.TLSKey, nf.ConnectTimeout
+		sysf.InOrder = nf.InOrder
 		if sys, err = sysf.Connect("teegate-admission-sys", log); err != nil {
 			return fmt.Errorf("system account: %w", err)
 		}

@@ -458,6 +458,16 @@ func (n *Node) openStores(ctx context.Context) error {
 	if _, err := gateway.EnsureKeysBucket(ctx, n.JS); err != nil {
 		return err
 	}
+	if cfg.Issuer != nil {
+		// Admission opens these itself, once; made here they are made
+		// under the retry a cluster that is still placing its peers needs.
+		if _, err := wire.EnsureBucket(ctx, n.JS, admission.DecisionConfig()); err != nil {
+			return err
+		}
+		if _, err := n.JS.CreateOrUpdateKeyValue(ctx, policyBucket(cfg.Replicas)); err != nil {
+			return fmt.Errorf("opening the policy bucket: %w", err)
+		}
+	}
 	return nil
 }
 

@@ -248,8 +248,9 @@ func checkNodeKilled(t *testing.T, ctx context.Context, e env, base int) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			// 300 tokens at 10 ms: each answer takes about 3 s.
-			outcomes[i] = fire(ctx, e.gateways[i%len(e.gateways)], e.key, i%2 == 1, 300)
+			// 300 tokens at 10 ms: each answer takes about 3 s. Each gateway
+			// gets streams and non-stream requests alike.
+			outcomes[i] = fire(ctx, e.gateways[i%len(e.gateways)], e.key, i/2%2 == 1, 300)
 		}()
 	}
 	deadline := time.Now().Add(30 * time.Second)
@@ -302,7 +303,7 @@ func checkNodeKilled(t *testing.T, ctx context.Context, e env, base int) {
 		case outcomeRetryable:
 			counts[fmt.Sprintf("retryable %d %s", o.status, o.code)]++
 		default:
-			t.Errorf("request %d (stream %t): %s", i, i%2 == 1, o)
+			t.Errorf("request %d (stream %t): %s", i, i/2%2 == 1, o)
 		}
 		if o.elapsed > requestTimeout+2*time.Second {
 			t.Errorf("request %d ended %v after it was sent, past its %v deadline", i, o.elapsed, requestTimeout)

@@ -35,6 +35,9 @@ type NATSFlags struct {
 	TLSCA, TLSCert, TLSKey string
 	// ConnectTimeout bounds the first connection to each server.
 	ConnectTimeout time.Duration
+	// InOrder tries the servers in the order given instead of a random
+	// one (which spreads a fleet's clients over the cluster).
+	InOrder bool
 }
 
 // Register adds -nats, -nats-creds, -nats-nkey, -nats-user,
@@ -54,6 +57,7 @@ func (f *NATSFlags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.TLSCert, "nats-tls-cert", os.Getenv("NATS_CERT"), "client certificate (PEM) for NATS mutual TLS (default $NATS_CERT)")
 	fs.StringVar(&f.TLSKey, "nats-tls-key", os.Getenv("NATS_KEY"), "client certificate key (PEM) for NATS mutual TLS (default $NATS_KEY)")
 	fs.DurationVar(&f.ConnectTimeout, "nats-timeout", 5*time.Second, "timeout of the first connection to each NATS server")
+	fs.BoolVar(&f.InOrder, "nats-in-order", false, "connect and reconnect to the -nats servers in the order given (default: in a random order)")
 }
 
 // RegisterAuth adds only the credential flags, named <prefix>-creds,
@@ -177,6 +181,9 @@ func (f *NATSFlags) Options(name string, log *slog.Logger) ([]nats.Option, error
 				log.Warn("nats connection closed", "conn", name, "err", err)
 			}
 		}),
+	}
+	if f.InOrder {
+		opts = append(opts, nats.DontRandomize())
 	}
 	if f.TLSCA != "" {
 		opts = append(opts, nats.RootCAs(f.TLSCA))
