@@ -281,6 +281,9 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 				a.close()
 				return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 			}
+			if retry {
+				g.metrics.redispatched("busy")
+			}
 		case errors.Is(err, errNobody):
 			// On the queue group nobody serves the model at all; a replica
 			// named by its key has gone (its record outlived its
@@ -290,6 +293,7 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 				return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 			}
 			retry = true
+			g.metrics.redispatched("gone")
 		case errors.Is(err, errLost):
 			if failedOver {
 				a.close()
@@ -297,7 +301,12 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 				return g.finish(c, reqID, send(c, errWorkerGone()), http.StatusBadGateway)
 			}
 			failedOver, retry = true, true
-			g.log.Warn("worker went away before answering; dispatching the request once more", "request_id", reqID)
+			reason := "lost"
+			if !a.accepted {
+				reason = "no_accept"
+			}
+			g.metrics.redispatched(reason)
+			g.log.Warn("worker went away before answering; dispatching the request once more", "request_id", reqID, "reason", reason)
 		case errors.Is(err, errBusDown):
 			a.close()
 			return g.finish(c, reqID, send(c, errBusLost()), http.StatusServiceUnavailable)

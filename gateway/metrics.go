@@ -35,6 +35,7 @@ const (
 	MetricFleetWorkers  = "teegate_fleet_workers"
 	MetricEvidenceAge   = "teegate_fleet_evidence_age_seconds"
 	MetricReceiptsStore = "teegate_gateway_receipts_stored_total"
+	MetricRedispatched  = "teegate_gateway_redispatched_total"
 )
 
 // metrics are the gateway's Prometheus collectors. A nil *metrics records
@@ -46,6 +47,7 @@ type metrics struct {
 	tokens   *prometheus.CounterVec
 	inflight *prometheus.GaugeVec
 	stored   prometheus.Counter
+	redisp   *prometheus.CounterVec
 	tenants  boundedLabels
 }
 
@@ -72,9 +74,13 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			[]string{"model"}),
 		stored: prometheus.NewCounter(prometheus.CounterOpts{Name: MetricReceiptsStore,
 			Help: "Receipts written to the receipts bucket."}),
+		redisp: prometheus.NewCounterVec(prometheus.CounterOpts{Name: MetricRedispatched,
+			Help: "Requests sent to another worker before the first byte of an answer, by reason: busy (the worker said so), " +
+				"gone (its subject had no subscriber), lost (its worker's connection went while holding it), no_accept (it never accepted)."},
+			[]string{"reason"}),
 		tenants: boundedLabels{max: maxTenantLabels},
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.ttft, m.tokens, m.inflight, m.stored, fleetCollector{g}} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.ttft, m.tokens, m.inflight, m.stored, m.redisp, fleetCollector{g}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -278,5 +284,13 @@ func metricsHandler(gather prometheus.Gatherer) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		h(c.Context())
 		return nil
+	}
+}
+
+// redispatched counts a request sent to another worker (reason: busy,
+// gone, lost, no_accept).
+func (m *metrics) redispatched(reason string) {
+	if m != nil {
+		m.redisp.WithLabelValues(reason).Inc()
 	}
 }

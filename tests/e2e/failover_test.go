@@ -22,8 +22,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/teegate/teegate/attest"
+	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/internal/enginetest"
 	"github.com/teegate/teegate/internal/stack"
 	"github.com/teegate/teegate/internal/stacktest"
@@ -142,7 +144,7 @@ func verified(t *testing.T, s *stack.Stack, v *attest.Verifier, a answer, wantWo
 // receipt that verifies; the killed worker answers none. Requests sent
 // after the kill, while its record still lives, go to the other one too.
 func TestFailoverBeforeFirstByte(t *testing.T) {
-	s := stacktest.Start(t, func(c *stack.Config) { c.Gateway.DispatchProbe = 50 * time.Millisecond })
+	s := stacktest.Start(t, withMetrics(prometheus.NewRegistry()), func(c *stack.Config) { c.Gateway.DispatchProbe = 50 * time.Millisecond })
 	ctx := t.Context()
 	held := newHolding(t, "fo")
 	wa, err := s.AddWorker(ctx, held, worker.Config{}, "fo-a")
@@ -181,6 +183,11 @@ func TestFailoverBeforeFirstByte(t *testing.T) {
 	}
 	if n != first+later || plain.calls.Load() != first+later || held.calls.Load() != 0 {
 		t.Fatalf("%d answers; fo-b's engine answered %d calls, fo-a's %d", n, plain.calls.Load(), held.calls.Load())
+	}
+	// Each held request was lost with its worker once and sent again.
+	fams, _ := scrape(t, s.URL)
+	if n := value(fams, gateway.MetricRedispatched, map[string]string{"reason": "lost"}); n != first {
+		t.Fatalf("%s{reason=lost} = %v, want %d", gateway.MetricRedispatched, n, first)
 	}
 	// The killed worker's generations were abandoned, not finished.
 	stacktest.Eventually(t, 10*time.Second, func() bool { return held.cancelled.Load() == first }, "fo-a's calls to end")
