@@ -441,9 +441,7 @@ func (g *Gateway) stream(c *fiber.Ctx, a *attempt, first *nats.Msg, deadline tim
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
 		g.streams.add(r.conn)
 		defer g.streams.remove(r.conn)
-		stop := make(chan struct{})
-		defer close(stop)
-		go r.watch(stop)
+		defer r.watch()()
 		r.run(w, first)
 	})
 	g.log.Info("stream started", "request_id", reqID, "status", 200)
@@ -458,31 +456,40 @@ func (g *Gateway) stream(c *fiber.Ctx, a *attempt, first *nats.Msg, deadline tim
 // a connection past its deadline, nor make a shutdown wait for it.
 func (r *relay) flush(w *bufio.Writer) error {
 	r.flushing.Store(time.Now().UnixNano())
+	if r.stall != nil {
+		r.stall.Reset(r.g.cfg.WriteStall)
+	}
 	err := w.Flush()
 	r.flushing.Store(0)
+	if r.stall != nil {
+		r.stall.Stop()
+	}
 	return err
 }
 
-// watch closes the client connection of a stalled stream; it returns when
-// stop closes.
-func (r *relay) watch(stop <-chan struct{}) {
+// watch arms the stream's watchdog: a timer for the deadline and one that
+// each flush arms for WriteStall. Timers, not a goroutine with a ticker:
+// a held stream costs no goroutine and no wake-up until one fires. The
+// returned func disarms both.
+func (r *relay) watch() (stop func()) {
 	if r.conn == nil {
-		return
+		return func() {}
 	}
-	t := time.NewTicker(max(r.g.cfg.WriteStall/4, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-stop:
-			return
-		case now := <-t.C:
-			since := r.flushing.Load()
-			if since != 0 && now.Sub(time.Unix(0, since)) > r.g.cfg.WriteStall || now.After(r.deadline.Add(writeSlack)) {
-				r.g.log.Info("closing the connection of a client that stopped reading", "request_id", r.reqID)
-				_ = r.conn.Close()
-				return
-			}
+	closeConn := func() {
+		r.g.log.Info("closing the connection of a client that stopped reading", "request_id", r.reqID)
+		_ = r.conn.Close()
+	}
+	r.stall = time.AfterFunc(time.Hour, func() {
+		// A flush that ended as the timer fired leaves the stream alone.
+		if since := r.flushing.Load(); since != 0 && time.Since(time.Unix(0, since)) >= r.g.cfg.WriteStall {
+			closeConn()
 		}
+	})
+	r.stall.Stop()
+	dl := time.AfterFunc(time.Until(r.deadline.Add(writeSlack)), closeConn)
+	return func() {
+		dl.Stop()
+		r.stall.Stop()
 	}
 }
 
@@ -500,6 +507,7 @@ type relay struct {
 	worker   string
 	conn     net.Conn
 	flushing atomic.Int64 // unix nanos when the flush in progress began; 0: none
+	stall    *time.Timer  // closes the connection of a flush blocked for WriteStall (watch)
 }
 
 func (r *relay) run(w *bufio.Writer, first *nats.Msg) {
