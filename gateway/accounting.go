@@ -24,6 +24,10 @@ type inflight struct {
 	id     string
 	model  string
 	stream bool
+	// release frees the request's in-flight slot (shed.go); relayed: a
+	// stream relay took the request over and frees it when it ends.
+	release func()
+	relayed bool
 }
 
 // admit applies the key's model list, limits and budget before dispatch.

@@ -127,7 +127,7 @@ func (g *Gateway) freshEvidence(c *fiber.Ctx) error {
 	if key := keyOf(c); !key.MayUse(model) {
 		return send(c, errModelNotFound(model))
 	}
-	if e := g.route(model); e != nil {
+	if _, e := g.route(model); e != nil {
 		return send(c, e)
 	}
 	msg := wire.AttestRequest{Model: model, Nonce: nonce}.Msg()

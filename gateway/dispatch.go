@@ -51,6 +51,9 @@ const keepAlive = 15 * time.Second
 func (g *Gateway) infer(op string) fiber.Handler {
 	return func(c *fiber.Ctx) error {
 		obs := g.track(c, op)
+		if g.shed.full() {
+			return send(c, errOverloaded())
+		}
 		p, apiErr := validate(op, c.Body())
 		if apiErr != nil {
 			return send(c, apiErr)
@@ -64,15 +67,28 @@ func (g *Gateway) infer(op string) fiber.Handler {
 			e := errModelNotFound(p.Model)
 			return g.finish(c, reqID, send(c, e), e.Status)
 		}
-		if e := g.route(p.Model); e != nil {
+		wait, e := g.route(p.Model)
+		if e != nil {
 			return g.finish(c, reqID, send(c, e), e.Status)
 		}
+		release, e := g.shed.acquire(p.Model)
+		if e != nil {
+			return g.finish(c, reqID, send(c, e), e.Status)
+		}
+		// A stream's relay releases its slot when it ends (rq.free).
+		rq.release = release
+		defer rq.freeUnlessRelayed()
 		g.routed(obs, p.Model)
 		if e := g.admit(c, rq); e != nil {
 			return g.finish(c, reqID, send(c, e), e.Status)
 		}
 		start, _ := c.Locals(localStart).(time.Time)
 		deadline := start.Add(g.cfg.RequestTimeout)
+		if wait {
+			if e := g.awaitWorker(p.Model, reqID, deadline); e != nil {
+				return g.finish(c, reqID, send(c, e), e.Status)
+			}
+		}
 		// fasthttp reuses the body buffer after the handler returns, and a
 		// stream outlives the handler: forward a copy.
 		r := &wire.Request{ID: reqID, Op: op, Model: p.Model, Tenant: key.Tenant, Stream: p.Stream, Deadline: deadline,
@@ -438,7 +454,9 @@ func (g *Gateway) stream(c *fiber.Ctx, a *attempt, first *nats.Msg, deadline tim
 	copyAttestation(c, first.Header)
 	c.Status(http.StatusOK)
 	r.conn = c.Context().Conn()
+	rq.relayed = true // the relay frees the in-flight slot (shed.go) when it ends
 	c.Context().SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer rq.free()
 		g.streams.add(r.conn)
 		defer g.streams.remove(r.conn)
 		defer r.watch()()

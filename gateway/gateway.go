@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,6 +101,17 @@ type Config struct {
 	// AuditState, when set, reports the audit chain's state at GET
 	// /v1/audit/state (admin keys; the /ui page shows it). Nil: 501.
 	AuditState func(ctx context.Context) (any, error)
+	// Pending, when set, is the cold-start queue (OpenPending): a request
+	// for a known model that no worker can take now waits there for one.
+	// Nil: it is answered 503 at once. The gateway keeps the queue's model
+	// memory fed from Directory; the caller closes it after Shutdown.
+	Pending *Pending
+	// MaxInflight and MaxInflightPerModel bound the requests the gateway
+	// holds at once, in total and per model (shed.go); the excess is
+	// answered 503 with Retry-After at once. 0: the registry's summed
+	// max_concurrency (of the model's workers, per model) plus the cold-start
+	// queue length.
+	MaxInflight, MaxInflightPerModel int
 }
 
 func (c *Config) validate() error {
@@ -142,6 +154,9 @@ func (c *Config) validate() error {
 	if c.WriteStall <= 0 {
 		c.WriteStall = 15 * time.Second
 	}
+	if c.MaxInflight < 0 || c.MaxInflightPerModel < 0 {
+		return errors.New("gateway config: MaxInflight and MaxInflightPerModel must be >= 0")
+	}
 	return nil
 }
 
@@ -163,6 +178,7 @@ type Gateway struct {
 	picker      *picker  // requests in flight per worker connection (pick.go)
 	busOnce     sync.Once
 	busW        *busWatch // the connection's generations (buswatch.go)
+	shed        shedder
 }
 
 // New builds a Gateway; Serve starts it.
@@ -173,6 +189,10 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, log: cfg.Logger,
 		inboxPrefix: wire.GatewayInboxRoot + "." + randomHex(12), picker: newPicker()}
 	g.streams.init()
+	g.shed.g = g
+	if cfg.Pending != nil {
+		cfg.Pending.watch(cfg.Directory)
+	}
 	if cfg.Evidence != nil {
 		g.keys = &workerKeys{kv: cfg.Evidence, m: map[string]string{}}
 	}
@@ -390,6 +410,18 @@ func keyOf(c *fiber.Ctx) APIKey {
 func (g *Gateway) listModels(c *fiber.Ctx) error {
 	key := keyOf(c)
 	models := g.cfg.Directory.Models()
+	// Models known without a live worker are listed too: a request for
+	// one waits for a worker (coldstart.go).
+	listed := make(map[string]bool, len(models))
+	for _, m := range models {
+		listed[m.ID] = true
+	}
+	for _, m := range g.cfg.Pending.KnownModels() {
+		if !listed[m.ID] {
+			models = append(models, m)
+		}
+	}
+	sort.Slice(models, func(i, j int) bool { return models[i].ID < models[j].ID })
 	data := make([]fiber.Map, 0, len(models))
 	for _, m := range models {
 		if key.MayUse(m.ID) {
@@ -403,6 +435,9 @@ func (g *Gateway) getModel(c *fiber.Ctx) error {
 	id := c.Params("*")
 	key := keyOf(c)
 	m, ok := g.cfg.Directory.Model(id)
+	if !ok {
+		m, ok = g.cfg.Pending.Known(id)
+	}
 	if !ok || !key.MayUse(id) {
 		return send(c, errModelNotFound(id))
 	}

@@ -36,6 +36,10 @@ const (
 	MetricEvidenceAge   = "teegate_fleet_evidence_age_seconds"
 	MetricReceiptsStore = "teegate_gateway_receipts_stored_total"
 	MetricRedispatched  = "teegate_gateway_redispatched_total"
+	// MetricPending is the requests waiting in this gateway's cold-start
+	// queue per model (coldstart.go); the fleet-wide count is the
+	// per-model consumer's num_pending on the ticket stream.
+	MetricPending = "teegate_pending_requests"
 )
 
 // metrics are the gateway's Prometheus collectors. A nil *metrics records
@@ -80,7 +84,7 @@ func newMetrics(reg prometheus.Registerer, g *Gateway) (*metrics, error) {
 			[]string{"reason"}),
 		tenants: boundedLabels{max: maxTenantLabels},
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.ttft, m.tokens, m.inflight, m.stored, m.redisp, fleetCollector{g}} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.ttft, m.tokens, m.inflight, m.stored, m.redisp, fleetCollector{g}, pendingCollector{g}} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

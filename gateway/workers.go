@@ -31,32 +31,55 @@ const refusedWindow = 4 * wire.RecordTTL
 // admitted worker serves it; the 503 "no attested worker" when only refused
 // workers ask to serve it (the model exists, nobody may serve it now); 404
 // model_not_found otherwise.
-func (g *Gateway) route(model string) *APIError {
+//
+// wait is true for a model that is known but that no worker can take now
+// (none serves it, or none has room): the request waits in the cold-start
+// queue (awaitWorker). A model is known while a live worker serves it, for
+// the model memory after one did, or when declared (coldstart.go).
+func (g *Gateway) route(model string) (wait bool, e *APIError) {
 	if _, ok := g.cfg.Directory.Model(model); ok {
-		return nil
+		return !g.hasRoom(model) && g.cfg.Pending != nil, nil
 	}
-	if g.knownModel(model) {
-		return errNoCapacity()
+	// Only refused workers want the model: no attested worker may serve
+	// it, and waiting would not change that (503 at once). An admitted one
+	// that is not serving yet is worth waiting for.
+	admitted, refused := g.knownModel(model)
+	if g.cfg.Pending != nil && !(refused && !admitted) {
+		if _, ok := g.cfg.Pending.Known(model); ok || admitted {
+			return true, nil
+		}
 	}
-	return errModelNotFound(model)
+	if admitted || refused {
+		return false, errNoCapacity()
+	}
+	return false, errModelNotFound(model)
 }
 
-func (g *Gateway) knownModel(model string) bool {
+// knownModel reports whether current admission decisions that list model
+// admitted a worker, refused one, or both.
+func (g *Gateway) knownModel(model string) (admitted, refused bool) {
 	if g.cfg.Admission == nil {
-		return false
+		return false, false
 	}
 	now := g.cfg.Now()
+	seen := map[string]bool{}
+	// Decisions come newest first: a worker's first is its latest.
 	for _, d := range g.cfg.Admission.Decisions() {
-		if !current(d, now) {
+		if seen[d.WorkerID] || !current(d, now) {
 			continue
 		}
+		seen[d.WorkerID] = true
 		for _, m := range d.Models {
 			if m == model {
-				return true
+				if d.Allow {
+					admitted = true
+				} else {
+					refused = true
+				}
 			}
 		}
 	}
-	return false
+	return admitted, refused
 }
 
 // current: a decision still speaks for a worker while a connection this
@@ -109,7 +132,11 @@ func (g *Gateway) listWorkers(c *fiber.Ctx) error {
 	if key, _ := c.Locals(localKey).(APIKey); !key.Admin {
 		return send(c, errForbidden())
 	}
-	return c.JSON(fiber.Map{"object": "list", "data": g.workerStatuses()})
+	out := fiber.Map{"object": "list", "data": g.workerStatuses()}
+	if g.cfg.Pending != nil {
+		out["pending"] = g.pendingStatuses(c.UserContext())
+	}
+	return c.JSON(out)
 }
 
 func (g *Gateway) workerStatuses() []WorkerStatus {

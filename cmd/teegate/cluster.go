@@ -73,7 +73,7 @@ func writeNATSConfig(dir, store, host string, base, nodes int) ([]string, error)
 
 func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || (args[0] != "up" && args[0] != "down") {
-		fmt.Fprintln(stderr, "usage: teegate cluster up|down [--dir DIR] [--port-base N] [--bin DIR]")
+		fmt.Fprintln(stderr, "usage: teegate cluster up|down [--dir DIR] [--port-base N] [--bin DIR] [--workers N] [--max-concurrency N]")
 		return errUsage
 	}
 	fs := newFlagSet("cluster "+args[0], stderr)
@@ -97,8 +97,14 @@ func runCluster(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.DurationVar(&o.requestTimeout, "request-timeout", 2*time.Minute, "up: the gateways' deadline of one request")
 	fs.IntVar(&o.maxConcurrency, "max-concurrency", 256, "up: requests each worker serves at once")
 	fs.DurationVar(&o.perToken, "latency-per-token", 0, "up: the workers' builtin engine waits this long per token (imitating a GPU)")
+	fs.IntVar(&o.workers, "workers", clusterWorkers, "up: simulated workers to start (0: none; requests wait in the cold-start queue for one)")
+	fs.IntVar(&o.queueLength, "queue-length", 0, "up: the gateways' -queue-length (0: their default)")
+	fs.DurationVar(&o.coldStart, "cold-start-timeout", 0, "up: the gateways' -cold-start-timeout (0: their default)")
 	if err := parse(fs, args[1:]); err != nil {
 		return err
+	}
+	if o.workers < 0 || o.workers > 16 || o.maxConcurrency < 1 || o.queueLength < 0 || o.coldStart < 0 {
+		return usageErrorf(fs, "-workers must be 0 to 16, -max-concurrency positive, -queue-length and -cold-start-timeout >= 0")
 	}
 	if args[0] == "down" {
 		return clusterDown(*dir, stdout)
@@ -134,6 +140,9 @@ type clusterOptions struct {
 	requestTimeout time.Duration
 	maxConcurrency int
 	perToken       time.Duration
+	workers        int
+	queueLength    int
+	coldStart      time.Duration
 }
 
 // clusterUp starts every process detached (its own session, so they
@@ -182,11 +191,20 @@ func clusterUp(ctx context.Context, dir, bin string, base int, o clusterOptions,
 	for j := range clusterGateways {
 		addr := fmt.Sprintf("127.0.0.1:%d", base+30+j)
 		gws = append(gws, "http://"+addr)
-		pid, err := spawn(dir, fmt.Sprintf("gateway-%d", j+1), filepath.Join(bin, "teegate"), "gateway",
+		args := []string{"gateway",
 			"--nats", from([]int{0, clusterNodes - 1}[j]), "--nats-in-order", "--nats-creds", creds, "--nats-sys-creds", filepath.Join(natsDir, natsconf.SystemSeedFile),
 			"--admission-seed", filepath.Join(natsDir, natsconf.AdmissionSeedFile), "--policy", o.policy, "--allow-simulated",
 			"--sim-root", filepath.Join(simDir, sim.RootDir, sim.RootCertFile),
-			"--replicas", "3", "--addr", addr, "--name", fmt.Sprintf("gateway-%d", j+1), "--request-timeout", o.requestTimeout.String())
+			"--replicas", "3", "--addr", addr, "--name", fmt.Sprintf("gateway-%d", j+1), "--request-timeout", o.requestTimeout.String(),
+			// The workers' model exists with none running: requests wait.
+			"--model", "teegate-builtin"}
+		if o.queueLength > 0 {
+			args = append(args, "--queue-length", strconv.Itoa(o.queueLength))
+		}
+		if o.coldStart > 0 {
+			args = append(args, "--cold-start-timeout", o.coldStart.String())
+		}
+		pid, err := spawn(dir, fmt.Sprintf("gateway-%d", j+1), filepath.Join(bin, "teegate"), args...)
 		if err != nil {
 			return err
 		}
@@ -200,7 +218,7 @@ func clusterUp(ctx context.Context, dir, bin string, base int, o clusterOptions,
 	if err != nil {
 		return err
 	}
-	for k := range clusterWorkers {
+	for k := range o.workers {
 		if _, err := spawn(dir, fmt.Sprintf("worker-%d", k+1), filepath.Join(bin, "teegate"), "worker",
 			"--nats", from(clusterNodes-1), "--nats-in-order", "--tee", "simulated", "--data-dir", simDir, "--id", fmt.Sprintf("worker-%d", k+1),
 			"--max-concurrency", strconv.Itoa(o.maxConcurrency), "--latency-per-token", o.perToken.String()); err != nil {
@@ -208,7 +226,7 @@ func clusterUp(ctx context.Context, dir, bin string, base int, o clusterOptions,
 		}
 	}
 	for _, g := range gws {
-		if err := waitWorkers(ctx, g, key, clusterWorkers); err != nil {
+		if err := waitWorkers(ctx, g, key, o.workers); err != nil {
 			return fmt.Errorf("workers not admitted through %s (see the worker logs in %s): %w", g, dir, err)
 		}
 	}
@@ -216,8 +234,8 @@ func clusterUp(ctx context.Context, dir, bin string, base int, o clusterOptions,
 	if err := os.WriteFile(filepath.Join(dir, "env"), []byte(env), 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "teegate cluster is up: 3 NATS nodes, 2 gateways, 2 simulated workers (development only)\n%s(source %s)\n",
-		env, filepath.Join(dir, "env"))
+	fmt.Fprintf(stdout, "teegate cluster is up: 3 NATS nodes, 2 gateways, %d simulated workers (development only)\n%s(source %s)\n",
+		o.workers, env, filepath.Join(dir, "env"))
 	return nil
 }
 

@@ -46,6 +46,10 @@ type devConfig struct {
 	Engine   cliutil.EngineFlags
 	// MaxConcurrency is the worker's: requests it serves at once.
 	MaxConcurrency int
+	// Workers is how many in-process workers start (0: none; requests
+	// wait in the cold-start queue for a `teegate worker` to join).
+	Workers  int
+	Capacity cliutil.CapacityFlags
 }
 
 func (c *devConfig) Validate() error {
@@ -70,7 +74,10 @@ func (c *devConfig) Validate() error {
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("-tls-cert and -tls-key go together")
 	}
-	return nil
+	if c.Workers < 0 || c.Workers > 64 {
+		return errors.New("-workers must be 0 to 64")
+	}
+	return c.Capacity.Validate()
 }
 
 // DevMaxConcurrency is teegate dev's default worker concurrency: enough
@@ -102,6 +109,8 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return nil
 	})
 	cfg.Engine.Register(fs)
+	fs.IntVar(&cfg.Workers, "workers", 1, "in-process workers with the simulated TEE (0: none; requests wait for a `teegate worker` to join)")
+	cfg.Capacity.Register(fs, false)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -126,6 +135,27 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	engines := make([]engine.Engine, 0, cfg.Workers)
+	for i := range cfg.Workers {
+		e := eng
+		if i > 0 {
+			if e, err = cfg.Engine.Build(); err != nil {
+				return err
+			}
+		}
+		engines = append(engines, e)
+	}
+	models, err := eng.Models(ctx)
+	if err != nil || len(models) == 0 {
+		return fmt.Errorf("listing models: %w", err)
+	}
+	gcfg := gateway.Config{DefaultRPM: cfg.RPM, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout}
+	cold := cfg.Capacity.Apply(&gcfg)
+	// The engine's models exist with zero workers: their requests wait for
+	// one (a worker started later with this data directory serves them).
+	for _, m := range models {
+		cold.Models = append(cold.Models, m.ID)
+	}
 	tlsCfg, err := cliutil.ServerTLS(cfg.TLSCert, cfg.TLSKey)
 	if err != nil {
 		return err
@@ -142,8 +172,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		DataDir:         cfg.DataDir,
 		Addr:            cfg.Addr,
 		NATSListen:      cfg.NATSListen,
-		Engines:         []engine.Engine{eng},
-		Gateway:         gateway.Config{DefaultRPM: cfg.RPM, BodyLimit: cfg.BodyLimit, RequestTimeout: cfg.Timeout},
+		Engines:         engines,
+		Gateway:         gcfg,
+		ColdStart:       cold,
+		NoColdStart:     cfg.Capacity.NoColdStart,
 		Worker:          worker.Config{Logger: log.With("component", "worker"), MaxConcurrency: cfg.MaxConcurrency, ModelRefresh: cfg.Engine.ModelRefresh},
 		Policy:          cfg.Policy,
 		Logger:          log,
@@ -162,11 +194,10 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	models, err := eng.Models(startCtx)
-	if err != nil || len(models) == 0 {
-		return fmt.Errorf("listing models: %w", err)
-	}
 	printBanner(stdout, st, key, models[0].ID, filepath.Join(cfg.DataDir, "sim", sim.RootCertFile))
+	if cfg.Workers == 0 {
+		printJoin(stdout, st, cfg)
+	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -285,6 +316,30 @@ Verify an answer offline (its receipt chains to the simulated TEE's evidence):
 
 Press Ctrl-C to stop.
 `, st.URL, key, model, self, simRoot)
+}
+
+// printJoin tells how to start a worker for a dev stack with none.
+func printJoin(w io.Writer, st *stack.Stack, cfg devConfig) {
+	self, err := os.Executable()
+	if err != nil {
+		self = "teegate"
+	}
+	if st.NATSURL == "" {
+		fmt.Fprintln(w, "No worker runs and NATS is in-process only (-nats-listen \"\"): requests wait, then get 503.")
+		return
+	}
+	fmt.Fprintf(w, `No worker runs (-workers 0): requests wait up to %s for one, then get 503 with Retry-After.
+Start a worker (simulated TEE, development only) that joins this stack:
+  %s worker --nats %s --engine builtin --data-dir %s
+
+`, cfg.Capacity.ColdStartTimeout, self, st.NATSURL, cfg.DataDir+modelFlag(cfg.Engine.Model))
+}
+
+func modelFlag(m string) string {
+	if m == "" {
+		return ""
+	}
+	return " --model " + m
 }
 
 func orNone(s string) string {

@@ -46,8 +46,13 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	simRoot := fs.String("sim-root", "", "with -allow-simulated: the simulated root certificate (PEM) workers must chain to; others are refused")
 	replicas := fs.Int("replicas", 1, "JetStream replicas of the buckets and streams this gateway creates (3 on a three-node cluster)")
 	readyNoWorkers := fs.Bool("ready-without-workers", false, "GET /readyz says ready while NATS is connected even when no worker can serve: for fleets that scale workers from zero (KEDA), where the gateway must take requests to queue them; by default /readyz fails while no worker can serve")
+	var capf cliutil.CapacityFlags
+	capf.Register(fs, true)
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if err := capf.Validate(); err != nil {
+		return usageErrorf(fs, "%v", err)
 	}
 	log, err := obs.Logger(stderr)
 	if err != nil {
@@ -113,10 +118,12 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
+	gcfg := gateway.Config{Logger: log, DefaultRPM: *rpm, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
+		Unattested: *unattested, Metrics: reg, Tracer: tp, ReadyWithoutWorkers: *readyNoWorkers}
+	cold := capf.Apply(&gcfg)
 	n, err := gatewaynode.Start(startCtx, gatewaynode.Config{
 		Conn: nc, Sys: sys, Issuer: issuer, Policy: *policy, AllowSimulated: *allowSim, PinnedSimulatedRoots: pinned,
-		Gateway: gateway.Config{Logger: log, DefaultRPM: *rpm, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
-			Unattested: *unattested, Metrics: reg, Tracer: tp, ReadyWithoutWorkers: *readyNoWorkers},
+		Gateway: gcfg, ColdStart: cold, NoColdStart: capf.NoColdStart,
 		Admission: admission.Config{Metrics: reg},
 		Addr:      *addr, TLS: tlsCfg, Replicas: *replicas, Audit: ac, AuditCheckpointEvery: af.every, Name: *name, Logger: log,
 	})
@@ -155,7 +162,9 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 	nf.Register(fs)
 	var obs cliutil.ObserveFlags
 	obs.Register(fs, "json", true)
-	conc := fs.Int("max-concurrency", 64, "requests served at once")
+	conc := fs.Int("max-concurrency", 64, "requests served at once (advertised in the registry: the gateway sends no more)")
+	maxQueue := fs.Int("max-queue", 0, "requests that may wait here for a slot (default 4 × -max-concurrency); more are answered busy, so the gateway tries another worker")
+	queueWait := fs.Duration("queue-wait", 5*time.Second, "how long a request may wait here for a slot")
 	provider := fs.String("provider", "", "who operates this machine (stated in the evidence; the audit ledger sums usage by it)")
 	tee := fs.String("tee", "simulated", "simulated (development only) or none; real TEEs: use the measured teegate-worker binary")
 	dataDir := fs.String("data-dir", cliutil.DefaultDataDir(), "data directory (simulated TEE root)")
@@ -174,8 +183,14 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	opts := cliutil.WorkerOptions{Provider: *provider}
+	if *conc < 1 || *maxQueue < 0 || *queueWait <= 0 {
+		return usageErrorf(fs, "-max-concurrency must be positive, -max-queue >= 0 and -queue-wait positive")
+	}
 	switch *tee {
 	case "simulated":
+		// Said loudly: a simulated TEE proves nothing, and production
+		// policies refuse it (its evidence and receipts say simulated).
+		log.Warn("SIMULATED TEE: this worker's evidence is produced in software, for development only", "tee", "simulated", "data_dir", *dataDir)
 		if opts.Attester, _, err = sim.OpenAttester(*dataDir, sim.Config{GPUs: 1, Measurements: ptr(sim.MeasurementsLabeled(*simLabel))}); err != nil {
 			return err
 		}
@@ -189,7 +204,7 @@ func runWorker(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return err
 	}
 	defer stop()
-	wcfg.ID, wcfg.MaxConcurrency = *id, *conc
+	wcfg.ID, wcfg.MaxConcurrency, wcfg.MaxQueue, wcfg.QueueWait = *id, *conc, *maxQueue, *queueWait
 	opts.Epoch, opts.DrainGrace, opts.IdleExit, opts.Log = *epoch, df.Grace, df.Idle, log
 	return cliutil.RunWorker(ctx, nf, ef, wcfg, opts)
 }

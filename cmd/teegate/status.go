@@ -58,12 +58,34 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	var list struct {
-		Data []gateway.WorkerStatus `json:"data"`
+		Data    []gateway.WorkerStatus  `json:"data"`
+		Pending []gateway.PendingStatus `json:"pending"`
 	}
 	if err := json.Unmarshal(body, &list); err != nil {
 		return fmt.Errorf("decoding the fleet: %w", err)
 	}
-	return printFleet(stdout, list.Data, time.Now())
+	if err := printFleet(stdout, list.Data, time.Now()); err != nil {
+		return err
+	}
+	return printPending(stdout, list.Pending)
+}
+
+// printPending prints the cold-start queue per model: requests waiting
+// at this gateway, and tickets fleet-wide (the autoscaler's signal).
+func printPending(w io.Writer, pending []gateway.PendingStatus) error {
+	if len(pending) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nMODEL\tWAITING HERE\tQUEUED (FLEET)")
+	for _, p := range pending {
+		q := fmt.Sprint(p.Queued)
+		if p.Queued < 0 {
+			q = "unknown"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\n", p.Model, p.Waiting, q)
+	}
+	return tw.Flush()
 }
 
 func printFleet(w io.Writer, fleet []gateway.WorkerStatus, now time.Time) error {

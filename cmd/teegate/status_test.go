@@ -23,9 +23,14 @@ func TestStatusPrintsTheFleet(t *testing.T) {
 	if code := run([]string{"status", "--url", s.URL, "--api-key", admin}, &out, &errb); code != 0 {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	fleet, queue, _ := strings.Cut(strings.TrimSpace(out.String()), "\n\n")
+	lines := strings.Split(fleet, "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "WORKER") {
 		t.Fatalf("table:\n%s", out.String())
+	}
+	// The cold-start queue per model: nothing waits.
+	if q := strings.Fields(queue); len(q) != 8 || q[0] != "MODEL" || q[5] != "teegate-builtin" || q[6] != "0" || q[7] != "0" {
+		t.Fatalf("queue table:\n%s", out.String())
 	}
 	for _, want := range []string{"teegate-worker-0", "ADMITTED", "simulated", "teegate-builtin", " 0/64 ", "MRTD "} {
 		if !strings.Contains(lines[1], want) {

@@ -71,6 +71,11 @@ type Config struct {
 	// follows at most (0: the audit package's default).
 	Audit                audit.StreamConfig
 	AuditCheckpointEvery int
+	// ColdStart tunes the cold-start queue (its JS, Gateway name and
+	// Logger are filled in); NoColdStart runs without one (a request for a
+	// model no worker can take is answered 503 at once).
+	ColdStart   gateway.PendingConfig
+	NoColdStart bool
 	// ReceiptTTL is how long receipts are kept (default wire.ReceiptsTTL).
 	ReceiptTTL time.Duration
 	// Name identifies this replica in logs and in the policy bucket.
@@ -111,6 +116,7 @@ type Node struct {
 	Gateway   *gateway.Gateway
 	Keys      *gateway.KVKeys
 	Dir       *gateway.KVDirectory
+	Pending   *gateway.Pending // nil with NoColdStart
 	Evidence  jetstream.KeyValue
 	Receipts  jetstream.KeyValue
 	Admission *admission.Service // nil without Issuer
@@ -166,6 +172,22 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if n.Dir, err = gateway.OpenDirectory(ctx, n.JS); err != nil {
 		return nil, err
 	}
+	if !cfg.NoColdStart {
+		pc := cfg.ColdStart
+		pc.JS = n.JS
+		if pc.Gateway == "" {
+			pc.Gateway = cfg.Name
+		}
+		if pc.Logger == nil {
+			pc.Logger = n.log.With("component", "coldstart")
+		}
+		if err := retry(ctx, func(ctx context.Context) (err error) {
+			n.Pending, err = gateway.OpenPending(ctx, pc)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if n.Limits, err = gateway.OpenLimits(ctx, n.JS, cfg.Replicas, cfg.Gateway.Now); err != nil {
 		return nil, err
 	}
@@ -189,6 +211,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	gcfg.Conn, gcfg.Keys, gcfg.Directory = cfg.Conn, n.Keys, n.Dir
 	gcfg.Evidence, gcfg.Receipts = n.Evidence, n.Receipts
 	gcfg.Limits, gcfg.Audit = n.Limits, n.Audit
+	if gcfg.Pending == nil {
+		gcfg.Pending = n.Pending
+	}
 	if gcfg.AuditState == nil {
 		// The chain as the audit stream holds it, checkpoints checked
 		// against the fleet's audit key.
@@ -418,6 +443,7 @@ func (n *Node) Close(ctx context.Context) {
 		if n.Audit != nil {
 			n.Audit.Close()
 		}
+		n.Pending.Close()
 		if n.Dir != nil {
 			n.Dir.Close()
 		}

@@ -48,6 +48,10 @@ type Config struct {
 	// Gateway and Worker settings; Conn/Keys/Directory/Engine are filled in.
 	Gateway gateway.Config
 	Worker  worker.Config
+	// ColdStart tunes the gateway's cold-start queue (requests for a known
+	// model wait there for a worker); NoColdStart runs without one.
+	ColdStart   gateway.PendingConfig
+	NoColdStart bool
 	// TEE configures the simulated TEE each worker attests with.
 	TEE TEEConfig
 	// Policy decides which workers the gateway admits (DESIGN §3.5, §4): a
@@ -208,7 +212,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 		// Simulated evidence verifies (its claims say simulated); the
 		// policy decides whether that is acceptable.
 		AllowSimulated: true, PinnedSimulatedRoots: append([][]byte{root.Cert.Raw}, cfg.TrustedSimRoots...), Admission: acfg, Gateway: gcfg, Addr: cfg.Addr, TLS: cfg.TLS, Name: "gateway-0", Logger: log,
-		Audit: cfg.Audit, AuditCheckpointEvery: cfg.AuditCheckpointEvery,
+		Audit: cfg.Audit, AuditCheckpointEvery: cfg.AuditCheckpointEvery, ColdStart: cfg.ColdStart, NoColdStart: cfg.NoColdStart,
 	})
 	if err != nil {
 		return nil, err
@@ -219,7 +223,7 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	s.Limits, s.Audit, s.AuditKey = n.Limits, n.Audit, n.AuditKey
 	// AddGateway's replicas share these settings and stores.
 	s.gwcfg = gcfg
-	s.gwcfg.Evidence, s.gwcfg.Receipts = n.Evidence, n.Receipts
+	s.gwcfg.Evidence, s.gwcfg.Receipts, s.gwcfg.Pending = n.Evidence, n.Receipts, n.Pending
 	if n.Admission != nil {
 		s.gwcfg.Admission = n.Admission
 	}

@@ -228,12 +228,14 @@ func TestSDKErrors(t *testing.T) {
 	})
 	t.Run("no responders 503", func(t *testing.T) {
 		// A registry record for a model nobody subscribes to: the gateway
-		// routes it and NATS answers "no responders" at once.
+		// routes it and NATS answers "no responders" at once. (The record
+		// says it is ready: a worker that is not would be waited for, as
+		// in a cold start.)
 		kv, err := s.JS.KeyValue(ctx, wire.RegistryBucket)
 		if err != nil {
 			t.Fatal(err)
 		}
-		rec, _ := json.Marshal(wire.WorkerRecord{ID: "ghost", Version: wire.Version, Models: []wire.ModelInfo{{ID: "ghost-model"}}, HeartbeatAt: time.Now()})
+		rec, _ := json.Marshal(wire.WorkerRecord{ID: "ghost", Version: wire.Version, Models: []wire.ModelInfo{{ID: "ghost-model"}}, Ready: true, MaxConcurrency: 4, HeartbeatAt: time.Now()})
 		if _, err := kv.Put(ctx, "ghost", rec); err != nil {
 			t.Fatal(err)
 		}
