@@ -3,43 +3,23 @@ package stack
 import (
 	"context"
 	"fmt"
-	"net"
-	"sync"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/gateway/audit"
+	"github.com/teegate/teegate/internal/gatewaynode"
 )
 
-// Replica is one more gateway on the stack's NATS: its own connection, key
-// watch, directory, limit counters client and audit writer, sharing all
-// state with the first gateway through JetStream only.
+// Replica is one more gateway node on the stack's NATS, built by the same
+// assembly as the first one and as `teegate gateway` (internal/gatewaynode):
+// its own connections, key watch, directory, limit counters client, audit
+// writer and admission service (answering the auth callout in turn with the
+// others), sharing all state with the first through JetStream only.
 type Replica struct {
 	URL     string
 	Gateway *gateway.Gateway
 	Keys    *gateway.KVKeys
 	Audit   *audit.Log
-	r       *replica
-}
-
-type replica struct {
-	gw    *gateway.Gateway
-	keys  *gateway.KVKeys
-	dir   *gateway.KVDirectory
-	audit *audit.Log
-	wg    sync.WaitGroup
-	once  sync.Once
-}
-
-func (r *replica) close(ctx context.Context) {
-	r.once.Do(func() {
-		_ = r.gw.Shutdown(ctx)
-		r.wg.Wait()
-		r.audit.Close()
-		r.dir.Close()
-		r.keys.Close()
-	})
+	Node    *gatewaynode.Node
 }
 
 // AddGateway starts another gateway replica (the stack's gateway settings,
@@ -49,52 +29,28 @@ func (s *Stack) AddGateway(ctx context.Context, name string) (*Replica, error) {
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	sys, err := s.Server.ConnectSystem("teegate-" + name + "-sys")
 	if err != nil {
 		return nil, fmt.Errorf("adding gateway: %w", err)
 	}
-	r := &replica{}
-	if r.keys, err = gateway.OpenKeys(ctx, js); err != nil {
-		return nil, err
-	}
-	if r.dir, err = gateway.OpenDirectory(ctx, js); err != nil {
-		r.keys.Close()
-		return nil, err
-	}
-	lim, err := gateway.OpenLimits(ctx, js, 0, s.gwcfg.Now)
+	s.conns = append(s.conns, sys)
+	cfg := s.nodeCfg
+	cfg.Conn, cfg.Sys, cfg.Addr, cfg.Name = nc, sys, "127.0.0.1:0", name
+	// One registry cannot hold two gateways' metrics under the same names;
+	// the first gateway's are the stack's.
+	cfg.Gateway.Metrics, cfg.Admission.Metrics = nil, nil
+	n, err := gatewaynode.Start(ctx, cfg)
 	if err != nil {
-		r.dir.Close()
-		r.keys.Close()
-		return nil, err
-	}
-	if r.audit, err = audit.Open(ctx, audit.Config{JS: js, Gateway: name, Key: s.AuditKey, CheckpointEvery: 100}); err != nil {
-		r.dir.Close()
-		r.keys.Close()
-		return nil, err
-	}
-	cfg := s.gwcfg
-	cfg.Conn, cfg.Keys, cfg.Directory, cfg.Limits, cfg.Audit = nc, r.keys, r.dir, lim, r.audit
-	if r.gw, err = gateway.New(cfg); err != nil {
-		r.audit.Close()
-		r.dir.Close()
-		r.keys.Close()
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		r.audit.Close()
-		r.dir.Close()
-		r.keys.Close()
 		return nil, fmt.Errorf("adding gateway: %w", err)
 	}
-	r.wg.Add(1)
-	go func() {
-		defer r.wg.Done()
-		_ = r.gw.Serve(ln)
-	}()
+	r := &Replica{URL: n.URL, Gateway: n.Gateway, Keys: n.Keys, Audit: n.Audit, Node: n}
+	s.mu.Lock()
 	s.replicas = append(s.replicas, r)
-	return &Replica{URL: "http://" + ln.Addr().String(), Gateway: r.gw, Keys: r.keys, Audit: r.audit, r: r}, nil
+	s.mu.Unlock()
+	return r, nil
 }
+
+func (r *Replica) close(ctx context.Context) { r.Node.Close(ctx) }
 
 // FlushAudit waits until every audit writer of the stack wrote what it
 // queued.
@@ -102,8 +58,8 @@ func (s *Stack) FlushAudit(ctx context.Context) error {
 	if err := s.Audit.Flush(ctx); err != nil {
 		return err
 	}
-	for _, r := range s.replicas {
-		if err := r.audit.Flush(ctx); err != nil {
+	for _, r := range s.gateways() {
+		if err := r.Audit.Flush(ctx); err != nil {
 			return err
 		}
 	}
@@ -116,10 +72,16 @@ func (s *Stack) CheckpointAudit(ctx context.Context) error {
 	if err := s.FlushAudit(ctx); err != nil {
 		return err
 	}
-	for _, r := range s.replicas {
-		if err := r.audit.Checkpoint(ctx); err != nil {
+	for _, r := range s.gateways() {
+		if err := r.Audit.Checkpoint(ctx); err != nil {
 			return err
 		}
 	}
 	return s.Audit.Checkpoint(ctx)
+}
+
+func (s *Stack) gateways() []*Replica {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Replica(nil), s.replicas...)
 }

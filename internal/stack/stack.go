@@ -130,8 +130,10 @@ type Stack struct {
 	Limits   *gateway.Limits
 	Audit    *audit.Log
 	AuditKey ed25519.PrivateKey
-	gwcfg    gateway.Config
-	replicas []*replica
+	// nodeCfg is the gateway node's config without its connections,
+	// address and name: AddGateway's replicas are the same assembly.
+	nodeCfg  gatewaynode.Config
+	replicas []*Replica
 	// Node is the gateway side; WorkerNodes the worker sides.
 	Node *gatewaynode.Node
 
@@ -207,26 +209,22 @@ func Start(ctx context.Context, cfg Config) (_ *Stack, err error) {
 	if gcfg.Logger == nil {
 		gcfg.Logger = log.With("component", "gateway")
 	}
-	s.Node, err = gatewaynode.Start(ctx, gatewaynode.Config{
-		Conn: gwConn, Sys: sys, Issuer: issuer, Policy: cfg.Policy, PolicyWatch: cfg.PolicyWatch,
+	s.nodeCfg = gatewaynode.Config{
+		Issuer: issuer, Policy: cfg.Policy, PolicyWatch: cfg.PolicyWatch,
 		// Simulated evidence verifies (its claims say simulated); the
 		// policy decides whether that is acceptable.
-		AllowSimulated: true, PinnedSimulatedRoots: append([][]byte{root.Cert.Raw}, cfg.TrustedSimRoots...), Admission: acfg, Gateway: gcfg, Addr: cfg.Addr, TLS: cfg.TLS, Name: "gateway-0", Logger: log,
+		AllowSimulated: true, PinnedSimulatedRoots: append([][]byte{root.Cert.Raw}, cfg.TrustedSimRoots...), Admission: acfg, Gateway: gcfg, TLS: cfg.TLS, Logger: log,
 		Audit: cfg.Audit, AuditCheckpointEvery: cfg.AuditCheckpointEvery, ColdStart: cfg.ColdStart, NoColdStart: cfg.NoColdStart,
-	})
-	if err != nil {
+	}
+	ncfg := s.nodeCfg
+	ncfg.Conn, ncfg.Sys, ncfg.Addr, ncfg.Name = gwConn, sys, cfg.Addr, "gateway-0"
+	if s.Node, err = gatewaynode.Start(ctx, ncfg); err != nil {
 		return nil, err
 	}
 	n := s.Node
 	s.URL, s.JS, s.Gateway, s.Keys, s.Dir, s.Evidence = n.URL, n.JS, n.Gateway, n.Keys, n.Dir, n.Evidence
 	s.Admission, s.Policy = n.Admission, n.Policy
 	s.Limits, s.Audit, s.AuditKey = n.Limits, n.Audit, n.AuditKey
-	// AddGateway's replicas share these settings and stores.
-	s.gwcfg = gcfg
-	s.gwcfg.Evidence, s.gwcfg.Receipts, s.gwcfg.Pending = n.Evidence, n.Receipts, n.Pending
-	if n.Admission != nil {
-		s.gwcfg.Admission = n.Admission
-	}
 	if cfg.APIKey != "" {
 		if err := s.AddKey(ctx, cfg.APIKey, gateway.APIKey{Name: "default", Tenant: "default"}); err != nil {
 			return nil, err
