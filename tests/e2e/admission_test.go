@@ -257,7 +257,7 @@ func TestPolicyReloadEvictsWithoutFailingInFlight(t *testing.T) {
 		if r.stream {
 			res, err := attest.DigestSSE(strings.NewReader(string(r.body)))
 			if err != nil || res.Receipt == nil || !strings.HasSuffix(string(r.body), "data: [DONE]\n\n") {
-				t.Fatalf("in-flight stream cut short: %v", err)
+				t.Fatalf("in-flight stream cut short: %v: %q", err, r.body[max(0, len(r.body)-600):])
 			}
 		} else if r.hdr.Get("Teegate-Receipt") == "" {
 			t.Fatal("in-flight response without a receipt")
