@@ -11,6 +11,17 @@
 // each content carries a random salt so a link reveals nothing about the
 // record it stands for.
 //
+// Writing: each replica's Log queues records (Append blocks only when the
+// queue is full) and one writer publishes what is queued, up to 128 at a
+// time, without waiting between messages. Every message expects the
+// stream's last sequence to be the one before it and carries its record's
+// hash as its message id; from the second on it also expects the previous
+// record's hash as the stream's last message id. The server so stores a
+// record only right after the one it chains to: when replicas race, the
+// loser's whole batch is refused and chained again after the winner's
+// records, and the chain stays one line. A record the server refuses for
+// another reason is logged, never dropped silently.
+//
 // Trust: the gateway is outside the trusted computing base. The chain and
 // the checkpoints prove the order and completeness of the log as written
 // by whoever holds the audit key (the gateway operators): a record deleted,
