@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -127,10 +126,10 @@ func summarizeOverload(results <-chan *vegeta.Result) Overload {
 }
 
 // isTimeout tells a client timeout from other transport errors by its
-// message (vegeta keeps only the text).
+// message (vegeta keeps only the text): net/http's "Client.Timeout
+// exceeded", a context's "deadline exceeded", a socket's "i/o timeout".
 func isTimeout(msg string) bool {
-	return strings.Contains(msg, "Client.Timeout") || strings.Contains(msg, "deadline exceeded") ||
-		strings.Contains(msg, os.ErrDeadlineExceeded.Error()) || strings.Contains(msg, "timeout")
+	return strings.Contains(msg, "Timeout") || strings.Contains(msg, "timeout") || strings.Contains(msg, "deadline exceeded")
 }
 
 var errNoPeak = errors.New("overload run: no peak measured to offer a multiple of")
