@@ -331,16 +331,14 @@ func TestStreamWorkerKilledAfterFirstByte(t *testing.T) {
 	}
 }
 
-// TestDrainDuringLoad: a worker told to drain while it serves requests
+// TestDrainDuringLoad: a worker told to drain while it holds requests
 // finishes them all, gets no new ones (gateways route to the other), and
 // leaves its record; no client request fails.
 func TestDrainDuringLoad(t *testing.T) {
 	s := stacktest.Start(t)
 	ctx := t.Context()
-	// Slow enough that the first requests are still in flight once the
-	// second worker has joined.
-	slow := stacktest.Builtin(t, builtin.Config{ModelID: "dr", Latency: builtin.Latency{TTFT: 2 * time.Second, PerToken: 10 * time.Millisecond}})
-	wa, err := s.AddWorker(ctx, slow, worker.Config{}, "dr-a")
+	held := newHolding(t, "dr")
+	wa, err := s.AddWorker(ctx, held, worker.Config{}, "dr-a")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,29 +350,41 @@ func TestDrainDuringLoad(t *testing.T) {
 			go func() { defer wg.Done(); answers <- ask(s.URL, "dr", i%2 == 0, from+i) }()
 		}
 	}
-	send(0, 12)
-	stacktest.Eventually(t, 30*time.Second, func() bool { return wa.InFlight() >= 6 }, "dr-a to be busy")
+	const first, during = 12, 20
+	send(0, first)
+	stacktest.Eventually(t, 30*time.Second, func() bool { return held.entered.Load() == first }, "dr-a to hold the first requests")
 	other := &counting{Engine: stacktest.Builtin(t, builtin.Config{ModelID: "dr"})}
 	if _, err := s.AddWorker(ctx, other, worker.Config{}, "dr-b"); err != nil {
 		t.Fatal(err)
 	}
-	inFlight := wa.InFlight()
-	if inFlight == 0 {
-		t.Fatal("dr-a had finished before it was told to drain: the test proves nothing")
+	type result struct {
+		abandoned int
+		err       error
 	}
-	drained := make(chan error, 1)
-	var abandoned int
+	drained := make(chan result, 1)
 	go func() {
-		dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		dctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		var err error
-		abandoned, err = wa.Drain(dctx)
-		drained <- err
+		n, err := wa.Drain(dctx)
+		drained <- result{n, err}
 	}()
-	stacktest.Eventually(t, 10*time.Second, wa.Draining, "the drain to start")
-	send(100, 20) // during the drain
-	if err := <-drained; err != nil || abandoned != 0 {
-		t.Fatalf("drain: %v, %d abandoned", err, abandoned)
+	// Gateways see the draining record and route to dr-b alone.
+	stacktest.Eventually(t, 10*time.Second, func() bool {
+		r := s.Dir.Replicas("dr")
+		return len(r) == 1 && r[0].Record.ID == "dr-b"
+	}, "dr-a's record to say draining")
+	send(100, during) // while dr-a drains: all of them go to dr-b
+	stacktest.Eventually(t, 60*time.Second, func() bool { return other.calls.Load() == during }, "dr-b to answer the requests sent during the drain")
+	select {
+	case r := <-drained:
+		t.Fatalf("drain ended with %d requests held: %+v", first, r)
+	default:
+	}
+	for range first {
+		held.gate <- struct{}{}
+	}
+	if r := <-drained; r.err != nil || r.abandoned != 0 {
+		t.Fatalf("drain: %+v", r)
 	}
 	wg.Wait()
 	close(answers)
@@ -386,11 +396,16 @@ func TestDrainDuringLoad(t *testing.T) {
 			byA++
 		}
 	}
-	if byA < inFlight || other.calls.Load() < 20 {
-		t.Fatalf("dr-a answered %d (had %d in flight when told to drain), dr-b %d", byA, inFlight, other.calls.Load())
+	if byA != first || held.calls.Load() != first || other.calls.Load() != during {
+		t.Fatalf("dr-a answered %d of its %d, dr-b %d of %d", byA, first, other.calls.Load(), during)
 	}
-	stacktest.Eventually(t, 10*time.Second, func() bool { return len(s.Dir.Replicas("dr")) == 1 }, "dr-a's record to go")
-	if r := s.Dir.Replicas("dr"); r[0].Record.ID != "dr-b" {
-		t.Fatalf("replicas %+v", r)
-	}
+	// Its record is gone, not only marked.
+	stacktest.Eventually(t, 10*time.Second, func() bool {
+		for _, r := range s.Dir.Workers() {
+			if r.ID == "dr-a" {
+				return false
+			}
+		}
+		return true
+	}, "dr-a's record to go")
 }
