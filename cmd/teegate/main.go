@@ -25,6 +25,7 @@ func commands() []command {
 		{"dev", "run everything in one process: embedded NATS, gateway, a simulated-TEE worker with the builtin engine", runDev},
 		{"gateway", "run the OpenAI-compatible gateway against a NATS server", runGateway},
 		{"worker", "run a worker (engine beside it) against a NATS server", runWorker},
+		{"admission", "run the admission service alone (the auth callout that judges workers), beside or instead of gateway replicas", runAdmission},
 		{"nats-config", "write the nats-server configs (accounts, JetStream, routes, auth callout) and keys of an external cluster", runNATSConfig},
 		{"cluster", "up|down: a local multi-process cluster (3 nats-server nodes, 2 gateways, 2 simulated workers) for trying a fleet", runCluster},
 		{"keys", "manage API keys: create, list, revoke, rotate", runKeys},

@@ -78,6 +78,10 @@ type Config struct {
 	NoColdStart bool
 	// ReceiptTTL is how long receipts are kept (default wire.ReceiptsTTL).
 	ReceiptTTL time.Duration
+	// AdmissionOnly runs no HTTP gateway: the node is an admission service
+	// (`teegate admission`) with the buckets, the fleet policy and the
+	// audit records of its decisions. It needs Issuer.
+	AdmissionOnly bool
 	// Name identifies this replica in logs and in the policy bucket.
 	Name   string
 	Logger *slog.Logger
@@ -87,6 +91,9 @@ type Config struct {
 func (c *Config) Validate() error {
 	if c.Conn == nil {
 		return fmt.Errorf("no NATS connection: %w", ErrConfig)
+	}
+	if c.AdmissionOnly && c.Issuer == nil {
+		return fmt.Errorf("an admission-only node needs the issuer: %w", ErrConfig)
 	}
 	if c.Replicas < 0 || c.Replicas > 5 {
 		return fmt.Errorf("replicas %d (want 0 to 5): %w", c.Replicas, ErrConfig)
@@ -206,6 +213,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err := n.startAdmission(ctx, bctx); err != nil {
 			return nil, err
 		}
+	}
+	if cfg.AdmissionOnly {
+		return n, nil
 	}
 	gcfg := cfg.Gateway
 	gcfg.Conn, gcfg.Keys, gcfg.Directory = cfg.Conn, n.Keys, n.Dir

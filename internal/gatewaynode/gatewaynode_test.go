@@ -217,3 +217,50 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("no conn: %v", err)
 	}
 }
+
+// An admission-only node (teegate admission) judges workers with no HTTP
+// gateway; without the issuer it is refused.
+func TestAdmissionOnlyNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	issuer, _ := nkeys.CreateAccount()
+	pub, _ := issuer.PublicKey()
+	srv, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir(), Auth: &natsembed.Auth{CalloutIssuer: pub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, err := srv.Connect("admission")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := Start(ctx, Config{Conn: nc, AdmissionOnly: true}); !errors.Is(err, ErrConfig) {
+		t.Fatalf("admission-only without an issuer: %v", err)
+	}
+	n, err := Start(ctx, Config{Conn: nc, Issuer: issuer, AllowSimulated: true, AdmissionOnly: true, Name: "adm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	if n.Gateway != nil || n.URL != "" || n.Admission == nil {
+		t.Fatalf("admission-only node: gateway %v url %q admission %v", n.Gateway, n.URL, n.Admission)
+	}
+	eng, err := builtin.New(builtin.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, _, err := sim.OpenAttester(t.TempDir(), sim.Config{GPUs: 1, QuoteDelay: sim.NoDelay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := workernode.Start(ctx, workernode.Config{Engine: eng, Attester: att, Worker: worker.Config{ID: "w"},
+		Dial: func(o ...nats.Option) (*nats.Conn, error) { return srv.ConnectBare("w", o...) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	if !w.Worker.Admission().Admitted {
+		t.Fatalf("not admitted by the admission-only node: %v", w.Worker.Admission().Reasons)
+	}
+}
