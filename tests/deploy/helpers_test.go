@@ -163,7 +163,8 @@ func parseHelp(text string) map[string]flagInfo {
 	return fs
 }
 
-// parsedArgs are the flags of one command line, by name, last one wins.
+// parsedArgs are the flags of one command line, by name, last one wins;
+// "NAME[]" holds every value of NAME, newline-separated (repeatable flags).
 type parsedArgs map[string]string
 
 // parseArgs checks every word of args against c's flags (-x, --x, -x=v,
@@ -195,6 +196,11 @@ func parseArgs(t testing.TB, where string, c cli, args []string) parsedArgs {
 			}
 		}
 		got[name] = value
+		if all, ok := got[name+"[]"]; ok {
+			got[name+"[]"] = all + "\n" + value
+		} else {
+			got[name+"[]"] = value
+		}
 	}
 	return got
 }

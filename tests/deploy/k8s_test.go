@@ -32,13 +32,6 @@ import (
 	"github.com/teegate/teegate/worker/wire"
 )
 
-// The names of the cold-start queue fixed in the serverless design
-// (DESIGN10: wire.PendingStream and wire.PendingConsumer(model)).
-// TODO(i9d): use the wire constants once they land on main.
-const pendingStream = "TEEGATE_PENDING"
-
-func pendingConsumer(model string) string { return "pending-" + wire.Token(model) }
-
 // The kustomizations a user builds (kubectl apply -k DIR).
 var kustomizeRoots = []string{
 	"k8s/base", "k8s/workers", "keda", "k8s/overlays/dev", "k8s/overlays/production", "k8s/overlays/production-snp",
@@ -461,12 +454,22 @@ func TestGatewayDeployment(t *testing.T) {
 			}
 			probePaths = append(probePaths, p.HTTPGet.Path)
 		}
-		// /readyz fails while no worker can serve: as the readiness probe
-		// of a fleet KEDA may scale to zero it would take every gateway out
-		// of the Service and starve the queue KEDA scales on.
+		// /readyz fails while no worker can serve unless
+		// --ready-without-workers: as the readiness probe of a fleet KEDA
+		// may scale to zero it would take every gateway out of the Service
+		// and starve the queue KEDA scales on. And the models KEDA scales
+		// for must be declared, or their requests find no model at zero.
 		for _, so := range o.scaledObject {
-			if (so.Spec.MinReplicaCount == nil || *so.Spec.MinReplicaCount == 0) && c.ReadinessProbe.HTTPGet.Path == "/readyz" {
-				t.Errorf("%s: readiness on /readyz with workers scaled to zero by %s", where, so.Metadata.Name)
+			if so.Spec.MinReplicaCount != nil && *so.Spec.MinReplicaCount > 0 {
+				continue
+			}
+			if c.ReadinessProbe.HTTPGet.Path == "/readyz" && got["ready-without-workers"] != "true" {
+				t.Errorf("%s: readiness on /readyz without --ready-without-workers, and %s scales the workers to zero", where, so.Metadata.Name)
+			}
+			target := o.deployment(t, so.Spec.ScaleTargetRef.Name)
+			model := envOf(target.Spec.Template.Spec.Containers[0], "VLLM_SERVED_MODEL_NAME")
+			if !slices.Contains(strings.Split(got["model[]"], "\n"), model) {
+				t.Errorf("%s: %s scales %s to zero, but the gateway does not declare its model %q (--model)", where, so.Metadata.Name, target.Name, model)
 			}
 		}
 		// The key files are the ones nats-config writes, in the mounted Secret.
@@ -498,6 +501,15 @@ func TestGatewayDeployment(t *testing.T) {
 			t.Errorf("GET %s on a running gateway: %d", p, resp.StatusCode)
 		}
 	}
+}
+
+func envOf(c corev1.Container, name string) string {
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	return ""
 }
 
 func mounted(c corev1.Container, dir string) bool {
@@ -588,8 +600,8 @@ func checkScaledObject(t testing.TB, so *scaledObject, target *appsv1.Deployment
 	}
 	want := map[string]string{
 		"account":                      natsconf.Account,
-		"stream":                       pendingStream,
-		"consumer":                     pendingConsumer(model),
+		"stream":                       wire.PendingStream,
+		"consumer":                     wire.PendingConsumer(model),
 		"natsServerMonitoringEndpoint": natsMonitorEndpoint(t),
 	}
 	for k, v := range want {
