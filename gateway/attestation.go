@@ -214,15 +214,61 @@ func newReceiptStore(nc *nats.Conn, kv jetstream.KeyValue, log interface{ Error(
 	return s, nil
 }
 
-// write publishes a batch and waits for its acks.
+// Receipts the bucket could not take because it was away for a moment (a
+// cluster electing the bucket's leader after losing a node, the gateway
+// reconnecting) are written again, receiptRetries times at most, waiting
+// receiptRetryWait doubling in between (about 12 s in all): a put of the
+// same receipt under its request id is idempotent.
+const (
+	receiptRetries   = 6
+	receiptRetryWait = 200 * time.Millisecond
+)
+
+// receiptRetryHook, when set (tests), hears of each retry before its wait.
+var receiptRetryHook func()
+
+// write publishes a batch and waits for its acks, again for the receipts
+// that failed for a reason that passes.
 func (s *receiptStore) write(batch []receiptEntry) {
+	for attempt := 0; ; attempt++ {
+		batch = s.writeOnce(batch, attempt < receiptRetries)
+		if len(batch) == 0 {
+			return
+		}
+		if receiptRetryHook != nil {
+			receiptRetryHook()
+		}
+		time.Sleep(receiptRetryWait << attempt)
+	}
+}
+
+// transient: a store error another try may not meet.
+func transient(err error) bool {
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrDisconnected)
+}
+
+// writeOnce publishes a batch and waits for its acks; it returns the
+// receipts to write again (with retry, those that failed transiently) and
+// logs the others that failed.
+func (s *receiptStore) writeOnce(batch []receiptEntry, retry bool) []receiptEntry {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	var again []receiptEntry
+	failed := func(e receiptEntry, err error) {
+		if retry && transient(err) {
+			again = append(again, e)
+			return
+		}
+		s.log.Error("storing receipt failed", "request_id", e.id, "err", err)
+	}
 	acks := make([]jetstream.PubAckFuture, len(batch))
 	for i, e := range batch {
 		f, err := s.js.PublishMsgAsync(&nats.Msg{Subject: s.prefix + e.id, Data: e.json})
 		if err != nil {
-			s.log.Error("storing receipt failed", "request_id", e.id, "err", err)
+			failed(e, err)
 			continue
 		}
 		acks[i] = f
@@ -234,14 +280,15 @@ func (s *receiptStore) write(batch []receiptEntry) {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			s.log.Error("storing receipt failed", "request_id", batch[i].id, "err", err)
+			failed(batch[i], err)
 			continue
 		case <-ctx.Done():
-			s.log.Error("storing receipt failed", "request_id", batch[i].id, "err", ctx.Err())
+			failed(batch[i], ctx.Err())
 			continue
 		}
 		s.usage(batch[i].json)
 	}
+	return again
 }
 
 // usage counts a stored receipt's tokens: they come from the receipt

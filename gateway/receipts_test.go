@@ -137,3 +137,42 @@ func BenchmarkReceiptKVPut(b *testing.B) {
 		}
 	}
 }
+
+// TestReceiptStoreRetriesWhileTheBucketIsAway: a receipt written while
+// its bucket cannot take it (here: gone, as a cluster's bucket is while
+// it elects a leader) is written again once the bucket is back, and
+// nothing is logged.
+func TestReceiptStoreRetriesWhileTheBucketIsAway(t *testing.T) {
+	nc, kv := receiptsKV(t)
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := js.DeleteKeyValue(ctx, ReceiptsBucket); err != nil {
+		t.Fatal(err)
+	}
+	retried := make(chan struct{}, 16)
+	receiptRetryHook = func() { retried <- struct{}{} }
+	defer func() { receiptRetryHook = nil }()
+	l := &countLog{}
+	s, err := newReceiptStore(nc, kv, l, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.put("req_away", receiptJSON(1))
+	select {
+	case <-retried:
+	case <-ctx.Done():
+		t.Fatal("no retry")
+	}
+	kv2, err := EnsureReceiptsBucket(ctx, js, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.close()
+	if l.n != 0 {
+		t.Errorf("%d errors logged", l.n)
+	}
+	if e, err := kv2.Get(ctx, "req_away"); err != nil || string(e.Value()) != string(receiptJSON(1)) {
+		t.Fatalf("the receipt after the bucket came back: %v", err)
+	}
+}
