@@ -390,6 +390,10 @@ func (p *Pending) Queued(ctx context.Context, models []string) (map[string]uint6
 // JSStreamStoreFailedF, "maximum messages per subject exceeded").
 const jsStoreFailed jetstream.ErrorCode = 10077
 
+// fullGrace is how long a request for a model whose workers are all busy
+// waits for a slot before it takes a ticket.
+const fullGrace = time.Second
+
 // pollInterval is how often a waiting request looks at the directory
 // without being told of a change (a record that expired changes nothing
 // in the watch).
@@ -409,9 +413,10 @@ func errColdStart(retryAfter int) *APIError {
 
 // wait holds a request for model until ready reports a worker that can
 // take it (nil), or gives up: queue full, or the cold-start timeout (or
-// the request's deadline) passed (a 503 with Retry-After). wakeups returns
+// the request's deadline) passed (a 503 with Retry-After). served reports
+// whether some worker serves model at all (busy or not). wakeups returns
 // channels that close when ready may have changed (nil ones never do).
-func (p *Pending) wait(model, reqID string, deadline time.Time, ready func() bool, wakeups func() (a, b <-chan struct{})) *APIError {
+func (p *Pending) wait(model, reqID string, deadline time.Time, ready, served func() bool, wakeups func() (a, b <-chan struct{})) *APIError {
 	n := p.counter(model)
 	if n.Add(1) > int64(p.cfg.QueueLength) {
 		n.Add(-1)
@@ -424,13 +429,35 @@ func (p *Pending) wait(model, reqID string, deadline time.Time, ready func() boo
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), giveUp)
 	defer cancel()
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	// Workers that serve the model but are all busy usually free a slot
+	// soon: the request first waits for one without a ticket, so a burst
+	// costs no JetStream round trips; a ticket (the scale signal) follows
+	// if none frees within fullGrace.
+	if served != nil && served() {
+		grace := time.NewTimer(min(fullGrace, time.Until(giveUp)))
+		defer grace.Stop()
+	local:
+		for {
+			a, b := wakeups()
+			if ready() {
+				return nil
+			}
+			select {
+			case <-a:
+			case <-b:
+			case <-tick.C:
+			case <-grace.C:
+				break local
+			}
+		}
+	}
 	seq, e := p.enqueue(ctx, model, reqID, giveUp)
 	if e != nil {
 		return e
 	}
 	defer p.dequeue(seq)
-	tick := time.NewTicker(pollInterval)
-	defer tick.Stop()
 	for {
 		// Subscribe to the wake-ups before looking, so none is missed.
 		a, b := wakeups()
@@ -524,6 +551,15 @@ func (g *Gateway) hasRoom(model string) bool {
 	return false
 }
 
+// served reports whether some live worker serves model, busy or not.
+func (g *Gateway) served(model string) bool {
+	if cd, ok := g.cfg.Directory.(capacityDirectory); ok {
+		return len(cd.Replicas(model)) > 0
+	}
+	_, ok := g.cfg.Directory.Model(model)
+	return ok
+}
+
 // wakeups returns channels that close when a waiting request should look
 // again: the registry changed, or a request of this gateway freed a slot.
 func (g *Gateway) wakeups() (changed, freed <-chan struct{}) {
@@ -540,7 +576,7 @@ func (g *Gateway) awaitWorker(model, reqID string, deadline time.Time) *APIError
 		return errNoCapacity()
 	}
 	g.log.Info("request waiting for a worker", "request_id", reqID)
-	return g.cfg.Pending.wait(model, reqID, deadline, func() bool { return g.hasRoom(model) }, g.wakeups)
+	return g.cfg.Pending.wait(model, reqID, deadline, func() bool { return g.hasRoom(model) }, func() bool { return g.served(model) }, g.wakeups)
 }
 
 var pendingDesc = prometheus.NewDesc(MetricPending,
