@@ -224,7 +224,10 @@ func TestColdStartTimeoutAndFullQueue(t *testing.T) {
 	// The bound is the stream's, fleet-wide: another gateway with room of
 	// its own is refused by JetStream (discard new per subject).
 	other := attachColdEnv(t, e.srv, PendingConfig{Models: []string{"m"}, Timeout: time.Minute, QueueLength: 2}, Config{MaxInflight: 100, MaxInflightPerModel: 100})
-	eventually(t, 5*time.Second, func() bool { return other.numPending("m") == 2 }, "two tickets (num_pending)")
+	eventually(t, 5*time.Second, func() bool {
+		q, err := other.pending.Queued(context.Background(), []string{"m"})
+		return err == nil && q["m"] == 2
+	}, "two tickets in the stream")
 	if r := other.chat("m"); r.status != 503 || r.retryAfter == "" || !strings.Contains(r.body, `"code":"queue_full"`) {
 		t.Fatalf("other gateway: %+v", r)
 	}
