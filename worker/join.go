@@ -420,7 +420,13 @@ func (w *Worker) retire(sv *serving) {
 	w.retiring.Add(1)
 	go func() {
 		defer w.retiring.Done()
-		if sv.kv != nil && sv.epoch != "" {
+		// A connection replaced by one on the same evidence (it was
+		// flagged, say after a reconnect to another node) shares its
+		// record key with the current one: that record stays.
+		w.mu.Lock()
+		shared := w.cur != nil && w.cur != sv && w.recordKey(w.cur) == w.recordKey(sv)
+		w.mu.Unlock()
+		if sv.kv != nil && sv.epoch != "" && !shared {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			if err := sv.kv.Delete(ctx, w.recordKey(sv)); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 				w.log.Debug("removing the retired connection's record", "err", err)

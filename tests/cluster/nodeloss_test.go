@@ -38,6 +38,7 @@ type outcome struct {
 	code    string // the error's code, for errors
 	detail  string
 	elapsed time.Duration
+	reqID   string
 }
 
 func (o outcome) String() string {
@@ -71,7 +72,7 @@ func fireWithin(ctx context.Context, gw, key string, stream bool, tokens int, ti
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
-	o := outcome{status: resp.StatusCode, elapsed: time.Since(start)}
+	o := outcome{status: resp.StatusCode, elapsed: time.Since(start), reqID: resp.Header.Get("X-Request-Id")}
 	if err != nil {
 		o.kind, o.detail = outcomeBroken, "reading the body: "+err.Error()
 		return o
@@ -316,6 +317,19 @@ func checkNodeKilled(t *testing.T, ctx context.Context, e env, base int) {
 	for k, n := range counts {
 		if strings.Contains(k, "deadline_exceeded") {
 			t.Errorf("%d requests waited for their deadline (%s)", n, k)
+		}
+	}
+
+	// Every completion's receipt is stored, also those written while the
+	// receipts bucket elected a new leader, and readable on both gateways.
+	for i, o := range outcomes {
+		if o.kind != outcomeCompletion {
+			continue
+		}
+		for _, gw := range e.gateways {
+			if code := pollCode(t, ctx, gw+"/v1/attestation/receipts/"+o.reqID, e.key); code != 200 {
+				t.Errorf("request %d's receipt on %s: %d", i, gw, code)
+			}
 		}
 	}
 
