@@ -181,17 +181,21 @@ func (g *Gateway) open(msg *nats.Msg, l *lease, size int, events bool) (*attempt
 // a bounce means the worker's connection is gone (errLost). A request sent
 // to a replica by its key (a worker of this version, which accepts every
 // request at once) that gets no accept and no answer within AcceptTimeout
-// is errLost too: the worker died holding it. One sent on the queue group
-// may have reached a worker from before accepts, so it waits for its
-// answer. The deadline cancels.
-func (g *Gateway) await(a *attempt, deadline time.Time) (*nats.Msg, error) {
+// is errLost too: the worker died holding it, unless there is nowhere to
+// fail over to while its record is still live (awaitAccept): then it waits
+// on, a worker reading its requests late under load is no lost one. One
+// sent on the queue group may have reached a worker from before accepts,
+// so it waits for its answer. The deadline cancels.
+func (g *Gateway) await(a *attempt, reqID, model string, tried map[string]bool, deadline time.Time) (*nats.Msg, error) {
 	dl := time.NewTimer(time.Until(deadline))
 	defer dl.Stop()
 	var acceptBy <-chan time.Time
+	var acceptTimer *time.Timer
+	late := false // logged once that the accept is late
 	if a.lease != nil && a.lease.Key != "" {
-		t := time.NewTimer(g.cfg.AcceptTimeout)
-		defer t.Stop()
-		acceptBy = t.C
+		acceptTimer = time.NewTimer(g.cfg.AcceptTimeout)
+		defer acceptTimer.Stop()
+		acceptBy = acceptTimer.C
 	}
 	var probe *time.Ticker
 	var probes <-chan time.Time
@@ -238,7 +242,14 @@ func (g *Gateway) await(a *attempt, deadline time.Time) (*nats.Msg, error) {
 			}
 			return nil, errBusDown
 		case <-acceptBy:
-			return nil, errLost
+			if !g.awaitAccept(model, a.lease.Key, tried) {
+				return nil, errLost
+			}
+			if !late {
+				late = true
+				g.log.Info("no accept yet from the only replica that may serve the request; waiting on", "request_id", reqID)
+			}
+			acceptTimer.Reset(g.cfg.AcceptTimeout)
 		case <-probes:
 			a.rx.Probe()
 		case <-dl.C:
@@ -288,7 +299,7 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 			g.log.Error("forwarding request failed", "request_id", reqID, "err", err)
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 		}
-		first, err := g.await(a, deadline)
+		first, err := g.await(a, reqID, r.Model, tried, deadline)
 		retry := false
 		switch {
 		case err == nil:

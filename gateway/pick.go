@@ -173,6 +173,32 @@ func (g *Gateway) awaitLease(ctx context.Context, model string, tried map[string
 	}
 }
 
+// awaitAccept reports whether a request sent to the replica key that has
+// had no accept within AcceptTimeout should keep waiting for it instead of
+// failing over: the replica is still a live record that may take requests
+// for model, and no replica this request has not tried serves it. Such a
+// worker's connection is up (a replica whose subscription is gone bounces
+// the request: errNobody); under load it reads the requests queued for it
+// in order, late. With nowhere else to go, giving the request up would
+// refuse it while capacity exists (no_capacity), and sending it to the
+// same replica again would make it queue there twice.
+func (g *Gateway) awaitAccept(model, key string, tried map[string]bool) bool {
+	cd, ok := g.cfg.Directory.(capacityDirectory)
+	if !ok || key == "" {
+		return false
+	}
+	listed := false
+	for _, r := range cd.Replicas(model) {
+		switch {
+		case r.Key == key:
+			listed = true
+		case !tried[r.Key]:
+			return false
+		}
+	}
+	return listed
+}
+
 // ready reports whether some worker can take requests: /readyz. A
 // Directory without capacity data is ready when it lists a model.
 func (g *Gateway) ready() bool {

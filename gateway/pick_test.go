@@ -167,6 +167,37 @@ func TestAwaitLease(t *testing.T) {
 	}
 }
 
+// A request whose replica sent no accept in time waits on for it only
+// while that replica is still listed and no replica it has not tried
+// serves the model; otherwise it fails over (errLost).
+func TestAwaitAccept(t *testing.T) {
+	alone := &capDir{reps: []Replica{replica("a", 1, 1, "m")}}
+	notReady := replica("b", 4, 0, "m")
+	notReady.Record.Ready = false
+	two := &capDir{reps: []Replica{replica("a", 1, 1, "m"), replica("b", 4, 4, "m")}}
+	for _, c := range []struct {
+		name  string
+		dir   Directory
+		key   string
+		tried map[string]bool
+		want  bool
+	}{
+		{"the only replica", alone, "a", nil, true},
+		{"the only replica, tried before", alone, "a", map[string]bool{"a": true}, true},
+		{"another replica not tried, even full", two, "a", nil, false},
+		{"the other replica tried already", two, "a", map[string]bool{"b": true}, true},
+		{"the replica no longer listed", &capDir{reps: []Replica{replica("b", 4, 0, "m")}}, "a", nil, false},
+		{"the replica no longer routable", &capDir{reps: []Replica{notReady}}, "b", nil, false},
+		{"another model's replica", &capDir{reps: []Replica{replica("a", 1, 1, "m"), replica("c", 4, 0, "x")}}, "a", nil, true},
+		{"the queue group", alone, "", nil, false},
+		{"no capacity data", fakeDir{}, "a", nil, false},
+	} {
+		if got := pickGateway(c.dir).awaitAccept("m", c.key, c.tried); got != c.want {
+			t.Errorf("%s: awaitAccept = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
 func TestReadyz(t *testing.T) {
 	srv, err := natsembed.Start(natsembed.Config{StoreDir: t.TempDir()})
 	if err != nil {
