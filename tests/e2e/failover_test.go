@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -282,6 +283,94 @@ func TestFailoverLateAnswerDropped(t *testing.T) {
 			t.Fatal(err)
 		}
 		stacktest.Eventually(t, 10*time.Second, func() bool { return len(s.Dir.Replicas(model)) == 1 }, "the hostile replica gone")
+	}
+}
+
+// logSignal is a slog handler that closes seen at the first record whose
+// message is msg, and drops every record.
+type logSignal struct {
+	msg  string
+	once sync.Once
+	seen chan struct{}
+}
+
+func (h *logSignal) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logSignal) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		h.once.Do(func() { close(h.seen) })
+	}
+	return nil
+}
+func (h *logSignal) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logSignal) WithGroup(string) slog.Handler      { return h }
+
+// TestLateAcceptOnlyReplica: a request whose only replica answers after
+// AcceptTimeout (a live worker reading its requests late under load) is
+// not given up: with nowhere to fail over to, the gateway waits on and
+// relays that replica's answer. It is neither refused (503 no_capacity,
+// as when it failed over to nowhere) nor sent to the replica twice.
+func TestLateAcceptOnlyReplica(t *testing.T) {
+	waiting := &logSignal{msg: "no accept yet from the only replica that may serve the request; waiting on", seen: make(chan struct{})}
+	s := stacktest.Start(t, func(c *stack.Config) {
+		c.Gateway.AcceptTimeout = 50 * time.Millisecond
+		c.Logger = slog.New(waiting)
+	})
+	ctx := t.Context()
+	const model = "late-only"
+	h := newHostile(t, s, s.SimRoot, "late-o", model)
+	if !h.st.Allow {
+		t.Fatalf("hostile not admitted: %v", h.st.Reasons)
+	}
+	inboxes := make(chan string, 4)
+	sub, err := h.nc.Subscribe(wire.DirectSubject(model, h.ep.ID), func(m *nats.Msg) { inboxes <- m.Reply })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	js, err := jetstream.New(h.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, wire.RegistryBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := wire.WorkerRecord{ID: "late-o", Version: wire.Version, EvidenceID: h.ep.ID, MaxConcurrency: 8, Ready: true,
+		HeartbeatAt: time.Now(), Models: []wire.ModelInfo{{ID: model}}}
+	b, _ := json.Marshal(rec)
+	if _, err := kv.Put(ctx, h.ep.ID, b); err != nil {
+		t.Fatal(err)
+	}
+	stacktest.Eventually(t, 10*time.Second, func() bool { return len(s.Dir.Replicas(model)) == 1 }, "the replica listed")
+	res := make(chan answer, 1)
+	go func() { res <- ask(s.URL, model, false, 0) }()
+	var inbox string
+	select {
+	case inbox = <-inboxes:
+	case a := <-res:
+		t.Fatalf("answered without the replica: %d %s", a.status, a.raw)
+	}
+	// The accept is late: the gateway says it waits on.
+	select {
+	case <-waiting.seen:
+	case a := <-res:
+		t.Fatalf("given up before the replica answered: %d %s", a.status, a.raw)
+	}
+	e := wire.Errorf(wire.CodeBad, "The late replica's own answer.")
+	r := wire.ErrorReply("late-o", e)
+	m := nats.NewMsg(inbox)
+	m.Header, m.Data = r.Header(), r.Body
+	if err := h.nc.PublishMsg(m); err != nil {
+		t.Fatal(err)
+	}
+	a := <-res
+	if a.err != nil || a.status != e.Status || !bytes.Contains(a.raw, []byte("late replica")) {
+		t.Fatalf("got %d %v %s, want the late replica's %d", a.status, a.err, a.raw, e.Status)
+	}
+	select {
+	case again := <-inboxes:
+		t.Fatalf("the request was sent to the replica again (inbox %s)", again)
+	default:
 	}
 }
 
