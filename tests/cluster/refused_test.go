@@ -170,16 +170,31 @@ func checkBadConnection(t *testing.T, ctx context.Context, teegate string, e env
 	dead := "nats://" + ln.Addr().String()
 	ln.Close()
 	for name, args := range map[string][]string{
-		"wrong credential":  {"gateway", "--nats", e.nats, "--nats-creds", bad, "--addr", "127.0.0.1:0"},
-		"unreachable":       {"gateway", "--nats", dead, "--nats-creds", e.creds, "--addr", "127.0.0.1:0", "--nats-timeout", "2s"},
-		"keys, unreachable": {"keys", "list", "--nats", dead, "--nats-creds", e.creds, "--nats-timeout", "2s"},
+		"wrong credential":       {"gateway", "--nats", e.nats, "--nats-creds", bad, "--addr", "127.0.0.1:0"},
+		"unreachable":            {"gateway", "--nats", dead, "--nats-creds", e.creds, "--addr", "127.0.0.1:0", "--nats-timeout", "2s"},
+		"keys, unreachable":      {"keys", "list", "--nats", dead, "--nats-creds", e.creds, "--nats-timeout", "2s"},
+		"keys, wrong credential": {"keys", "list", "--nats", e.nats, "--nats-creds", bad},
+		"audit, unreachable":     {"audit", "verify", "--nats", dead, "--nats-creds", e.creds, "--nats-timeout", "2s"},
+		"admission, unreachable": {"admission", "--nats", dead, "--nats-creds", e.creds, "--nats-timeout", "2s",
+			"--admission-seed", filepath.Join(e.dir, "nats", "admission.nk")},
+		"worker, unreachable": {"worker", "--nats", dead, "--nats-timeout", "2s", "--data-dir", filepath.Join(e.dir, "sim")},
 	} {
 		cctx, cancel := context.WithTimeout(ctx, time.Minute)
 		out, err := exec.CommandContext(cctx, teegate, args...).CombinedOutput()
 		hung := cctx.Err() != nil
 		cancel()
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		last := lines[len(lines)-1]
+		// Log records (JSON, such as the simulated worker's warning) aside,
+		// one line says what failed.
+		var lines []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if !strings.HasPrefix(l, "{") {
+				lines = append(lines, l)
+			}
+		}
+		last := ""
+		if len(lines) > 0 {
+			last = lines[len(lines)-1]
+		}
 		if err == nil || hung || len(lines) != 1 || !strings.Contains(last, "connecting to NATS") {
 			t.Fatalf("%s: err %v, output:\n%s", name, err, out)
 		}
