@@ -92,7 +92,10 @@ func TestColdStartRefusals(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process")
 	}
-	d := startDev(t, "--workers", "0", "--queue-length", "3", "--cold-start-timeout", "2s")
+	// In-flight limits above the queue, so that the queue's own bound
+	// refuses (with default limits and no worker they equal the queue's
+	// length and refuse the same request as overloaded).
+	d := startDev(t, "--workers", "0", "--queue-length", "3", "--cold-start-timeout", "2s", "--max-inflight", "100", "--max-inflight-per-model", "100")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client := newClient(16)
@@ -101,10 +104,8 @@ func TestColdStartRefusals(t *testing.T) {
 		go func() { res <- chat(ctx, client, d.url, d.key, false, 8) }()
 	}
 	waitFor(t, 10*time.Second, "three waiting", func() bool { here, _ := waiting(t, d.url, d.key, "teegate-builtin"); return here == 3 })
-	// The default in-flight limit (no worker: the queue's length) refuses
-	// it as overloaded before the queue would, at once either way.
 	full := chat(ctx, client, d.url, d.key, true, 8)
-	if full.status != 503 || full.retryAfter == "" || !(strings.Contains(full.body, `"code":"queue_full"`) || strings.Contains(full.body, `"code":"overloaded"`)) || full.elapsed > time.Second {
+	if full.status != 503 || full.retryAfter == "" || !strings.Contains(full.body, `"code":"queue_full"`) || full.elapsed > time.Second {
 		t.Fatalf("queue full: %+v", full)
 	}
 	for range 3 {
@@ -117,4 +118,17 @@ func TestColdStartRefusals(t *testing.T) {
 		here, queued := waiting(t, d.url, d.key, "teegate-builtin")
 		return here == 0 && queued == 0
 	})
+	// Default limits with no worker: the in-flight limit is the queue's
+	// length, and sheds the one beyond it at once (503 overloaded).
+	d2 := startDev(t, "--workers", "0", "--queue-length", "2", "--cold-start-timeout", "3s")
+	for range 2 {
+		go func() { res <- chat(ctx, client, d2.url, d2.key, false, 8) }()
+	}
+	waitFor(t, 10*time.Second, "two waiting", func() bool { here, _ := waiting(t, d2.url, d2.key, "teegate-builtin"); return here == 2 })
+	if shed := chat(ctx, client, d2.url, d2.key, false, 8); shed.status != 503 || shed.retryAfter != "1" || !strings.Contains(shed.body, `"code":"overloaded"`) || shed.elapsed > time.Second {
+		t.Fatalf("shed: %+v", shed)
+	}
+	for range 2 {
+		<-res
+	}
 }
