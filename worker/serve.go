@@ -168,6 +168,21 @@ type job struct {
 	control string // "" when the request needs none (non-stream, no accept)
 	remove  func()
 	sender  atomic.Pointer[wire.StreamSender]
+	// slot gives back the request's concurrency slot (nil until it holds
+	// one); free calls it once.
+	slot  func()
+	freed bool
+}
+
+// free gives the job's concurrency slot back, once: just before its final
+// answer is sent (so a gateway that sends its next request as soon as it
+// has this answer finds the slot free instead of queueing there), else
+// when the job ends. Only the job's own goroutine calls it.
+func (j *job) free() {
+	if j.slot != nil && !j.freed {
+		j.freed = true
+		j.slot()
+	}
 }
 
 // newJob registers the request's control subject and, when the gateway
@@ -213,8 +228,9 @@ func (w *Worker) dispatch(sv *serving, req micro.Request) {
 		w.reply(req, wire.ErrorReply(w.cfg.ID, wire.Errorf(wire.CodeBusy, "The worker is at capacity. Retry shortly.")))
 	}
 	run := func(j *job) {
+		j.slot = func() { <-w.sem }
 		defer func() {
-			<-w.sem
+			j.free()
 			j.done()
 			w.end(sv)
 		}()
@@ -347,6 +363,7 @@ func (w *Worker) serveRequest(sv *serving, req micro.Request, h nats.Header, j *
 		}
 		rep.Attestation = sh
 	}
+	j.free()
 	if err := w.respond(req, rep); err != nil {
 		log.Warn("replying failed", "err", err)
 		return http.StatusOK

@@ -25,7 +25,14 @@ import (
 // stream relays payloads to the requester's inbox with flow control: a
 // wire.StreamSender on the job's control subject.
 func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serving, req micro.Request, j *job, r wire.Request, meta Meta, s engine.Stream) (int, error) {
-	defer s.Close()
+	closed := false
+	closeStream := func() {
+		if !closed {
+			closed = true
+			_ = s.Close()
+		}
+	}
+	defer closeStream()
 	out := wire.NewStreamSender(sv.nc.PublishMsg, req.Reply(), j.control, r.Window, w.cfg.ID, sv.epoch, cancel)
 	j.sender.Store(out)
 
@@ -69,6 +76,10 @@ func (w *Worker) stream(ctx context.Context, cancel context.CancelFunc, sv *serv
 			if responsesAPI && final != nil {
 				event = attest.ResponsesReceiptEvent
 			}
+			// The engine is done with the request and the receipt is
+			// signed: the slot is free before the gateway hears the end.
+			closeStream()
+			j.free()
 			return out.Seq(), out.End(event, final)
 		}
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/teegate/teegate/internal/enginetest"
 	"github.com/teegate/teegate/internal/natsembed"
 	"github.com/teegate/teegate/worker"
+	"github.com/teegate/teegate/worker/engine"
 	"github.com/teegate/teegate/worker/wire"
 )
 
@@ -45,7 +46,10 @@ func start(t *testing.T, cfg worker.Config) *harness {
 	}
 	t.Cleanup(wconn.Close)
 	eng := enginetest.NewGated("m")
-	cfg.Conn, cfg.Engine = wconn, eng
+	cfg.Conn = wconn
+	if cfg.Engine == nil {
+		cfg.Engine = eng
+	}
 	w, err := worker.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -257,5 +261,92 @@ func TestQueuedRequestWaitsForSlot(t *testing.T) {
 	r := <-done
 	if r == nil || r.Header.Get(wire.HdrStatus) != "200" {
 		t.Fatalf("queued request got %v", r)
+	}
+}
+
+// closeWatch is an engine whose stream's Close looks, once the bus has
+// delivered everything the worker published so far, whether the stream's
+// end has reached the gateway already (early).
+type closeWatch struct {
+	*enginetest.Gated
+	h      *harness
+	msgs   chan *nats.Msg // the gateway's inbox
+	got    []*nats.Msg    // what Close took from msgs
+	early  bool
+	closed chan struct{}
+}
+
+func (c *closeWatch) Do(ctx context.Context, call engine.Call) (*engine.Result, error) {
+	res, err := c.Gated.Do(ctx, call)
+	if err == nil && res.Stream != nil {
+		res.Stream = &watchedStream{Stream: res.Stream, c: c}
+	}
+	return res, err
+}
+
+type watchedStream struct {
+	engine.Stream
+	c *closeWatch
+}
+
+func (s *watchedStream) Close() error {
+	err := s.Stream.Close()
+	c := s.c
+	// A flush of the worker's connection, then of the gateway's, delivers
+	// to the inbox all the worker published before this Close.
+	if c.h.wconn.Flush() != nil || c.h.client.Flush() != nil {
+		panic("flushing")
+	}
+	for len(c.msgs) > 0 {
+		m := <-c.msgs
+		c.got = append(c.got, m)
+		c.early = c.early || m.Header.Get(wire.HdrKind) == wire.KindEnd
+	}
+	close(c.closed)
+	return err
+}
+
+// A worker gives a request's slot back before its final answer: the
+// engine's stream is closed before its end is sent, and a gateway that
+// sends its next request as soon as it has a final answer (it counts the
+// slot free then) finds the slot free, so the request is not queued.
+// QueueWait is a nanosecond: one that had to queue would be answered busy.
+func TestSlotFreeBeforeFinalAnswer(t *testing.T) {
+	cw := &closeWatch{Gated: enginetest.NewGated("m"), msgs: make(chan *nats.Msg, 8), closed: make(chan struct{})}
+	h := start(t, worker.Config{MaxConcurrency: 1, QueueWait: time.Nanosecond, AckTimeout: time.Minute, Engine: cw})
+	cw.h = h
+	inbox := h.client.NewInbox()
+	sub, _ := h.client.ChanSubscribe(inbox, cw.msgs)
+	defer sub.Unsubscribe()
+	_ = h.client.PublishMsg(streamRequest(8, inbox)) // takes the only slot
+	cw.Feed <- []byte("first")
+	close(cw.Feed) // the stream ends after its chunk
+	<-cw.closed
+	if cw.early {
+		t.Fatal("the stream's end was sent before the engine's stream was closed (its slot still held)")
+	}
+	ended := false
+	for _, m := range cw.got {
+		ended = ended || m.Header.Get(wire.HdrKind) == wire.KindEnd
+	}
+	for !ended {
+		ended = (<-cw.msgs).Header.Get(wire.HdrKind) == wire.KindEnd
+	}
+	unary := func() *nats.Msg {
+		m := nats.NewMsg(wire.InferSubject("m"))
+		m.Header.Set(wire.HdrVersion, wire.Version)
+		m.Header.Set(wire.HdrOp, wire.OpChat)
+		r, err := h.client.RequestMsg(m, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	// After the stream's end, then after each reply: the next request is
+	// served, never turned away.
+	for i := range 3 {
+		if r := unary(); r.Header.Get(wire.HdrStatus) != "200" {
+			t.Fatalf("request %d after a final answer: %v", i, r.Header)
+		}
 	}
 }
