@@ -150,6 +150,13 @@ type Report struct {
 	Targets              map[string]string `json:"targets"`
 }
 
+// loadConcurrency is each load-run worker's max_concurrency: a worker's
+// real bound on this machine's cores, not a number so large that the
+// gateway's overload limits (derived from the registry's capacity plus the
+// cold-start queue) could never engage. Requests beyond it wait in the
+// gateway for a slot (or, in the overload run, are refused).
+const loadConcurrency = 128
+
 const chatBody = `{"model":%q,"messages":[{"role":"user","content":"Tell me about lighthouses."}],"max_tokens":16%s}`
 
 // Run measures: it starts the upstream and the stack, drives them, stops
@@ -181,7 +188,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	defer os.RemoveAll(dir)
 	logf("starting the stack (embedded NATS, gateway, 2 simulated-TEE workers, receipts on)")
-	st, err := startStack(ctx, dir, engines, 1024)
+	st, err := startStack(ctx, dir, engines, loadConcurrency)
 	if err != nil {
 		return nil, err
 	}
