@@ -182,7 +182,7 @@ func (g *Gateway) open(msg *nats.Msg, l *lease, size int, events bool) (*attempt
 // to a replica by its key (a worker of this version, which accepts every
 // request at once) that gets no accept and no answer within AcceptTimeout
 // is errLost too: the worker died holding it, unless there is nowhere to
-// fail over to while its record is still live (awaitAccept): then it waits
+// fail over to while its record is still live (onlyChoice): then it waits
 // on, a worker reading its requests late under load is no lost one. One
 // sent on the queue group may have reached a worker from before accepts,
 // so it waits for its answer. The deadline cancels.
@@ -242,7 +242,7 @@ func (g *Gateway) await(a *attempt, reqID, model string, tried map[string]bool, 
 			}
 			return nil, errBusDown
 		case <-acceptBy:
-			if !g.awaitAccept(model, a.lease.Key, tried) {
+			if !g.onlyChoice(model, a.lease.Key, tried) {
 				return nil, errLost
 			}
 			if !late {
@@ -260,7 +260,8 @@ func (g *Gateway) await(a *attempt, reqID, model string, tried map[string]bool, 
 }
 
 // dispatch sends a request to workers until one answers. A worker that is
-// busy makes it try another (up to Attempts in all); a request whose worker
+// busy makes it try another (up to Attempts in all), or the same one once a
+// slot may have freed when no other is left; a request whose worker
 // went away before the first byte of its answer is dispatched once more
 // (failover); a request sent to a worker whose subject has no subscriber any
 // more tries another worker (Attempts). Only the attempt that answers is
@@ -300,7 +301,7 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 			return g.finish(c, reqID, send(c, errNoCapacity()), http.StatusServiceUnavailable)
 		}
 		first, err := g.await(a, reqID, r.Model, tried, deadline)
-		retry := false
+		retry, busy := false, false
 		switch {
 		case err == nil:
 			retry = first.Header.Get(wire.HdrKind) == wire.KindError && wire.Retryable(first.Header.Get(wire.HdrError))
@@ -310,6 +311,7 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 			}
 			if retry {
 				g.metrics.redispatched("busy")
+				busy = true
 			}
 		case errors.Is(err, errNobody):
 			// On the queue group nobody serves the model at all; a replica
@@ -346,7 +348,14 @@ func (g *Gateway) dispatch(c *fiber.Ctx, r *wire.Request, span func(nats.Header)
 			return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 		}
 		if retry {
+			// A busy replica that is all the request has left is tried
+			// again once a slot may have freed (onlyChoice).
+			again := busy && g.onlyChoice(r.Model, key, tried)
 			a.close()
+			if again {
+				g.awaitSlot(pctx)
+				continue
+			}
 			if key != "" {
 				tried[key] = true
 			}

@@ -173,16 +173,18 @@ func (g *Gateway) awaitLease(ctx context.Context, model string, tried map[string
 	}
 }
 
-// awaitAccept reports whether a request sent to the replica key that has
-// had no accept within AcceptTimeout should keep waiting for it instead of
-// failing over: the replica is still a live record that may take requests
-// for model, and no replica this request has not tried serves it. Such a
-// worker's connection is up (a replica whose subscription is gone bounces
-// the request: errNobody); under load it reads the requests queued for it
-// in order, late. With nowhere else to go, giving the request up would
-// refuse it while capacity exists (no_capacity), and sending it to the
-// same replica again would make it queue there twice.
-func (g *Gateway) awaitAccept(model, key string, tried map[string]bool) bool {
+// onlyChoice reports whether the replica key is all a request for model
+// has left: it is still a live record that may take requests, and no
+// replica this request has not tried serves model. Then a replica that has
+// not accepted within AcceptTimeout is waited for instead of failed over:
+// its connection is up (a replica whose subscription is gone bounces the
+// request: errNobody), and under load it reads the requests queued for it
+// in order, late; giving the request up would refuse it while capacity
+// exists (no_capacity), and sending it to the same replica again would
+// make it queue there twice. A replica that answered busy is tried again
+// once a slot may have freed (awaitSlot), up to Attempts, rather than
+// excluded, which would leave nothing to try.
+func (g *Gateway) onlyChoice(model, key string, tried map[string]bool) bool {
 	cd, ok := g.cfg.Directory.(capacityDirectory)
 	if !ok || key == "" {
 		return false
@@ -197,6 +199,25 @@ func (g *Gateway) awaitAccept(model, key string, tried map[string]bool) bool {
 		}
 	}
 	return listed
+}
+
+// awaitSlot waits, after a replica answered busy, until a slot may have
+// freed: a request of this gateway gave one back, or the registry changed
+// (the workers' in_flight counts, published on every heartbeat). false:
+// ctx ended first.
+func (g *Gateway) awaitSlot(ctx context.Context) bool {
+	freed := g.picker.freed.wait()
+	var changed <-chan struct{}
+	if cd, ok := g.cfg.Directory.(capacityDirectory); ok {
+		changed = cd.Changed()
+	}
+	select {
+	case <-freed:
+	case <-changed:
+	case <-ctx.Done():
+		return false
+	}
+	return true
 }
 
 // ready reports whether some worker can take requests: /readyz. A

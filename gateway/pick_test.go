@@ -170,7 +170,7 @@ func TestAwaitLease(t *testing.T) {
 // A request whose replica sent no accept in time waits on for it only
 // while that replica is still listed and no replica it has not tried
 // serves the model; otherwise it fails over (errLost).
-func TestAwaitAccept(t *testing.T) {
+func TestOnlyChoice(t *testing.T) {
 	alone := &capDir{reps: []Replica{replica("a", 1, 1, "m")}}
 	notReady := replica("b", 4, 0, "m")
 	notReady.Record.Ready = false
@@ -192,8 +192,8 @@ func TestAwaitAccept(t *testing.T) {
 		{"the queue group", alone, "", nil, false},
 		{"no capacity data", fakeDir{}, "a", nil, false},
 	} {
-		if got := pickGateway(c.dir).awaitAccept("m", c.key, c.tried); got != c.want {
-			t.Errorf("%s: awaitAccept = %v, want %v", c.name, got, c.want)
+		if got := pickGateway(c.dir).onlyChoice("m", c.key, c.tried); got != c.want {
+			t.Errorf("%s: onlyChoice = %v, want %v", c.name, got, c.want)
 		}
 	}
 }

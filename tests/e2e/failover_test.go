@@ -374,6 +374,92 @@ func TestLateAcceptOnlyReplica(t *testing.T) {
 	}
 }
 
+// TestBusyOnlyReplica: a request whose only replica answers busy is not
+// refused at once with nothing left to try: it is sent to that replica
+// again once a slot may have freed (here: the registry changes), and
+// relays its answer; a replica busy on every one of Attempts tries ends
+// in 503 no_capacity.
+func TestBusyOnlyReplica(t *testing.T) {
+	s := stacktest.Start(t)
+	ctx := t.Context()
+	const model = "busy-only"
+	h := newHostile(t, s, s.SimRoot, "busy-o", model)
+	if !h.st.Allow {
+		t.Fatalf("hostile not admitted: %v", h.st.Reasons)
+	}
+	inboxes := make(chan string, 8)
+	sub, err := h.nc.Subscribe(wire.DirectSubject(model, h.ep.ID), func(m *nats.Msg) { inboxes <- m.Reply })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	js, err := jetstream.New(h.nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, err := js.KeyValue(ctx, wire.RegistryBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heartbeat := func() {
+		rec := wire.WorkerRecord{ID: "busy-o", Version: wire.Version, EvidenceID: h.ep.ID, MaxConcurrency: 8, Ready: true,
+			HeartbeatAt: time.Now(), Models: []wire.ModelInfo{{ID: model}}}
+		b, _ := json.Marshal(rec)
+		if _, err := kv.Put(ctx, h.ep.ID, b); err != nil {
+			t.Error(err)
+		}
+	}
+	heartbeat()
+	stacktest.Eventually(t, 10*time.Second, func() bool { return len(s.Dir.Replicas(model)) == 1 }, "the replica listed")
+	answerWith := func(inbox string, e *wire.Error) {
+		r := wire.ErrorReply("busy-o", e)
+		m := nats.NewMsg(inbox)
+		m.Header, m.Data = r.Header(), r.Body
+		if err := h.nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// next returns the next delivery of the request, heartbeating (a
+	// registry change, which may mean a freed slot) until it comes.
+	next := func(res chan answer) string {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case inbox := <-inboxes:
+				return inbox
+			case a := <-res:
+				t.Fatalf("answered before the replica did: %d %s", a.status, a.raw)
+			case <-tick.C:
+				heartbeat()
+			}
+		}
+	}
+	busy := wire.Errorf(wire.CodeBusy, "The worker is at capacity. Retry shortly.")
+	res := make(chan answer, 1)
+	go func() { res <- ask(s.URL, model, false, 0) }()
+	answerWith(next(res), busy)
+	answerWith(next(res), busy)
+	own := wire.Errorf(wire.CodeBad, "The busy replica's own answer.")
+	answerWith(next(res), own)
+	if a := <-res; a.err != nil || a.status != own.Status || !bytes.Contains(a.raw, []byte("busy replica")) {
+		t.Fatalf("got %d %v %s, want the replica's own %d", a.status, a.err, a.raw, own.Status)
+	}
+	// Busy on each of the Attempts (3) tries: refused.
+	go func() { res <- ask(s.URL, model, false, 1) }()
+	for range 3 {
+		answerWith(next(res), busy)
+	}
+	if a := <-res; a.status != 503 || !bytes.Contains(a.raw, []byte("no_capacity")) {
+		t.Fatalf("busy three times: got %d %s, want 503 no_capacity", a.status, a.raw)
+	}
+	select {
+	case extra := <-inboxes:
+		t.Fatalf("a fourth try (inbox %s)", extra)
+	default:
+	}
+}
+
 // TestStreamWorkerKilledAfterFirstByte: a stream whose worker is killed
 // after its first chunk ends with a worker_gone error event, then [DONE],
 // and carries no receipt; it is not dispatched again.
