@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,6 +120,45 @@ func checkRefusedWorker(t *testing.T, ctx context.Context, e env) {
 			}
 		case <-timeout:
 			t.Fatalf("the server did not refuse the rogue's subscriptions (refused: %v)", denied)
+		}
+	}
+
+	// A model only a refused worker offers is 503 on both gateways, not
+	// 404: it exists, no attested worker may serve it.
+	only, err := builtin.New(builtin.Config{ModelID: "refused-only"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m2 := sim.MeasurementsLabeled("rogue-2")
+	att2, _, err := sim.OpenAttester(filepath.Join(e.dir, "sim"), sim.Config{GPUs: 1, Measurements: &m2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node2, err := workernode.Start(ctx, workernode.Config{Engine: only, Attester: att2, Worker: worker.Config{ID: "rogue-2"},
+		Dial: func(o ...nats.Option) (*nats.Conn, error) { return nats.Connect(e.nats, o...) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = node2.Close(cctx)
+	}()
+	decisions(t, ctx, e, func(v map[string]string) bool { return strings.Contains(v["rogue-2"], " refused ") })
+	for _, gw := range e.gateways {
+		req, _ := http.NewRequestWithContext(ctx, "POST", gw+"/v1/chat/completions",
+			strings.NewReader(`{"model":"refused-only","messages":[{"role":"user","content":"hi"}]}`))
+		req.Header.Set("Authorization", "Bearer "+e.key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if code, ok := errorCode(raw); resp.StatusCode != http.StatusServiceUnavailable || !ok || code != "no_capacity" ||
+			!strings.Contains(string(raw), "No attested worker") {
+			t.Fatalf("%s: a model only a refused worker offers: %d %s", gw, resp.StatusCode, raw)
 		}
 	}
 
