@@ -100,8 +100,13 @@ func TestAdmissionCommandJudgesWorkers(t *testing.T) {
 	if !w.Worker.Admission().Admitted {
 		t.Fatalf("not admitted: %v\n%s", w.Worker.Admission().Reasons, logs.String())
 	}
-	if !strings.Contains(logs.String(), `"admitted":true`) {
-		t.Fatalf("the admission service did not log the decision:\n%s", logs.String())
+	// The decision is logged after the worker is told; wait for the line.
+	deadline = time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), `"admitted":true`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the admission service did not log the decision:\n%s", logs.String())
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
