@@ -415,8 +415,10 @@ func errColdStart(retryAfter int) *APIError {
 // take it (nil), or gives up: queue full, or the cold-start timeout (or
 // the request's deadline) passed (a 503 with Retry-After). served reports
 // whether some worker serves model at all (busy or not). wakeups returns
-// channels that close when ready may have changed (nil ones never do).
-func (p *Pending) wait(model, reqID string, deadline time.Time, ready, served func() bool, wakeups func() (a, b <-chan struct{})) *APIError {
+// a channel that closes when the registry changes (nil: never) and a place
+// among the requests waiting for a slot of this gateway (slotq.go), to
+// leave when the request stops waiting.
+func (p *Pending) wait(model, reqID string, deadline time.Time, ready, served func() bool, wakeups func() (<-chan struct{}, *slotWaiter)) *APIError {
 	n := p.counter(model)
 	if n.Add(1) > int64(p.cfg.QueueLength) {
 		n.Add(-1)
@@ -440,17 +442,20 @@ func (p *Pending) wait(model, reqID string, deadline time.Time, ready, served fu
 		defer grace.Stop()
 	local:
 		for {
-			a, b := wakeups()
+			a, w := wakeups()
 			if ready() {
+				w.leave()
 				return nil
 			}
 			select {
 			case <-a:
-			case <-b:
+			case <-w.C:
 			case <-tick.C:
 			case <-grace.C:
+				w.leave()
 				break local
 			}
+			w.leave()
 		}
 	}
 	seq, e := p.enqueue(ctx, model, reqID, giveUp)
@@ -460,20 +465,23 @@ func (p *Pending) wait(model, reqID string, deadline time.Time, ready, served fu
 	defer p.dequeue(seq)
 	for {
 		// Subscribe to the wake-ups before looking, so none is missed.
-		a, b := wakeups()
+		a, w := wakeups()
 		if ready() {
+			w.leave()
 			return nil
 		}
 		select {
 		case <-a:
-		case <-b:
+		case <-w.C:
 		case <-tick.C:
 		case <-ctx.Done():
+			w.leave()
 			if ready() {
 				return nil
 			}
 			return errColdStart(max(1, int(p.cfg.Timeout/time.Second)/4))
 		}
+		w.leave()
 	}
 }
 
@@ -562,11 +570,12 @@ func (g *Gateway) served(model string) bool {
 
 // wakeups returns channels that close when a waiting request should look
 // again: the registry changed, or a request of this gateway freed a slot.
-func (g *Gateway) wakeups() (changed, freed <-chan struct{}) {
+func (g *Gateway) wakeups() (changed <-chan struct{}, freed *slotWaiter) {
+	freed = g.picker.freed.join()
 	if cn, ok := g.cfg.Directory.(changeNotifier); ok {
 		changed = cn.Changed()
 	}
-	return changed, g.picker.freed.wait()
+	return changed, freed
 }
 
 // awaitWorker holds a request whose model has no ready worker in the

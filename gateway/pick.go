@@ -65,15 +65,15 @@ func (l *lease) Release() {
 
 // picker counts this gateway's requests in flight per replica.
 type picker struct {
-	mu    sync.Mutex
-	n     map[string]int
-	freed signal
+	mu sync.Mutex
+	n  map[string]int
+	// freed wakes one request waiting for a slot each time one is given
+	// back (slotq.go).
+	freed slotQueue
 }
 
 func newPicker() *picker {
-	p := &picker{n: map[string]int{}}
-	p.freed.init()
-	return p
+	return &picker{n: map[string]int{}}
 }
 
 func (p *picker) release(key string) {
@@ -82,7 +82,7 @@ func (p *picker) release(key string) {
 		delete(p.n, key)
 	}
 	p.mu.Unlock()
-	p.freed.fire()
+	p.freed.wake()
 }
 
 // inFlight is this gateway's count on the replica key.
@@ -151,25 +151,25 @@ func (g *Gateway) pick(model string, tried map[string]bool) (l *lease, ok, full 
 // all (the cold-start queue's case).
 func (g *Gateway) awaitLease(ctx context.Context, model string, tried map[string]bool) (*lease, bool) {
 	for {
-		// Subscribe to the wake-ups before looking, so none is missed.
-		freed := g.picker.freed.wait()
+		// Join the waiters before looking, so no freed slot is missed.
+		w := g.picker.freed.join()
 		var changed <-chan struct{}
 		if cd, ok := g.cfg.Directory.(capacityDirectory); ok {
 			changed = cd.Changed()
 		}
 		l, ok, full := g.pick(model, tried)
-		if ok {
-			return l, true
-		}
-		if !full {
-			return nil, false
+		if ok || !full {
+			w.leave()
+			return l, ok
 		}
 		select {
-		case <-freed:
+		case <-w.C:
 		case <-changed:
 		case <-ctx.Done():
+			w.leave()
 			return nil, false
 		}
+		w.leave()
 	}
 }
 
@@ -206,13 +206,14 @@ func (g *Gateway) onlyChoice(model, key string, tried map[string]bool) bool {
 // (the workers' in_flight counts, published on every heartbeat). false:
 // ctx ended first.
 func (g *Gateway) awaitSlot(ctx context.Context) bool {
-	freed := g.picker.freed.wait()
+	w := g.picker.freed.join()
+	defer w.leave()
 	var changed <-chan struct{}
 	if cd, ok := g.cfg.Directory.(capacityDirectory); ok {
 		changed = cd.Changed()
 	}
 	select {
-	case <-freed:
+	case <-w.C:
 	case <-changed:
 	case <-ctx.Done():
 		return false
