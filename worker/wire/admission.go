@@ -124,20 +124,7 @@ func WorkerInboxPrefix(nkey string) string { return WorkerInboxRoot + "." + nkey
 // subject the gateway publishes stream acks and cancels to.
 func AckSubjectOK(subject, nkey string) bool {
 	rest, ok := strings.CutPrefix(subject, WorkerInboxPrefix(nkey)+".")
-	if !ok || nkey == "" || len(subject) > 256 {
-		return false
-	}
-	for _, tok := range strings.Split(rest, ".") {
-		if tok == "" {
-			return false
-		}
-		for i := 0; i < len(tok); i++ {
-			if !tokenSafe(tok[i]) {
-				return false
-			}
-		}
-	}
-	return true
+	return ok && nkey != "" && len(subject) <= 256 && literalTokens(rest)
 }
 
 // NKeyOfBundle is the NATS user nkey of a bundle's signing key: the key a

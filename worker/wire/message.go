@@ -388,9 +388,12 @@ func validWorkerID(v string) bool {
 // literalSubject: a subject of tokens of [A-Za-z0-9_-], at most
 // MaxControlSubject bytes, no wildcards or empty tokens.
 func literalSubject(s string) bool {
-	if s == "" || len(s) > MaxControlSubject {
-		return false
-	}
+	return s != "" && len(s) <= MaxControlSubject && literalTokens(s)
+}
+
+// literalTokens: s is one or more non-empty tokens of [A-Za-z0-9_-]
+// joined by '.'.
+func literalTokens(s string) bool {
 	for _, tok := range strings.Split(s, ".") {
 		if tok == "" {
 			return false
