@@ -5,6 +5,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,7 +15,6 @@ import (
 
 	"github.com/teegate/teegate/cmd/internal/cliutil"
 	"github.com/teegate/teegate/gateway"
-	"github.com/teegate/teegate/gateway/audit"
 	"github.com/teegate/teegate/internal/gatewaynode"
 )
 
@@ -67,19 +67,14 @@ func runAdmission(ctx context.Context, args []string, _, stderr io.Writer) error
 		return err
 	}
 	defer nc.Close()
-	var sys *nats.Conn
-	if sysf.HasAuth() {
-		sysf.URLs, sysf.TLSCA, sysf.TLSCert, sysf.TLSKey, sysf.ConnectTimeout = nf.URLs, nf.TLSCA, nf.TLSCert, nf.TLSKey, nf.ConnectTimeout
-		sysf.InOrder = nf.InOrder
-		if sys, err = sysf.Connect("teegate-admission-sys", log); err != nil {
-			return fmt.Errorf("system account: %w", err)
-		}
+	sys, err := connectSys(nf, sysf, log)
+	if err != nil {
+		return err
+	}
+	if sys != nil {
 		defer sys.Close()
 	}
-	ac := audit.StreamConfig{MaxAge: af.retention, Replicas: af.replicas}
-	if ac.Replicas <= 1 {
-		ac.Replicas = *replicas
-	}
+	ac := af.streamConfig(*replicas)
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	n, err := gatewaynode.Start(startCtx, gatewaynode.Config{AdmissionOnly: true,
@@ -110,6 +105,22 @@ func runAdmission(ctx context.Context, args []string, _, stderr io.Writer) error
 			cancel()
 		}
 	}
+}
+
+// connectSys opens the system-account connection of a node that answers
+// the auth callout (nil when sysf names no credentials), to the same
+// servers, with the same TLS, as nf.
+func connectSys(nf, sysf cliutil.NATSFlags, log *slog.Logger) (*nats.Conn, error) {
+	if !sysf.HasAuth() {
+		return nil, nil
+	}
+	sysf.URLs, sysf.TLSCA, sysf.TLSCert, sysf.TLSKey, sysf.ConnectTimeout = nf.URLs, nf.TLSCA, nf.TLSCert, nf.TLSKey, nf.ConnectTimeout
+	sysf.InOrder = nf.InOrder
+	sys, err := sysf.Connect("teegate-admission-sys", log)
+	if err != nil {
+		return nil, fmt.Errorf("system account: %w", err)
+	}
+	return sys, nil
 }
 
 // readSimRoot reads the simulated root certificate -sim-root names.

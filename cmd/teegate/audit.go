@@ -35,6 +35,16 @@ func (a *auditFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&a.every, "audit-checkpoint-every", 100, "records between signed audit checkpoints")
 }
 
+// streamConfig is the audit stream of a gateway node whose buckets have
+// replicas copies: -audit-replicas, when set above 1, wins.
+func (a *auditFlags) streamConfig(replicas int) audit.StreamConfig {
+	c := audit.StreamConfig{MaxAge: a.retention, Replicas: a.replicas}
+	if c.Replicas <= 1 {
+		c.Replicas = replicas
+	}
+	return c
+}
+
 // open opens the audit log with the shared audit key.
 func (a *auditFlags) open(ctx context.Context, js jetstream.JetStream, name string, log *slog.Logger) (*audit.Log, error) {
 	key, err := audit.LoadOrCreateKey(ctx, js, a.replicas)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,7 +16,6 @@ import (
 	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/gateway"
 	"github.com/teegate/teegate/gateway/admission"
-	"github.com/teegate/teegate/gateway/audit"
 	"github.com/teegate/teegate/internal/gatewaynode"
 )
 
@@ -86,36 +83,23 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
-	var pinned [][]byte
-	if *simRoot != "" {
-		raw, err := os.ReadFile(*simRoot)
-		if err != nil {
-			return fmt.Errorf("reading -sim-root: %w", err)
-		}
-		b, _ := pem.Decode(raw)
-		if b == nil || b.Type != "CERTIFICATE" {
-			return fmt.Errorf("-sim-root %s holds no PEM certificate", *simRoot)
-		}
-		pinned = append(pinned, b.Bytes)
+	pinned, err := readSimRoot(*simRoot)
+	if err != nil {
+		return err
 	}
 	nc, err := nf.Connect("teegate-gateway", log)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	var sys *nats.Conn
-	if sysf.HasAuth() {
-		sysf.URLs, sysf.TLSCA, sysf.TLSCert, sysf.TLSKey, sysf.ConnectTimeout = nf.URLs, nf.TLSCA, nf.TLSCert, nf.TLSKey, nf.ConnectTimeout
-		sysf.InOrder = nf.InOrder
-		if sys, err = sysf.Connect("teegate-admission-sys", log); err != nil {
-			return fmt.Errorf("system account: %w", err)
-		}
+	sys, err := connectSys(nf, sysf, log)
+	if err != nil {
+		return err
+	}
+	if sys != nil {
 		defer sys.Close()
 	}
-	ac := audit.StreamConfig{MaxAge: af.retention, Replicas: af.replicas}
-	if ac.Replicas <= 1 {
-		ac.Replicas = *replicas
-	}
+	ac := af.streamConfig(*replicas)
 	startCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	gcfg := gateway.Config{Logger: log, DefaultRPM: *rpm, BodyLimit: *bodyLimit, RequestTimeout: *timeout,
