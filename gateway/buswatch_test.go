@@ -70,20 +70,9 @@ func TestBusWatchGenerations(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Shutdown()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if up, next := b.current(); up {
-			select {
-			case <-next:
-				t.Fatal("the new generation's channel is closed")
-			default:
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not up again after the reconnection")
-		}
-		time.Sleep(10 * time.Millisecond)
+	eventually(t, 10*time.Second, func() bool { up, _ := b.current(); return up }, "up again after the reconnection")
+	if _, next := b.current(); isClosed(next) {
+		t.Fatal("the new generation's channel is closed")
 	}
 	nc.Close()
 	waitClosed(t, b.busLostOf(), "the generation of a closed connection")
@@ -206,4 +195,13 @@ func TestBusWatchBlip(t *testing.T) {
 	}
 	b.set(false, 1)
 	waitClosed(t, next, "the generation of a connection that went down")
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -77,34 +76,17 @@ func TestKVWatchRecoversFromADeadWatch(t *testing.T) {
 	if _, err := kv.Put(ctx, "c", []byte("c")); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		mu.Lock()
-		ok := len(got) == 2 && got["b"] && got["c"]
-		snap := fmt.Sprint(got)
-		mu.Unlock()
-		if ok {
-			break
+	has := func(want func(map[string]bool) bool) func() bool {
+		return func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return want(got)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the mirror holds %s, want b and c", snap)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
+	eventually(t, 10*time.Second, has(func(m map[string]bool) bool { return len(m) == 2 && m["b"] && m["c"] }), "the mirror to hold b and c")
 	// Live again: a later put arrives through the new watch.
 	if _, err := kv.Put(ctx, "d", []byte("d")); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		mu.Lock()
-		ok := got["d"]
-		mu.Unlock()
-		if ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no put after the recovery arrived")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, 10*time.Second, has(func(m map[string]bool) bool { return m["d"] }), "a put after the recovery")
 }

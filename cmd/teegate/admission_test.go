@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,28 +14,12 @@ import (
 
 	"github.com/teegate/teegate/enclave/sim"
 	"github.com/teegate/teegate/internal/natsembed"
+	"github.com/teegate/teegate/internal/proctest"
+	"github.com/teegate/teegate/internal/stacktest"
 	"github.com/teegate/teegate/internal/workernode"
 	"github.com/teegate/teegate/worker"
 	"github.com/teegate/teegate/worker/engine/builtin"
 )
-
-// syncBuffer is a bytes.Buffer safe for the command's logger and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // teegate admission alone answers the servers' auth callout: a worker
 // joining a server with no gateway at all is judged and admitted by it.
@@ -57,7 +40,7 @@ func TestAdmissionCommandJudgesWorkers(t *testing.T) {
 	}
 	defer srv.Shutdown()
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs proctest.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- runAdmission(ctx, []string{"--nats", srv.ClientURL(), "--nats-user", svc.Name, "--nats-password", svc.Password,
@@ -69,18 +52,14 @@ func TestAdmissionCommandJudgesWorkers(t *testing.T) {
 			t.Errorf("teegate admission: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(logs.String(), "admission service running") {
+	stacktest.Eventually(t, time.Minute, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("teegate admission exited: %v\n%s", err, logs.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("teegate admission did not start:\n%s", logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return strings.Contains(logs.String(), "admission service running")
+	}, "teegate admission to start")
 	eng, err := builtin.New(builtin.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -101,13 +80,8 @@ func TestAdmissionCommandJudgesWorkers(t *testing.T) {
 		t.Fatalf("not admitted: %v\n%s", w.Worker.Admission().Reasons, logs.String())
 	}
 	// The decision is logged after the worker is told; wait for the line.
-	deadline = time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), `"admitted":true`) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the admission service did not log the decision:\n%s", logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	stacktest.Eventually(t, 30*time.Second, func() bool { return strings.Contains(logs.String(), `"admitted":true`) },
+		"the admission service to log the decision")
 }
 
 // Without the seed it refuses to start.

@@ -20,6 +20,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/teegate/teegate/internal/proctest"
 	"github.com/teegate/teegate/internal/stack"
 	"github.com/teegate/teegate/internal/stacktest"
 	"github.com/teegate/teegate/worker/engine"
@@ -48,7 +49,10 @@ var leakOpts = []goleak.Option{
 	goleak.IgnoreTopFunction("net/http.(*persistConn).readLoop"),
 }
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
+func TestMain(m *testing.M) {
+	// The binaries built for the process tests go when the leak check ends.
+	goleak.VerifyTestMain(m, append(leakOpts, goleak.Cleanup(func(code int) { proctest.Cleanup(); os.Exit(code) }))...)
+}
 
 // baseline is the process's goroutines and heap at a quiet moment.
 type baseline struct {
@@ -242,61 +246,16 @@ func firstEvent(t *testing.T, r *bufio.Reader) {
 	}
 }
 
-// binaries builds cmd/teegate and nats-server once per test binary.
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-func binary(t *testing.T, name string) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "teegate-chaos-bin")
-		if buildErr != nil {
-			return
-		}
-		for _, b := range [][2]string{{"teegate", "github.com/teegate/teegate/cmd/teegate"}, {"nats-server", "github.com/nats-io/nats-server/v2"}} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, b[0]), b[1]).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("building %s: %w\n%s", b[0], err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return filepath.Join(binDir, name)
-}
-
 // proc is a child process reaped at the end of the test.
 type proc struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *proctest.Buffer
 	done chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startProc(t *testing.T, bin string, args ...string) *proc {
 	t.Helper()
-	p := &proc{cmd: exec.Command(bin, args...), out: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: exec.Command(bin, args...), out: &proctest.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", filepath.Base(bin), err)

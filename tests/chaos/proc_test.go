@@ -14,19 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teegate/teegate/internal/proctest"
 	"github.com/teegate/teegate/internal/stack"
 	"github.com/teegate/teegate/internal/stacktest"
 )
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // streamOutcome reads a stream after its first event until it ends and
 // says how: "done" ([DONE] seen after no error), "error" (an error event,
@@ -81,7 +72,7 @@ func openStream(t *testing.T, base, model string) (*http.Response, *bufio.Reader
 // 503/404 while no worker serves it, the rest of the service is
 // unaffected, and a restarted worker serves again.
 func TestWorkerKilledMidStream(t *testing.T) {
-	bin := binary(t, "teegate")
+	bin := proctest.Bin(t, "teegate")
 	dir := t.TempDir()
 	s := start(t, withGateway(func(c *stack.Config) {
 		c.DataDir, c.NATSListen = dir, "127.0.0.1:0"
@@ -137,9 +128,9 @@ func TestWorkerKilledMidStream(t *testing.T) {
 // the server is back both reconnect and the service answers again with
 // its state (API keys, registry) intact.
 func TestNATSRestart(t *testing.T) {
-	teegate, natsBin := binary(t, "teegate"), binary(t, "nats-server")
+	teegate, natsBin := proctest.Bin(t, "teegate"), proctest.Bin(t, "nats-server")
 	dir := t.TempDir()
-	natsAddr := freePort(t)
+	natsAddr := proctest.FreeAddr(t)
 	host, port, _ := net.SplitHostPort(natsAddr)
 	url := "nats://" + natsAddr
 	nats := func() *proc {
@@ -156,7 +147,7 @@ func TestNATSRestart(t *testing.T) {
 	ns := nats()
 	const key, model = "sk-chaos-nats", "chaos-nats"
 	// The gateway creates the buckets; the key goes in once it has.
-	gwAddr := freePort(t)
+	gwAddr := proctest.FreeAddr(t)
 	gw := startProc(t, teegate, "gateway", "--nats", url, "--addr", gwAddr, "--log-level", "warn", "--request-timeout", "10s",
 		"--allow-unattested")
 	gwURL := "http://" + gwAddr

@@ -22,21 +22,11 @@ import (
 
 	"github.com/teegate/teegate/attest/client"
 	"github.com/teegate/teegate/enclave/sim"
+	"github.com/teegate/teegate/internal/proctest"
 	"github.com/teegate/teegate/policies"
 )
 
-// build compiles teegate and nats-server into a temporary folder.
-func build(t *testing.T) string {
-	t.Helper()
-	bin := t.TempDir()
-	for _, pkg := range [][2]string{{"teegate", "github.com/teegate/teegate/cmd/teegate"}, {"nats-server", "github.com/nats-io/nats-server/v2"}} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(bin, pkg[0]), pkg[1]).CombinedOutput()
-		if err != nil {
-			t.Fatalf("building %s: %v\n%s", pkg[0], err, out)
-		}
-	}
-	return bin
-}
+func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
 
 // freeBase finds a base with the 32 ports the cluster uses free on
 // loopback.
@@ -159,7 +149,7 @@ func TestClusterOfProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process cluster")
 	}
-	bin := build(t)
+	bin := proctest.Dir(t)
 	dir := t.TempDir()
 	base := freeBase(t)
 	teegate := filepath.Join(bin, "teegate")

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/teegate/teegate/internal/proctest"
 	"github.com/teegate/teegate/internal/stacktest"
 )
 
@@ -55,47 +55,20 @@ type buildError struct {
 
 func (e *buildError) Error() string { return "building teegate: " + e.err.Error() + "\n" + e.out }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // devProcess runs `teegate dev` and returns its address and stdout so far.
 type devProcess struct {
 	cmd    *exec.Cmd
-	stdout *lockedBuffer
+	stdout *proctest.Buffer
 	addr   string
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startDev(t *testing.T, args ...string) *devProcess {
 	t.Helper()
-	addr := freePort(t)
+	addr := proctest.FreeAddr(t)
 	all := append([]string{"dev", "--addr", addr, "--data-dir", t.TempDir(), "--log-level", "debug"}, args...)
 	cmd := exec.Command(teegateBinary(t), all...)
-	out := &lockedBuffer{}
-	var stderr lockedBuffer
+	out := &proctest.Buffer{}
+	var stderr proctest.Buffer
 	cmd.Stdout, cmd.Stderr = out, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

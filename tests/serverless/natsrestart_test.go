@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/teegate/teegate/enclave/sim"
+	"github.com/teegate/teegate/internal/proctest"
 )
 
 // freeBase finds a port base whose client (+0), route (+10) and
@@ -50,7 +51,7 @@ func TestNATSRestartDuringLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process")
 	}
-	bin := bins(t)
+	bin := proctest.Dir(t)
 	teegate := filepath.Join(bin, "teegate")
 	dir := t.TempDir()
 	base := freeBase(t)
@@ -78,7 +79,7 @@ func TestNATSRestartDuringLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	creds := filepath.Join(dir, "service.nk")
-	gwURL := "http://" + freeAddr(t)
+	gwURL := "http://" + proctest.FreeAddr(t)
 	start(t, "gateway", teegate, "gateway", "--nats", natsURL, "--nats-creds", creds, "--nats-sys-creds", filepath.Join(dir, "sys.nk"),
 		"--admission-seed", filepath.Join(dir, "admission.nk"), "--policy", "dev", "--allow-simulated",
 		"--sim-root", filepath.Join(simDir, sim.RootDir, sim.RootCertFile), "--addr", strings.TrimPrefix(gwURL, "http://"),

@@ -2,90 +2,37 @@ package serverless
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/teegate/teegate/internal/proctest"
 )
 
-// The binaries, built once per test run.
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-func bins(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "teegate-serverless-bin")
-		if buildErr != nil {
-			return
-		}
-		for _, pkg := range [][2]string{{"teegate", "github.com/teegate/teegate/cmd/teegate"}, {"nats-server", "github.com/nats-io/nats-server/v2"}} {
-			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, pkg[0]), pkg[1]).CombinedOutput()
-			if err != nil {
-				buildErr = fmt.Errorf("building %s: %w\n%s", pkg[0], err, out)
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+func TestMain(m *testing.M) { os.Exit(proctest.Main(m)) }
 
 // proc is a child process; its cleanup kills and reaps it.
 type proc struct {
 	name string
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *proctest.Buffer
 	done chan struct{}
 	err  error
 }
 
 func start(t *testing.T, name, path string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(path, args...), out: &syncBuffer{}, done: make(chan struct{})}
+	p := &proc{name: name, cmd: exec.Command(path, args...), out: &proctest.Buffer{}, done: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting %s: %v", name, err)
@@ -153,16 +100,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // dev is a `teegate dev` process: embedded NATS and the gateway.
 type dev struct {
 	*proc
@@ -173,10 +110,10 @@ var natsLine = regexp.MustCompile(`(?m)^\s+NATS:\s+(nats://\S+)`)
 
 func startDev(t *testing.T, args ...string) *dev {
 	t.Helper()
-	d := &dev{url: "http://" + freeAddr(t), key: "sk-serverless", dataDir: t.TempDir()}
+	d := &dev{url: "http://" + proctest.FreeAddr(t), key: "sk-serverless", dataDir: t.TempDir()}
 	all := append([]string{"dev", "--addr", strings.TrimPrefix(d.url, "http://"), "--data-dir", d.dataDir, "--api-key", d.key,
 		"--log-level", "warn", "--log-format", "text", "--nats-listen", "127.0.0.1:0"}, args...)
-	d.proc = start(t, "teegate dev", filepath.Join(bins(t), "teegate"), all...)
+	d.proc = start(t, "teegate dev", filepath.Join(proctest.Dir(t), "teegate"), all...)
 	waitFor(t, 60*time.Second, "the teegate dev banner", func() bool {
 		return strings.Contains(d.out.String(), "Press Ctrl-C") || d.exited()
 	})
@@ -194,7 +131,7 @@ func (d *dev) worker(t *testing.T, id string, extra ...string) *proc {
 	t.Helper()
 	args := append([]string{"worker", "--nats", d.nats, "--engine", "builtin", "--data-dir", d.dataDir, "--id", id,
 		"--log-level", "warn", "--log-format", "text"}, extra...)
-	return start(t, "worker "+id, filepath.Join(bins(t), "teegate"), args...)
+	return start(t, "worker "+id, filepath.Join(proctest.Dir(t), "teegate"), args...)
 }
 
 // serving reports how many workers the gateway lists as admitted and
