@@ -90,20 +90,6 @@ func (b *busWatch) current() (bool, <-chan struct{}) {
 	return b.up, b.lost
 }
 
-// busLost is the channel a request sent now waits on besides its answer:
-// closed when the gateway's connection leaves CONNECTED (or is not
-// connected now).
-func (g *Gateway) busLost() <-chan struct{} {
-	_, lost := g.bus().current()
-	return lost
-}
-
-// busConnected reports whether the gateway's connection is up.
-func (g *Gateway) busConnected() bool {
-	up, _ := g.bus().current()
-	return up
-}
-
 func (g *Gateway) bus() *busWatch {
 	g.busOnce.Do(func() { g.busW = watchBus(g.cfg.Conn) })
 	return g.busW

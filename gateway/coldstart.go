@@ -25,8 +25,8 @@ import (
 // (never its content) goes to the JetStream work-queue stream
 // wire.PendingStream, whose per-model durable consumer counts the waiting
 // requests for an autoscaler (deploy/keda). As soon as the registry shows a
-// worker that can take it (the directory's change signal, or a local
-// request ending), the request is dispatched and its ticket deleted. The
+// worker that can take it (the directory's change signal, or a request
+// of this gateway giving its slot back), the request is dispatched and its ticket deleted. The
 // stream bounds the queue: a full queue refuses the ticket, and the request
 // is answered 503 with Retry-After at once; a request that waited the
 // cold-start timeout is answered the same way.
@@ -71,7 +71,6 @@ type Pending struct {
 	consumers sync.Map // model id → struct{}: its durable consumer exists
 	waitMu    sync.Mutex
 	waiting   map[string]*atomic.Int64 // model id → requests waiting here
-	local     signal                   // a local request ended: capacity may have freed
 
 	watchOnce sync.Once
 	stop      context.CancelFunc

@@ -204,7 +204,11 @@ func (g *Gateway) await(a *attempt, reqID, model string, tried map[string]bool, 
 			probe.Stop()
 		}
 	}()
+	busGone := false // the connection went; what it delivered before is still read
 	for {
+		if busGone && len(a.ch) == 0 {
+			return nil, errBusDown
+		}
 		select {
 		case m := <-a.ch:
 			if wire.IsNoResponders(m) {
@@ -236,11 +240,8 @@ func (g *Gateway) await(a *attempt, reqID, model string, tried map[string]bool, 
 			probes = probe.C
 		case <-a.lost:
 			// What came in before the connection went is still read.
-			if len(a.ch) > 0 {
-				a.lost = nil
-				continue
-			}
-			return nil, errBusDown
+			a.lost, busGone = nil, true
+			continue
 		case <-acceptBy:
 			if !g.onlyChoice(model, a.lease.Key, tried) {
 				return nil, errLost
@@ -447,7 +448,7 @@ func (g *Gateway) stream(c *fiber.Ctx, a *attempt, first *nats.Msg, deadline tim
 		g.log.Warn("refusing a worker stream", "request_id", reqID, "err", err)
 		return g.finish(c, reqID, send(c, errUpstream()), http.StatusBadGateway)
 	}
-	r := &relay{nc: g.cfg.Conn, a: a, rx: a.rx, deadline: deadline, g: g, reqID: reqID, events: events, rq: rq, worker: first.Header.Get(wire.HdrWorker)}
+	r := &relay{a: a, rx: a.rx, deadline: deadline, g: g, reqID: reqID, events: events, rq: rq, worker: first.Header.Get(wire.HdrWorker)}
 	if first.Header.Get(wire.HdrKind) == wire.KindData && !a.accepted {
 		// A worker that sent no accept names the control subject on its
 		// first chunk.
@@ -534,7 +535,6 @@ func (r *relay) watch() (stop func()) {
 // relay copies one stream's chunks to the client.
 type relay struct {
 	g        *Gateway
-	nc       *nats.Conn
 	a        *attempt
 	rx       *wire.StreamReceiver
 	deadline time.Time

@@ -150,6 +150,10 @@ func (g *Gateway) pick(model string, tried map[string]bool) (l *lease, ok, full 
 // ctx ends. ok is false when ctx ended first or no replica serves model at
 // all (the cold-start queue's case).
 func (g *Gateway) awaitLease(ctx context.Context, model string, tried map[string]bool) (*lease, bool) {
+	// A free slot, the common case, costs no place among the waiters.
+	if l, ok, full := g.pick(model, tried); ok || !full {
+		return l, ok
+	}
 	for {
 		// Join the waiters before looking, so no freed slot is missed.
 		w := g.picker.freed.join()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/pem"
 	"fmt"
 	"io"
 	"log/slog"
@@ -55,7 +54,7 @@ func runAdmission(ctx context.Context, args []string, _, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	pinned, err := readSimRoot(*simRoot)
+	pinned, err := readSimRoots(flagPaths(*simRoot))
 	if err != nil {
 		return err
 	}
@@ -121,20 +120,4 @@ func connectSys(nf, sysf cliutil.NATSFlags, log *slog.Logger) (*nats.Conn, error
 		return nil, fmt.Errorf("system account: %w", err)
 	}
 	return sys, nil
-}
-
-// readSimRoot reads the simulated root certificate -sim-root names.
-func readSimRoot(path string) ([][]byte, error) {
-	if path == "" {
-		return nil, nil
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading -sim-root: %w", err)
-	}
-	b, _ := pem.Decode(raw)
-	if b == nil || b.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("-sim-root %s holds no PEM certificate", path)
-	}
-	return [][]byte{b.Bytes}, nil
 }

@@ -218,6 +218,14 @@ func runDev(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 }
 
+// flagPaths is the list of one path flag: none when it is empty.
+func flagPaths(path string) []string {
+	if path == "" {
+		return nil
+	}
+	return []string{path}
+}
+
 // readSimRoots reads PEM certificates, each a simulated root to trust.
 func readSimRoots(paths []string) ([][]byte, error) {
 	var out [][]byte

@@ -83,7 +83,7 @@ func runGateway(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return err
 		}
 	}
-	pinned, err := readSimRoot(*simRoot)
+	pinned, err := readSimRoots(flagPaths(*simRoot))
 	if err != nil {
 		return err
 	}

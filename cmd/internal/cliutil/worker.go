@@ -144,7 +144,7 @@ func RunWorker(ctx context.Context, nf NATSFlags, ef EngineFlags, wcfg worker.Co
 		log.Warn("drain grace period ended with requests in flight", "abandoned", abandoned)
 	}
 	if err != nil {
-		log.Warn("withdrawing the worker", "err", err)
+		return fmt.Errorf("withdrawing the worker: %w", err)
 	}
 	log.Info("worker left", "why", why)
 	return nil
