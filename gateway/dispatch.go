@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -89,10 +88,13 @@ func (g *Gateway) infer(op string) fiber.Handler {
 				return g.finish(c, reqID, send(c, e), e.Status)
 			}
 		}
-		// fasthttp reuses the body buffer after the handler returns, and a
-		// stream outlives the handler: forward a copy.
+		// fasthttp reuses the body buffer after the handler returns. Every
+		// publish of the request (failover included) happens before the
+		// first byte of the answer, inside the handler, and the NATS client
+		// copies what it publishes: the body is forwarded without a copy
+		// of our own, and nothing keeps it.
 		r := &wire.Request{ID: reqID, Op: op, Model: p.Model, Tenant: key.Tenant, Stream: p.Stream, Deadline: deadline,
-			Inline: c.Get(HeaderInline) != "", Accept: true, Body: bytes.Clone(c.Body())}
+			Inline: c.Get(HeaderInline) != "", Accept: true, Body: c.Body()}
 		if p.Stream {
 			r.Window = g.cfg.StreamWindow
 		}
