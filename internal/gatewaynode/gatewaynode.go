@@ -195,18 +195,27 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
-	if n.Limits, err = gateway.OpenLimits(ctx, n.JS, cfg.Replicas, cfg.Gateway.Now); err != nil {
-		return nil, err
-	}
 	ac := cfg.Audit
 	if ac.Replicas == 0 {
 		ac.Replicas = cfg.Replicas
 	}
-	if n.AuditKey, err = audit.LoadOrCreateKey(ctx, n.JS, ac.Replicas); err != nil {
-		return nil, err
-	}
-	if n.Audit, err = audit.Open(ctx, audit.Config{JS: n.JS, Stream: ac, Gateway: cfg.Name, Key: n.AuditKey,
-		CheckpointEvery: cfg.AuditCheckpointEvery, Logger: n.log.With("component", "audit")}); err != nil {
+	// Like the stores above, these make replicated buckets and streams,
+	// which a cluster still placing its peers refuses for a moment.
+	if err := retry(ctx, func(ctx context.Context) (err error) {
+		if n.Limits == nil {
+			if n.Limits, err = gateway.OpenLimits(ctx, n.JS, cfg.Replicas, cfg.Gateway.Now); err != nil {
+				return err
+			}
+		}
+		if n.AuditKey == nil {
+			if n.AuditKey, err = audit.LoadOrCreateKey(ctx, n.JS, ac.Replicas); err != nil {
+				return err
+			}
+		}
+		n.Audit, err = audit.Open(ctx, audit.Config{JS: n.JS, Stream: ac, Gateway: cfg.Name, Key: n.AuditKey,
+			CheckpointEvery: cfg.AuditCheckpointEvery, Logger: n.log.With("component", "audit")})
+		return err
+	}); err != nil {
 		return nil, err
 	}
 	if cfg.Issuer != nil {
